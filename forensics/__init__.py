@@ -1,0 +1,15 @@
+"""queue-forensics: incident forensics for Bull and BullMQ job queues.
+
+    snap = forensics.capture("redis://localhost:6379/0", prefix="bull")
+    snap.save("snapshots/incident")
+    snap = forensics.load("snapshots/incident")
+    snap.jobs, snap.queues, snap.events, snap.payloads, ...
+"""
+from ._version import __version__
+from .capture import capture
+from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .snapshot import Snapshot, load
+from .summary import summary
+
+__all__ = ["__version__", "capture", "load", "Snapshot", "summary", "ForensicsError",
+           "ConnectError", "SnapshotError", "UsageError"]

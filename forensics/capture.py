@@ -1,0 +1,765 @@
+"""Read-only, low-impact capture of every Bull/BullMQ queue under a prefix.
+
+Every command goes through the read-only gate (``safety.read_only_client``). Impact on the
+inspected Redis is kept small by design: SCAN (never KEYS), lists and sorted sets read in
+windows of ``WINDOW`` entries, pipelines of at most ``PIPELINE`` commands, no Lua.
+
+The capture never aborts half-way on bad data: odd keys, wrong types, malformed hashes
+and jobs vanishing mid-read are recorded (manifest ``warnings`` / counts) and the rest is
+read. If Redis goes away or the user presses Ctrl-C, what was read is returned with
+``complete: false`` and the reason.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from . import keys as K
+from ._version import __version__
+from .decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
+from .errors import ConnectError, UsageError
+from .safety import CommandLedger, read_only_client, redact_json_text, redact_url
+from .snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+
+DEFAULT_URL = "redis://localhost:6379/0"
+WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
+PIPELINE = 500         # commands per pipeline round trip
+SCAN_COUNT = 1000
+CHUNK = 5000           # jobs decoded (and payloads spooled) at a time
+RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
+
+# State structures in precedence order: a job seen in two (it moved while we read) keeps
+# the first. (key suffix, redis type, state name)
+STATE_KEYS = (
+    ("active", "list", "active"), ("wait", "list", "wait"), ("paused", "list", "paused"),
+    ("prioritized", "zset", "prioritized"), ("delayed", "zset", "delayed"),
+    ("waiting-children", "zset", "waiting-children"),
+    ("failed", "zset", "failed"), ("completed", "zset", "completed"),
+)
+STATES = [s for _, _, s in STATE_KEYS]
+# Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
+ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
+
+
+@dataclass
+class _Queue:
+    prefix: str
+    name: str
+    families: set[str] = field(default_factory=set)
+    flavor: str = "bull"
+    evidence: list[str] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{self.name}:"
+
+
+class Progress:
+    """Progress on stderr: a live line on a terminal, a line per 2 s when forced elsewhere."""
+
+    def __init__(self, enabled: bool | None = None, stream=None):
+        self.stream = stream or sys.stderr
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = tty if enabled is None else enabled
+        self.tty = tty
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.jobs = 0
+
+    def update(self, text: str, jobs: int = 0, force: bool = False) -> None:
+        self.jobs += jobs
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < (0.2 if self.tty else 2.0):
+            return
+        self.last = now
+        rate = self.jobs / max(now - self.t0, 1e-6)
+        line = f"capture: {text} | {self.jobs:,} jobs read, {rate:,.0f} jobs/s"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line[:200])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _Capture:
+    def __init__(self, url: str, prefixes: list[str], queues: list[str] | None, *,
+                 redact: bool, memory_samples: int, progress: Progress,
+                 socket_timeout: float):
+        self.url = url
+        self.prefixes = prefixes
+        self.only = list(queues) if queues else None
+        self.redact = redact
+        self.memory_samples = memory_samples
+        self.progress = progress
+        self.ledger = CommandLedger()
+        self.warnings: list[str] = []
+        self.counts: dict[str, int] = {"foreign_keys": 0, "vanished_jobs": 0,
+                                       "state_conflicts": 0, "markers": 0, "undecodable_keys": 0}
+        self.foreign_samples: list[str] = []
+        self.complete = True
+        self.reason: str | None = None
+        self.queues: list[_Queue] = []
+        self.job_chunks: list[pd.DataFrame] = []
+        self.events: list[pd.DataFrame] = []
+        self.metrics: list[dict] = []
+        self.memory: list[dict] = []
+        self.workers = pd.DataFrame()
+        self.redis_row: dict[str, Any] = {}
+        self.spool = new_spool()
+        self.payload_file = self.spool / "payloads.parquet"
+        self._payload_schema = pa.Schema.from_pandas(empty_payloads(), preserve_index=False)
+        self._payload_writer = pq.ParquetWriter(self.payload_file, self._payload_schema)
+        self.client = read_only_client(url, self.ledger, decode_responses=True,
+                                       encoding_errors="replace",
+                                       socket_timeout=socket_timeout, socket_connect_timeout=10)
+        self.started = utcnow()
+
+    # ---- command helpers ----------------------------------------------------------------
+    def _results(self, cmds: list[tuple], essential: bool = True) -> list[Any]:
+        """Run commands in bounded pipelines. Per-command errors become None (+warning);
+        a refused permission on an essential command is fatal (exit 3)."""
+        out: list[Any] = []
+        for i in range(0, len(cmds), PIPELINE):
+            pipe = self.client.pipeline(transaction=False)
+            batch = cmds[i:i + PIPELINE]
+            for c in batch:
+                pipe.execute_command(*c)
+            res = pipe.execute(raise_on_error=False)
+            for c, r in zip(batch, res):
+                if isinstance(r, Exception):
+                    r = self._command_error(c, r, essential)
+                out.append(r)
+        return out
+
+    def _command_error(self, cmd: tuple, err: Exception, essential: bool):
+        name = str(cmd[0]).upper()
+        if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
+            raise err
+        if isinstance(err, redis.exceptions.NoPermissionError) or "NOPERM" in str(err):
+            if essential and name in ESSENTIAL:
+                raise ConnectError(
+                    f"the Redis user may not run {name} on {cmd[1] if len(cmd) > 1 else ''}: "
+                    f"grant it read access (ACL '+@read ~{self.prefixes[0]}:*'): {err}")
+            self._warn(f"{name} refused by ACL ({err}); that part of the snapshot is empty")
+            return None
+        if "WRONGTYPE" in str(err):
+            self._warn(f"key {cmd[1]} has an unexpected type for {name}; skipped")
+            return None
+        self._warn(f"{name} {cmd[1] if len(cmd) > 1 else ''} failed: {err}")
+        return None
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings and len(self.warnings) < 200:
+            self.warnings.append(text)
+
+    def _one(self, *cmd, essential: bool = True):
+        return self._results([cmd], essential)[0]
+
+    # ---- steps ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        where = redact_url(self.url)
+        try:
+            self.client.ping()
+        except redis.AuthenticationError as e:
+            raise ConnectError(f"Redis at {where} refused the credentials: {e}. "
+                               "Check the user name and password in the URL") from None
+        except redis.exceptions.NoPermissionError as e:
+            raise ConnectError(f"Redis at {where}: permission denied ({e})") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise ConnectError(f"cannot connect to Redis at {where}: {e}") from None
+        except redis.ResponseError as e:
+            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+                raise ConnectError(f"Redis at {where} needs a password: {e}") from None
+            raise ConnectError(f"Redis at {where} answered PING with an error: {e}") from None
+
+    def server_info(self) -> None:
+        info = self._one("INFO", "all", essential=False) or {}
+        cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False) or {}
+        if isinstance(cfg, list):
+            cfg = dict(zip(cfg[::2], cfg[1::2]))
+        db = self.client.get_connection_kwargs().get("db", 0)
+        ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
+        maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
+        self.redis_row = {
+            "captured_at": self.started,
+            "redis_version": str(info.get("redis_version", "")) or None,
+            "redis_mode": info.get("redis_mode"),
+            "used_memory": info.get("used_memory"),
+            "used_memory_peak": info.get("used_memory_peak"),
+            "used_memory_rss": info.get("used_memory_rss"),
+            "maxmemory": int(maxmemory) if maxmemory not in (None, "") else None,
+            "maxmemory_policy": cfg.get("maxmemory-policy", info.get("maxmemory_policy")),
+            "mem_fragmentation_ratio": info.get("mem_fragmentation_ratio"),
+            "evicted_keys": info.get("evicted_keys"),
+            "expired_keys": info.get("expired_keys"),
+            "rejected_connections": info.get("rejected_connections"),
+            "connected_clients": info.get("connected_clients"),
+            "blocked_clients": info.get("blocked_clients"),
+            "maxclients": int(cfg["maxclients"]) if "maxclients" in cfg else None,
+            "instantaneous_ops_per_sec": info.get("instantaneous_ops_per_sec"),
+            "total_commands_processed": info.get("total_commands_processed"),
+            "uptime_in_seconds": info.get("uptime_in_seconds"),
+            "db": db,
+            "db_keys": ks.get("keys"),
+            "db_expires": ks.get("expires"),
+            "aof_enabled": info.get("aof_enabled"),
+            "info_available": bool(info),
+            "config_available": bool(cfg),
+        }
+        if not cfg:
+            self._warn("CONFIG GET maxmemory* not allowed: eviction settings taken from INFO where present")
+
+    def discover(self, prefix: str) -> pd.DataFrame:
+        """SCAN the prefix, find the queues, classify every key."""
+        if self.only:
+            patterns = [K.glob_escape(f"{prefix}:{q}") + ":*" for q in self.only]
+        else:
+            patterns = [K.glob_escape(prefix) + ":*"]
+        found: list[str] = []
+        for pattern in patterns:
+            cursor = 0
+            while True:
+                cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+                found.extend(batch)
+                self.progress.update(f"scanning {prefix}: {len(found):,} keys")
+                if int(cursor) == 0:
+                    break
+        keys = pd.Series(found, dtype="str").drop_duplicates()
+        bad = keys.str.contains("\ufffd", regex=False)
+        if bad.any():
+            self.counts["undecodable_keys"] += int(bad.sum())
+            self._warn(f"{int(bad.sum())} keys under {prefix} are not UTF-8 and were skipped")
+            keys = keys[~bad]
+        candidates = K.queue_candidates(keys, prefix)
+        if self.only:
+            candidates = {q: s for q, s in candidates.items() if q in self.only}
+        # Confirm candidates by the types of their anchor keys.
+        checks = [(q, s) for q, sfx in candidates.items() for s in sfx]
+        types = self._results([("TYPE", f"{prefix}:{q}:{s}") for q, s in checks])
+        confirmed: dict[str, set[str]] = {}
+        for (q, s), t in zip(checks, types):
+            if t == K.QUEUE_KEY_TYPES[s]:
+                confirmed.setdefault(q, set()).add(s)
+            elif t not in (None, "none"):
+                self._warn(f"{prefix}:{q}:{s} is a {t}, not a {K.QUEUE_KEY_TYPES[s]}; not taken as queue data")
+        if self.only:
+            for q in self.only:
+                if q not in confirmed:
+                    self._warn(f"queue {q!r} not found under prefix {prefix!r}")
+        table = K.classify(keys, prefix, sorted(confirmed))
+        foreign = table[table["family"] == "foreign"]
+        self.counts["foreign_keys"] += len(foreign)
+        self.foreign_samples.extend(foreign["key"].head(20 - len(self.foreign_samples)).tolist())
+        for name in sorted(confirmed):
+            fams = set(table.loc[table["queue"] == name, "family"].unique())
+            self.queues.append(_Queue(prefix, name, families=fams | confirmed[name]))
+        table["prefix"] = prefix
+        return table
+
+    def _read_window(self, kind: str, key: str, total: int) -> list[tuple[str, float | None]]:
+        """All members of a list/zset, in windows of WINDOW, a few windows per round trip."""
+        out: list[tuple[str, float | None]] = []
+        start = 0
+        per_trip = 5
+        while start < max(total, 1):
+            cmds = []
+            for i in range(per_trip):
+                a = start + i * WINDOW
+                if kind == "list":
+                    cmds.append(("LRANGE", key, a, a + WINDOW - 1))
+                else:
+                    cmds.append(("ZRANGE", key, a, a + WINDOW - 1, "WITHSCORES"))
+            res = self._results(cmds)
+            short = False
+            for r in res:
+                r = r or []
+                if kind == "list":
+                    out.extend((x, None) for x in r)
+                else:
+                    out.extend((m, float(s)) for m, s in r)
+                if len(r) < WINDOW:
+                    short = True
+                    break
+            if short:
+                break
+            start += per_trip * WINDOW
+        return out
+
+    def read_queue(self, q: _Queue, classified: pd.DataFrame) -> None:
+        base = q.base
+        meta = self._one("HGETALL", base + "meta") if "meta" in q.families else {}
+        q.meta = meta or {}
+        # Flavor: BullMQ leaves streams, meta opts, markers and prioritized sets behind.
+        ev = []
+        if str(q.meta.get("version", "")).startswith("bullmq"):
+            ev.append("meta.version")
+        if "opts.maxLenEvents" in q.meta:
+            ev.append("meta.opts.maxLenEvents")
+        for fam in ("events", "marker", "prioritized", "waiting-children", "pc"):
+            if fam in q.families:
+                ev.append(f"{fam} key")
+        q.flavor = "bullmq" if ev else "bull"
+        q.evidence = ev or (["meta-paused key"] if "meta-paused" in q.families else ["no BullMQ structures"])
+
+        lengths = self._results(
+            [("LLEN" if kind == "list" else "ZCARD", base + sfx) for sfx, kind, _ in STATE_KEYS]
+            + [("SCARD", base + "stalled"), ("ZCARD", base + "priority"), ("XLEN", base + "events"),
+               ("GET", base + "id"), ("PTTL", base + "limiter"), ("GET", base + "limiter"),
+               ("ZCARD", base + "repeat"), ("GET", base + "meta-paused")], essential=True)
+        state_len = dict(zip(STATES, lengths[:len(STATE_KEYS)]))
+        stalled_n, priority_n, events_n, id_counter, limiter_ttl, limiter_val, repeat_n, meta_paused = \
+            lengths[len(STATE_KEYS):]
+
+        rows = []
+        for sfx, kind, state in STATE_KEYS:
+            if sfx not in q.families:
+                continue
+            members = self._read_window(kind, base + sfx, int(state_len.get(state) or 0))
+            if not members:
+                continue
+            df = pd.DataFrame(members, columns=["job_id", "score"])
+            df["state"] = state
+            rows.append(df)
+            self.progress.update(f"{q.name}: reading {state} ids")
+        ids = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+            {"job_id": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
+             "state": pd.Series(dtype="str")})
+        ids["job_id"] = ids["job_id"].astype("str")
+        markers = 0
+        if q.flavor == "bullmq" and len(ids):
+            mk = K.is_marker(ids["job_id"]) & ids["state"].isin(["wait", "paused"]).to_numpy()
+            markers = int(mk.sum())
+            ids = ids[~mk]
+        self.counts["markers"] += markers
+        before = len(ids)
+        ids = ids.drop_duplicates("job_id", keep="first")
+        self.counts["state_conflicts"] += before - len(ids)
+
+        stalled = set()
+        if stalled_n:
+            cursor = 0
+            while True:
+                r = self._one("SSCAN", base + "stalled", cursor, "COUNT", WINDOW, essential=False)
+                if not r:
+                    break
+                cursor, members = r
+                stalled.update(members)
+                if int(cursor) == 0:
+                    break
+
+        # Job hashes that no state references are orphans (after a recheck).
+        mine = classified[classified["queue"] == q.name]
+        hashes = mine.loc[mine["family"] == "job", "job_id"]
+        orphan_ids = hashes[~hashes.isin(ids["job_id"])]
+        ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
+                                            "state": "orphan"})], ignore_index=True)
+        ids["queue"] = q.name
+        ids["flavor"] = q.flavor
+        jobs = self._read_jobs(q, ids)
+        jobs = self._recheck(q, jobs)
+        jobs = self._locks_and_logs(q, jobs, mine)
+        jobs["in_stalled_set"] = jobs["job_id"].isin(stalled).astype("boolean")
+        self.job_chunks.append(jobs)
+
+        q.row = {
+            "stalled_set": int(stalled_n or 0), "priority_zset": int(priority_n or 0),
+            "events_length": int(events_n or 0), "id_counter": _int(id_counter),
+            "limiter_ttl_ms": _int(limiter_ttl) if _int(limiter_ttl) and _int(limiter_ttl) > 0 else None,
+            "limiter_value": _int(limiter_val), "repeat_count": int(repeat_n or 0),
+            "markers": markers, "meta_paused_key": meta_paused is not None,
+        }
+        self.read_events(q, int(events_n or 0))
+        self.read_metrics(q)
+
+    def _read_jobs(self, q: _Queue, ids: pd.DataFrame) -> pd.DataFrame:
+        chunks = []
+        base = q.base
+        for start in range(0, len(ids), CHUNK):
+            part = ids.iloc[start:start + CHUNK].reset_index(drop=True)
+            replies = self._results([("HGETALL", base + j) for j in part["job_id"]])
+            replies = [r if isinstance(r, dict) else {} for r in replies]
+            present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
+            kept = part[present]
+            jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
+                                         redact=self.redact)
+            gone = part[~present]
+            if len(gone):
+                # Listed but no hash: missing-hash (verified later) or removed since SCAN.
+                g = empty_jobs().reindex(range(len(gone)))
+                g = g.astype(JOB_COLUMNS)
+                for c in ("queue", "job_id", "state", "flavor"):
+                    g[c] = gone[c].astype("str").to_numpy()
+                g["_listed_in"] = gone["state"].to_numpy()
+                g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
+                jobs = pd.concat([jobs, g], ignore_index=True)
+            self._payload_writer.write_table(
+                pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
+            chunks.append(jobs)
+            self.progress.update(f"{q.name}: job hashes", jobs=len(part))
+        if not chunks:
+            return empty_jobs()
+        return pd.concat(chunks, ignore_index=True)
+
+    def _locate(self, q: _Queue, job_ids: list[str]) -> list[str | None]:
+        """Which state currently lists each id (None: none). Used to confirm absences."""
+        cmds = []
+        for j in job_ids:
+            for sfx, kind, _ in STATE_KEYS:
+                cmds.append(("LPOS", q.base + sfx, j) if kind == "list" else ("ZSCORE", q.base + sfx, j))
+        res = self._results(cmds, essential=False)
+        out = []
+        n = len(STATE_KEYS)
+        for i in range(len(job_ids)):
+            hit = None
+            for (sfx, _, state), r in zip(STATE_KEYS, res[i * n:(i + 1) * n]):
+                if r is not None:
+                    hit = state
+                    break
+            out.append(hit)
+        return out
+
+    def _recheck(self, q: _Queue, jobs: pd.DataFrame) -> pd.DataFrame:
+        """Confirm missing hashes still listed (else the job just finished and was removed)."""
+        if "_listed_in" not in jobs:
+            return jobs
+        missing = jobs.index[jobs["state"].eq("missing-hash")]
+        vanished = jobs.index[jobs["state"].eq("vanished")]
+        check = list(missing[:RECHECK_LIMIT])
+        if len(missing) > RECHECK_LIMIT:
+            self._warn(f"{q.name}: {len(missing)} listed ids have no hash; {RECHECK_LIMIT} re-checked")
+        drop = list(vanished)
+        if check:
+            where = self._locate(q, jobs.loc[check, "job_id"].tolist())
+            drop += [i for i, w in zip(check, where) if w is None]
+        self.counts["vanished_jobs"] += len(drop)
+        return jobs.drop(index=drop).drop(columns="_listed_in").reset_index(drop=True)
+
+    def _locks_and_logs(self, q: _Queue, jobs: pd.DataFrame, mine: pd.DataFrame) -> pd.DataFrame:
+        lock_ids = mine.loc[mine["family"] == "lock", "job_id"].astype("str")
+        lock_ids = pd.Index(pd.concat([lock_ids, jobs.loc[jobs["state"] == "active", "job_id"]])).unique()
+        if len(lock_ids):
+            cmds = []
+            for j in lock_ids:
+                cmds += [("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock")]
+            res = self._results(cmds, essential=False)
+            token = pd.Series(res[0::2], index=lock_ids, dtype="str")
+            ttl = pd.Series([_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64")
+            jid = jobs["job_id"]
+            jobs["lock_token"] = jid.map(token).astype("str")
+            jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
+            jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]).where(lambda s: s >= 0)
+        log_ids = mine.loc[mine["family"] == "logs", "job_id"].astype("str").unique()
+        if len(log_ids):
+            res = self._results([("LLEN", f"{q.base}{j}:logs") for j in log_ids], essential=False)
+            counts = pd.Series([_int(x) or 0 for x in res], index=log_ids, dtype="Int64")
+            jobs["log_count"] = jobs["job_id"].map(counts).fillna(0).astype("Int64")
+        return jobs
+
+    def read_events(self, q: _Queue, length: int) -> None:
+        if "events" not in q.families or not length:
+            return
+        key = q.base + "events"
+        entries: list[tuple[str, dict]] = []
+        start = "-"
+        while True:
+            batch = self._one("XRANGE", key, start, "+", "COUNT", WINDOW, essential=False)
+            if not batch:
+                break
+            entries.extend(batch)
+            self.progress.update(f"{q.name}: events {len(entries):,}")
+            if len(batch) < WINDOW:
+                break
+            start = "(" + batch[-1][0]
+        if not entries:
+            return
+        rows = []
+        for sid, fields in entries:
+            fields = dict(fields or {})
+            if self.redact and "data" in fields:
+                fields["data"] = redact_json_text(fields["data"])[0]
+            ev = fields.pop("event", None)
+            jid = fields.pop("jobId", None)
+            rows.append((sid, ev, jid, _json(fields) if fields else None))
+        df = pd.DataFrame(rows, columns=["stream_id", "event", "job_id", "fields"])
+        ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
+        df.insert(0, "queue", q.name)
+        df.insert(2, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
+        self.events.append(df)
+
+    def read_metrics(self, q: _Queue) -> None:
+        if "metrics" not in q.families:
+            return
+        for kind in ("completed", "failed"):
+            key = f"{q.base}metrics:{kind}"
+            head = self._one("HGETALL", key, essential=False) or {}
+            data = [int(x) for x, _ in self._read_window("list", key + ":data", 0) if str(x).lstrip("-").isdigit()]
+            q.row[f"metrics_{kind}_total"] = _int(head.get("count"))
+            prev = _int(head.get("prevTS"))
+            if prev is None:
+                continue
+            minute = prev // 60000 * 60000
+            for i, count in enumerate(data):  # newest first; one entry per minute
+                self.metrics.append({"queue": q.name, "kind": kind,
+                                     "time": pd.Timestamp(minute - i * 60000, unit="ms", tz="UTC"),
+                                     "count": count})
+
+    def read_workers(self) -> None:
+        clients = self._one("CLIENT", "LIST", essential=False)
+        if clients is None:
+            return
+        if isinstance(clients, str):
+            clients = [dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
+                       for line in clients.splitlines() if line]
+        names: dict[str, tuple[str, str]] = {}
+        for q in self.queues:
+            b64 = base64.b64encode(q.name.encode()).decode()
+            names[f"{q.prefix}:{b64}"] = (q.name, "node")
+            names.setdefault(f"{q.prefix}:{q.name}", (q.name, "python"))
+        rows = []
+        for c in clients:
+            name = c.get("name") or ""
+            if not name:
+                continue
+            base, role, wname = name, "worker", None
+            for marker, r in ((":w:", "worker"), (":qe", "queue-events"), (":qs", "queue-scheduler")):
+                if marker in name and name.rsplit(marker, 1)[0] in names:
+                    base, tail = name.rsplit(marker, 1)
+                    role, wname = r, (tail or None)
+                    break
+            if base not in names:
+                continue
+            queue, runtime = names[base]
+            rows.append({"queue": queue, "role": role, "worker_name": wname, "runtime": runtime,
+                         "client_name": name, "client_id": _int(c.get("id")), "addr": c.get("addr"),
+                         "age_s": _int(c.get("age")), "idle_s": _int(c.get("idle")),
+                         "last_command": c.get("cmd"), "db": _int(c.get("db"))})
+        self.workers = pd.DataFrame(rows)
+
+    def read_memory(self, classified: pd.DataFrame) -> None:
+        """MEMORY USAGE per queue key family: structures measured, per-job keys sampled."""
+        rng = random.Random(0)
+        known = classified[classified["queue"].notna()]
+        job_mem: dict[tuple[str, str], int] = {}
+        for q in self.queues:
+            mine = known[(known["queue"] == q.name) & (known["prefix"] == q.prefix)]
+            for fam, grp in mine.groupby("family", sort=True):
+                keys = grp["key"].tolist()
+                jids = grp["job_id"].tolist()
+                n = len(keys)
+                idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
+                res = self._results([("MEMORY", "USAGE", keys[i]) for i in idx], essential=False)
+                vals = [_int(r) for r in res]
+                measured = [v for v in vals if v is not None]
+                if not measured:
+                    continue
+                total = sum(measured) if len(idx) == n else round(sum(measured) / len(measured) * n)
+                self.memory.append({"queue": q.name, "family": fam, "keys": n, "bytes": int(total),
+                                    "measured_keys": len(measured), "estimated": len(idx) < n})
+                if fam == "job":
+                    for i, v in zip(idx, vals):
+                        if v is not None:
+                            job_mem[(q.name, jids[i])] = v
+                self.progress.update(f"{q.name}: memory of {fam}")
+        if job_mem and self.job_chunks:
+            s = pd.Series(job_mem, dtype="Int64")
+            for jobs in self.job_chunks:
+                keys = pd.MultiIndex.from_arrays([jobs["queue"], jobs["job_id"]])
+                jobs["memory_bytes"] = s.reindex(keys).to_numpy()
+                jobs["memory_bytes"] = jobs["memory_bytes"].astype("Int64")
+
+    # ---- assembly -------------------------------------------------------------------------
+    def assemble(self) -> Snapshot:
+        self._payload_writer.close()
+        jobs = pd.concat(self.job_chunks, ignore_index=True) if self.job_chunks else empty_jobs()
+        if "in_stalled_set" not in jobs:
+            jobs["in_stalled_set"] = pd.Series(dtype="boolean")
+        jobs = jobs.astype(JOB_COLUMNS | {"in_stalled_set": "boolean"})
+        queues = self._queues_table(jobs)
+        events = pd.concat(self.events, ignore_index=True) if self.events else _empty_events()
+        metrics = pd.DataFrame(self.metrics) if self.metrics else _empty_metrics()
+        memory = pd.DataFrame(self.memory) if self.memory else _empty_memory()
+        workers = self.workers if len(self.workers) else _empty_workers()
+        redis_row = dict(self.redis_row)
+        redis_row["measured_queue_bytes"] = int(memory["bytes"].sum()) if len(memory) else None
+        redis_df = pd.DataFrame([redis_row]) if self.redis_row else pd.DataFrame([{"captured_at": self.started}])
+        finished = utcnow()
+        if not self.complete:
+            self.warnings.insert(0, f"capture cut short: {self.reason}")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "snapshot",
+            "tool": "queue-forensics", "tool_version": __version__,
+            "captured_at": self.started.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_s": round((finished - self.started).total_seconds(), 3),
+            "source": redact_url(self.url),
+            "redis_version": self.redis_row.get("redis_version"),
+            "options": {"prefixes": self.prefixes, "queues": self.only, "redact": self.redact,
+                        "memory_samples": self.memory_samples, "window": WINDOW,
+                        "pipeline": PIPELINE, "scan_count": SCAN_COUNT},
+            "complete": self.complete,
+            "incomplete_reason": self.reason,
+            "warnings": self.warnings,
+            "counts": self.counts,
+            "foreign_key_samples": self.foreign_samples,
+            "memory": {
+                "method": "MEMORY USAGE per key; per-job families sampled above "
+                          f"{self.memory_samples} keys per family and extrapolated",
+                "estimated_families": int(memory["estimated"].sum()) if len(memory) else 0,
+            },
+            "consistency": "not atomic: states are read one after another while the queues run",
+            "commands": dict(sorted(self.ledger.counts.items())),
+        }
+        tables = {"queues": queues, "jobs": jobs, "events": events, "workers": workers,
+                  "redis": redis_df, "metrics": metrics, "memory": memory}
+        snap = Snapshot(tables, manifest, payloads_file=self.payload_file)
+        attach_spool(snap, self.spool)
+        return snap
+
+    def _queues_table(self, jobs: pd.DataFrame) -> pd.DataFrame:
+        counts = jobs.groupby(["queue", "state"], observed=True).size().unstack(fill_value=0) \
+            if len(jobs) else pd.DataFrame()
+        rows = []
+        for q in self.queues:
+            c = counts.loc[q.name] if q.name in counts.index else pd.Series(dtype=int)
+            workers = self.workers[self.workers["queue"] == q.name] if len(self.workers) else pd.DataFrame()
+            version = str(q.meta.get("version", "")) or None
+            paused = q.meta.get("paused") in ("1", 1) or bool(q.row.get("meta_paused_key"))
+            row = {
+                "prefix": q.prefix, "queue": q.name, "flavor": q.flavor,
+                "library_version": version.split(":", 1)[1] if version and ":" in version else version,
+                "flavor_evidence": ", ".join(q.evidence),
+                "paused": paused,
+                **{f"n_{s.replace('-', '_')}": int(c.get(s, 0)) for s in STATES + ["orphan", "missing-hash"]},
+                "workers": int((workers["role"] == "worker").sum()) if len(workers) else 0,
+                "meta": _json({k: v for k, v in q.meta.items()}) if q.meta else None,
+                "max_len_events": _int(q.meta.get("opts.maxLenEvents")),
+                "global_concurrency": _int(q.meta.get("concurrency")),
+                "rate_limit_max": _int(q.meta.get("max")),
+                "rate_limit_duration_ms": _int(q.meta.get("duration")),
+                **{k: v for k, v in q.row.items() if k != "meta_paused_key"},
+                "memory_bytes": int(sum(m["bytes"] for m in self.memory if m["queue"] == q.name)) or None,
+            }
+            rows.append(row)
+        df = pd.DataFrame(rows) if rows else _empty_queues()
+        for col in ("id_counter", "limiter_ttl_ms", "limiter_value", "max_len_events", "global_concurrency",
+                    "rate_limit_max", "rate_limit_duration_ms", "memory_bytes",
+                    "metrics_completed_total", "metrics_failed_total"):
+            if col not in df:
+                df[col] = pd.NA
+            df[col] = df[col].astype("Int64")
+        for col in ("library_version", "meta"):
+            df[col] = df[col].astype("str")
+        return df
+
+
+def _int(x) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json(obj) -> str:
+    import json
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({"queue": pd.Series(dtype="str"), "stream_id": pd.Series(dtype="str"),
+                         "time": pd.Series(dtype="datetime64[ms, UTC]"), "event": pd.Series(dtype="str"),
+                         "job_id": pd.Series(dtype="str"), "fields": pd.Series(dtype="str")})
+
+
+def _empty_metrics() -> pd.DataFrame:
+    return pd.DataFrame({"queue": pd.Series(dtype="str"), "kind": pd.Series(dtype="str"),
+                         "time": pd.Series(dtype="datetime64[ns, UTC]"), "count": pd.Series(dtype="int64")})
+
+
+def _empty_memory() -> pd.DataFrame:
+    return pd.DataFrame({"queue": pd.Series(dtype="str"), "family": pd.Series(dtype="str"),
+                         "keys": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"),
+                         "measured_keys": pd.Series(dtype="int64"), "estimated": pd.Series(dtype="bool")})
+
+
+def _empty_workers() -> pd.DataFrame:
+    cols = {"queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
+            "client_id": "Int64", "addr": "str", "age_s": "Int64", "idle_s": "Int64",
+            "last_command": "str", "db": "Int64"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+def _empty_queues() -> pd.DataFrame:
+    cols = ["prefix", "queue", "flavor", "library_version", "flavor_evidence", "paused"]
+    return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
+
+
+def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
+            queues: Iterable[str] | None = None, *, redact: bool = True,
+            memory_samples: int = 1000, progress: bool | None = None,
+            socket_timeout: float = 30.0) -> Snapshot:
+    """Capture every queue under ``prefix`` (or only ``queues``) from a live Redis, read-only.
+
+    ``url`` defaults to ``$REDIS_URL``, then ``redis://localhost:6379/0``. Raises
+    ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut short
+    (Redis gone, Ctrl-C) returns what was read, with ``snap.complete`` False.
+    """
+    url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
+    if not prefixes or any(not p for p in prefixes):
+        raise UsageError("--prefix must not be empty")
+    if memory_samples < 0:
+        raise UsageError("memory_samples must be >= 0")
+    prog = progress if isinstance(progress, Progress) else Progress(progress)
+    try:
+        cap = _Capture(url, prefixes, list(queues) if queues else None, redact=redact,
+                       memory_samples=memory_samples, progress=prog, socket_timeout=socket_timeout)
+    except ValueError as e:  # malformed URL
+        raise UsageError(f"bad Redis URL {redact_url(url)!r}: {e}") from None
+    cap.connect()
+    classified = []
+    try:
+        cap.server_info()
+        for p in prefixes:
+            classified.append(cap.discover(p))
+        table = pd.concat(classified, ignore_index=True)
+        for i, q in enumerate(cap.queues):
+            prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
+            cap.read_queue(q, table[table["prefix"] == q.prefix])
+        cap.read_workers()
+        cap.read_memory(table)
+    except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
+        cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
+    except KeyboardInterrupt:
+        cap.complete, cap.reason = False, "interrupted (Ctrl-C)"
+    finally:
+        prog.done()
+        try:
+            cap.client.close()
+        except Exception:
+            pass
+    snap = cap.assemble()
+    if not snap.complete:
+        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=2)
+    return snap

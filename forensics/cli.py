@@ -1,0 +1,98 @@
+"""Command line: a thin layer over the public functions, with meaningful exit codes.
+
+Exit codes (DESIGN.md): 0 ok, 1 --fail-on met, 2 usage error, 3 cannot connect or
+authenticate, 4 capture cut short (what was read is saved, complete: false).
+Errors are one line on stderr; --debug shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from ._version import __version__
+from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, ForensicsError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(EXIT_USAGE, f"forensics: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="forensics", description="Incident forensics for Bull and BullMQ queues.")
+    p.add_argument("--version", action="version", version=f"queue-forensics {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("capture", help="snapshot every queue under a prefix (read-only)",
+                       description="Read-only snapshot of every Bull/BullMQ queue under a prefix, "
+                                   "saved as Parquet + manifest.json. The path is printed last.")
+    c.add_argument("--redis", metavar="URL", default=None,
+                   help="Redis URL (default: $REDIS_URL, then redis://localhost:6379/0)")
+    c.add_argument("--prefix", action="append", metavar="P", help="key prefix (default: bull); repeatable")
+    c.add_argument("--queue", action="append", metavar="Q", help="only this queue; repeatable")
+    c.add_argument("--out", metavar="DIR", help="snapshot folder (default: snapshots/<UTC timestamp>)")
+    c.add_argument("--no-redact", action="store_true",
+                   help="keep job data fields that look like secrets (password, token, ...)")
+    c.add_argument("--memory-samples", type=int, default=1000, metavar="N",
+                   help="MEMORY USAGE at most N keys per queue key family, extrapolate the rest (default 1000)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    g.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
+    c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    s = sub.add_parser("summary", help="print a readable summary of a snapshot",
+                       description="Describe a saved snapshot: source, queues, state counts, oddities.")
+    s.add_argument("path", metavar="PATH", help="snapshot folder")
+    s.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _capture(args) -> int:
+    from .capture import capture
+    snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
+                   redact=not args.no_redact, memory_samples=args.memory_samples,
+                   progress=False if args.quiet else (True if args.progress else None))
+    path = snap.save(args.out)
+    m = snap.manifest
+    for w in m.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"captured {len(snap.queues)} queues, {len(snap.jobs):,} jobs in {m['duration_s']} s"
+          f"{'' if snap.complete else ' (INCOMPLETE: ' + str(m['incomplete_reason']) + ')'}", file=sys.stderr)
+    print(path)
+    return EXIT_OK if snap.complete else EXIT_INCOMPLETE
+
+
+def _summary(args) -> int:
+    from .snapshot import load
+    from .summary import summary
+    print(summary(load(args.path)))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
+    try:
+        return {"capture": _capture, "summary": _summary}[args.command](args)
+    except ForensicsError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"forensics: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("forensics: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

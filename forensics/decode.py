@@ -1,0 +1,289 @@
+"""Decode raw Bull/BullMQ job hashes into typed, lean DataFrame rows.
+
+Works one chunk at a time (a few thousand jobs) so a million-job capture never holds every
+raw reply. Per-column work is vectorized; JSON (opts, stack traces) is parsed once per
+*distinct* text, which repeats heavily across jobs of one queue.
+
+Version differences handled here (see bull-datamodel.md):
+- attempts: bull `attemptsMade` counts failures; BullMQ <= 4 `attemptsMade` counts starts;
+  BullMQ >= 5 has `ats` (starts) and `atm` (finished attempts, i.e. failures + final).
+- stall count: `stalledCounter` (bull, BullMQ < 5.49) or `stc`.
+- `defa`: BullMQ >= 5.49.2 deferred failure (a stall-limit breach waiting in `wait`).
+- delayed due time from the zset score (ms * 4096 + seq); priority from the prioritized
+  score (priority * 2^32 + seq); the hash `delay` is relative and is kept as such.
+- opts: bull JSON vs BullMQ cjson (key order, escaped '/'), short keys (`kl`, `de`,
+  `fpof`, ...), `attempts: Infinity` stored as null.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .safety import SECRET_TEXT_RE, redact_json_text
+
+STACK_TOP_LINES = 8
+
+# Column order and dtypes of the jobs table: the schema contract of DESIGN.md.
+JOB_COLUMNS: dict[str, str] = {
+    "queue": "str", "job_id": "str", "name": "str", "state": "str", "flavor": "str",
+    "added_at": "datetime64[ms, UTC]", "processed_at": "datetime64[ms, UTC]",
+    "finished_at": "datetime64[ms, UTC]", "due_at": "datetime64[ms, UTC]",
+    "delay_ms": "Int64", "priority": "Int64",
+    "attempts_made": "Int64", "attempts_started": "Int64", "stalled_count": "Int64",
+    "deferred_failure": "str",
+    "attempts_configured": "Int64", "attempts_infinite": "boolean",
+    "backoff_type": "str", "backoff_delay_ms": "Int64", "timeout_ms": "Int64",
+    "remove_on_complete": "str", "remove_on_fail": "str", "keep_logs": "Int64",
+    "lifo": "boolean", "repeat": "boolean", "repeat_key": "str", "dedup_id": "str",
+    "data_bytes": "Int64", "returnvalue_bytes": "Int64", "stacktrace_bytes": "Int64",
+    "opts_bytes": "Int64", "data_has_buffer": "boolean",
+    "failed_reason": "str", "stacktrace_count": "Int64", "stacktrace_top": "str",
+    "progress": "str", "parent_key": "str", "parent_id": "str", "processed_by": "str",
+    "lock_present": "boolean", "lock_token": "str", "lock_ttl_ms": "Int64",
+    "log_count": "Int64", "memory_bytes": "Int64", "redacted_fields": "Int64",
+    "decode_errors": "str",
+}
+PAYLOAD_COLUMNS: dict[str, str] = {
+    "queue": "str", "job_id": "str", "data": "str", "returnvalue": "str",
+    "stacktrace": "str", "opts": "str",
+}
+
+
+def empty_jobs() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in JOB_COLUMNS.items()})
+
+
+def empty_payloads() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PAYLOAD_COLUMNS.items()})
+
+
+def _num(raw: pd.DataFrame, col: str) -> pd.Series:
+    if col not in raw:
+        return pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    v = pd.to_numeric(raw[col], errors="coerce")
+    return v.round().astype("Int64")
+
+
+def _ms_to_time(ms: pd.Series) -> pd.Series:
+    ms = ms.astype("Int64")
+    # Corrupt or absurd values (beyond year 2500) become NaT rather than overflowing.
+    ms = ms.where((ms > 0) & (ms < 16_725_225_600_000))
+    return pd.to_datetime(ms.astype("float64"), unit="ms", utc=True).astype("datetime64[ms, UTC]")
+
+
+def _text(raw: pd.DataFrame, col: str) -> pd.Series:
+    if col not in raw:
+        return pd.Series(pd.NA, index=raw.index, dtype="str")
+    return raw[col].astype("str")
+
+
+def _byte_len(s: pd.Series) -> pd.Series:
+    arr = pa.array(s.astype("str"), type=pa.large_string(), from_pandas=True)
+    return pd.Series(pc.binary_length(arr).to_pandas(), index=s.index).astype("Int64")
+
+
+def _json_text(v) -> str | None:
+    if v is None:
+        return None
+    return json.dumps(v, separators=(",", ":"), sort_keys=True)
+
+
+def _int_or_none(v):
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)) and np.isfinite(v):
+        return int(v)
+    return None
+
+
+@lru_cache(maxsize=65536)
+def parse_opts(text: str) -> tuple:
+    """Decode one opts JSON into the fields the jobs table carries (cached per text)."""
+    try:
+        o = json.loads(text)
+        if not isinstance(o, dict):
+            raise ValueError
+    except (ValueError, TypeError):
+        return (None,) * 12 + ("opts:json",)
+    attempts = o.get("attempts", "missing")
+    infinite = attempts is None or (isinstance(attempts, (int, float)) and not np.isfinite(attempts)) \
+        or (isinstance(attempts, str) and attempts.lower() in ("inf", "infinity"))
+    backoff = o.get("backoff")
+    btype = bdelay = None
+    if isinstance(backoff, (int, float)) and not isinstance(backoff, bool):
+        btype, bdelay = "fixed", _int_or_none(backoff)
+    elif isinstance(backoff, dict):
+        btype = str(backoff.get("type")) if backoff.get("type") is not None else None
+        bdelay = _int_or_none(backoff.get("delay"))
+    kl = o.get("keepLogs", o.get("kl"))
+    if isinstance(kl, dict):
+        kl = kl.get("count")
+    return (
+        None if infinite or attempts == "missing" else _int_or_none(attempts),
+        bool(infinite),
+        btype, bdelay,
+        _int_or_none(o.get("timeout")),
+        _json_text(o.get("removeOnComplete")),
+        _json_text(o.get("removeOnFail")),
+        _int_or_none(kl),
+        bool(o.get("lifo")) if "lifo" in o else None,
+        "repeat" in o,
+        _int_or_none(o.get("priority")),
+        _int_or_none(o.get("delay")),
+        None,
+    )
+
+
+_OPTS_FIELDS = ("attempts_configured", "attempts_infinite", "backoff_type", "backoff_delay_ms",
+                "timeout_ms", "remove_on_complete", "remove_on_fail", "keep_logs", "lifo",
+                "repeat", "_opt_priority", "_opt_delay", "_opts_error")
+
+
+@lru_cache(maxsize=65536)
+def parse_stacktrace(text: str) -> tuple[int | None, str | None, str | None]:
+    """(entries, top frames of the latest entry, error) for a stacktrace JSON array."""
+    try:
+        st = json.loads(text)
+    except (ValueError, TypeError):
+        return None, "\n".join(text.splitlines()[:STACK_TOP_LINES]), "stacktrace:json"
+    if not isinstance(st, list):
+        return None, None, "stacktrace:json"
+    entries = [e for e in st if isinstance(e, str)]
+    if not entries:
+        return len(st), None, None
+    return len(st), "\n".join(entries[-1].splitlines()[:STACK_TOP_LINES]), None
+
+
+def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Decode one chunk. ``ids`` has queue, job_id, state, score, flavor (aligned with
+    ``hashes``, one HGETALL reply each; empty replies must be filtered out before)."""
+    n = len(ids)
+    if n == 0:
+        return empty_jobs(), empty_payloads()
+    ids = ids.reset_index(drop=True)
+    raw = pd.DataFrame.from_records(hashes, index=ids.index) if hashes else pd.DataFrame(index=ids.index)
+    out: dict[str, pd.Series] = {}
+    errors = pd.Series("", index=ids.index, dtype="str")
+
+    def add_error(mask, label):
+        nonlocal errors
+        mask = pd.Series(mask, index=ids.index).fillna(False).astype(bool)
+        if mask.any():
+            errors = errors.where(~mask, errors + "," + label)
+
+    for col in ("queue", "job_id", "state", "flavor"):
+        out[col] = ids[col].astype("str")
+    out["name"] = _text(raw, "name")
+    out["added_at"] = _ms_to_time(_num(raw, "timestamp"))
+    out["processed_at"] = _ms_to_time(_num(raw, "processedOn"))
+    out["finished_at"] = _ms_to_time(_num(raw, "finishedOn"))
+    score = pd.to_numeric(ids["score"], errors="coerce")
+    delayed = ids["state"].eq("delayed")
+    due_ms = (score // 4096).where(delayed)
+    out["due_at"] = _ms_to_time(due_ms.round().astype("Int64"))
+    out["delay_ms"] = _num(raw, "delay")
+
+    # opts: bull stores a per-job timestamp inside opts; strip it so identical option
+    # sets share one parse.
+    opts = _text(raw, "opts")
+    opts_key = opts.str.replace(r'"timestamp":\d+,?|,"timestamp":\d+', "", regex=True)
+    parsed = {}
+    for text in opts_key.dropna().unique():
+        parsed[text] = parse_opts(text)
+    parts = opts_key.map(parsed)
+    for i, field in enumerate(_OPTS_FIELDS):
+        out[field] = parts.map(lambda t, i=i: t[i] if isinstance(t, tuple) else None)
+    add_error(out.pop("_opts_error").notna(), "opts:json")
+
+    hash_priority = _num(raw, "priority")
+    prio_from_score = (score // 4294967296).where(ids["state"].eq("prioritized")).round().astype("Int64")
+    out["priority"] = prio_from_score.fillna(hash_priority).fillna(
+        pd.Series(out.pop("_opt_priority"), index=ids.index).astype("Int64")).fillna(0)
+    opt_delay = pd.Series(out.pop("_opt_delay"), index=ids.index).astype("Int64")
+    out["delay_ms"] = out["delay_ms"].fillna(opt_delay)
+
+    # Attempt counters (their meaning changed across versions, see module doc).
+    flavor = ids["flavor"]
+    atm, ats, am = _num(raw, "atm"), _num(raw, "ats"), _num(raw, "attemptsMade")
+    v5 = atm.notna() | ats.notna()
+    mq = flavor.eq("bullmq")
+    made = pd.Series(pd.NA, index=ids.index, dtype="Int64")
+    started = pd.Series(pd.NA, index=ids.index, dtype="Int64")
+    made = made.mask(mq & v5, atm.fillna(0))
+    started = started.mask(mq & v5, ats.fillna(0))
+    old_mq = mq & ~v5 & am.notna()  # BullMQ <= 4: attemptsMade counts starts
+    started = started.mask(old_mq, am)
+    made = made.mask(old_mq, (am - ids["state"].eq("active").astype("Int64")).clip(lower=0))
+    fresh = mq & ~v5 & am.isna()
+    made = made.mask(fresh, 0)
+    started = started.mask(fresh, 0)
+    made = made.mask(~mq, am.fillna(0))  # bull: failures only; starts are not tracked
+    out["attempts_made"] = made.astype("Int64")
+    out["attempts_started"] = started.astype("Int64")
+    out["stalled_count"] = _num(raw, "stc").fillna(_num(raw, "stalledCounter")).fillna(0)
+    out["deferred_failure"] = _text(raw, "defa")
+    out["repeat_key"] = _text(raw, "rjk")
+    out["dedup_id"] = _text(raw, "deid")
+
+    data = _text(raw, "data")
+    rv = _text(raw, "returnvalue")
+    st = _text(raw, "stacktrace")
+    out["data_bytes"] = _byte_len(data)
+    out["returnvalue_bytes"] = _byte_len(rv)
+    out["stacktrace_bytes"] = _byte_len(st)
+    out["opts_bytes"] = _byte_len(opts)
+    out["data_has_buffer"] = data.str.contains('"type":"Buffer","data":[', regex=False)
+    add_error(data.str.contains("\ufffd", regex=False), "data:utf8")
+    add_error(st.str.contains("\ufffd", regex=False) | _text(raw, "failedReason").str.contains("\ufffd", regex=False), "text:utf8")
+    # data JSON validity: only non-JSON-looking texts are checked (cheap prefilter).
+    looks_json = data.str.match(r"\s*[\[{\"\d\-tfn]")
+    add_error(data.notna() & ~looks_json.fillna(False).astype(bool), "data:json")
+
+    redacted = pd.Series(0, index=ids.index, dtype="Int64")
+    if redact:
+        suspect = data.str.contains(SECRET_TEXT_RE, regex=True).fillna(False).astype(bool)
+        if suspect.any():
+            pairs = data[suspect].map(redact_json_text)
+            data = data.copy()
+            data[suspect] = pairs.map(lambda p: p[0])
+            redacted[suspect] = pairs.map(lambda p: p[1]).astype("Int64")
+    out["redacted_fields"] = redacted
+
+    out["failed_reason"] = _text(raw, "failedReason")
+    counts = pd.Series(pd.NA, index=ids.index, dtype="Int64")
+    top = pd.Series(pd.NA, index=ids.index, dtype="str")
+    has_st = st.notna()
+    if has_st.any():
+        parsed_st = st[has_st].map(parse_stacktrace)
+        counts[has_st] = parsed_st.map(lambda t: t[0]).astype("Int64")
+        top[has_st] = parsed_st.map(lambda t: t[1])
+        add_error(parsed_st.map(lambda t: t[2] is not None).reindex(ids.index, fill_value=False), "stacktrace:json")
+    out["stacktrace_count"] = counts
+    out["stacktrace_top"] = top
+    out["progress"] = _text(raw, "progress")
+    out["parent_key"] = _text(raw, "parentKey")
+    parent_id = pd.Series(pd.NA, index=ids.index, dtype="str")
+    if "parent" in raw:
+        parent_id = raw["parent"].astype("str").str.extract(r'"id"\s*:\s*"([^"]*)"', expand=False)
+    out["parent_id"] = parent_id.astype("str")
+    out["processed_by"] = _text(raw, "pb")
+    for col in ("lock_present",):
+        out[col] = pd.Series(False, index=ids.index, dtype="boolean")
+    out["lock_token"] = pd.Series(pd.NA, index=ids.index, dtype="str")
+    out["lock_ttl_ms"] = pd.Series(pd.NA, index=ids.index, dtype="Int64")
+    out["log_count"] = pd.Series(0, index=ids.index, dtype="Int64")
+    out["memory_bytes"] = pd.Series(pd.NA, index=ids.index, dtype="Int64")
+    out["decode_errors"] = errors.str.strip(",").replace("", pd.NA)
+
+    jobs = pd.DataFrame({c: pd.Series(out[c], index=ids.index).astype(t) for c, t in JOB_COLUMNS.items()})
+    payloads = pd.DataFrame({
+        "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
+        "stacktrace": st, "opts": opts,
+    }).astype(PAYLOAD_COLUMNS)
+    return jobs, payloads

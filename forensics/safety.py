@@ -1,0 +1,173 @@
+"""The one gate every command to the inspected Redis passes through, and secret redaction.
+
+A forensics tool must never change the Redis it inspects. Rather than trusting each call
+site, the gate wraps the connection's command packer: every command (including the
+connection handshake and every pipelined command) is checked against an allowlist of
+read-only commands *before* a byte is sent, and counted by name for the manifest.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import re
+import threading
+from typing import Any
+
+import redis
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.maint_notifications import MaintNotificationsConfig
+
+from .errors import UnsafeCommandError
+
+# Commands that only read data or connection metadata. Container commands list the
+# subcommands allowed. Nothing here writes, deletes, renames, expires or runs scripts.
+READ_COMMANDS: frozenset[str] = frozenset({
+    "PING", "AUTH", "HELLO", "SELECT", "INFO", "DBSIZE", "TIME",
+    "SCAN", "TYPE", "EXISTS", "PTTL", "TTL", "GET", "MGET", "STRLEN",
+    "HGETALL", "HGET", "HMGET", "HLEN", "HSCAN", "HEXISTS",
+    "LLEN", "LRANGE", "LINDEX", "LPOS",
+    "ZCARD", "ZRANGE", "ZSCORE", "ZCOUNT", "ZSCAN",
+    "SCARD", "SSCAN", "SISMEMBER",
+    "XLEN", "XRANGE", "XREVRANGE",
+})
+READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "CONFIG": frozenset({"GET"}),
+    "CLIENT": frozenset({"LIST", "INFO", "ID", "GETNAME"}),
+    "MEMORY": frozenset({"USAGE", "STATS"}),
+    "XINFO": frozenset({"STREAM", "GROUPS", "CONSUMERS"}),
+    "OBJECT": frozenset({"ENCODING", "IDLETIME", "FREQ"}),
+}
+
+
+def _text(x: Any) -> str:
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x).decode("utf-8", "replace")
+    return str(x)
+
+
+def command_name(args: tuple) -> str:
+    """'HGETALL', 'CONFIG GET', ... from packer arguments ('CLIENT LIST' may come as one string)."""
+    words = _text(args[0]).upper().split()
+    if words[0] in READ_SUBCOMMANDS:
+        sub = words[1] if len(words) > 1 else (_text(args[1]).upper() if len(args) > 1 else "")
+        return f"{words[0]} {sub}"
+    return words[0]
+
+
+def is_read_only(args: tuple) -> bool:
+    name = command_name(args)
+    head, _, sub = name.partition(" ")
+    if head in READ_SUBCOMMANDS:
+        return sub in READ_SUBCOMMANDS[head]
+    return head in READ_COMMANDS
+
+
+class CommandLedger:
+    """Counts commands by name (for the manifest); shared by all connections of a capture."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def record(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+
+class _GatedPacker:
+    def __init__(self, inner, ledger: CommandLedger):
+        self._inner = inner
+        self._ledger = ledger
+
+    def pack(self, *args):
+        if not args:
+            raise UnsafeCommandError("empty command refused by the read-only gate")
+        if not is_read_only(args):
+            raise UnsafeCommandError(
+                f"refused to send {command_name(args)!r}: queue-forensics only sends read commands"
+            )
+        self._ledger.record(command_name(args))
+        return self._inner.pack(*args)
+
+
+class _GateMixin:
+    ledger: CommandLedger
+
+    def _construct_command_packer(self, packer):  # called once per connection
+        return _GatedPacker(super()._construct_command_packer(packer), self.ledger)
+
+
+def _gated(base: type, ledger: CommandLedger) -> type:
+    return type(f"ReadOnly{base.__name__}", (_GateMixin, base), {"ledger": ledger})
+
+
+def read_only_client(url: str, ledger: CommandLedger, **kwargs) -> redis.Redis:
+    """A redis client whose every connection refuses non-read commands before sending."""
+    # The handshake must stay read-only too: no CLIENT SETINFO, no maintenance
+    # notifications subscription (redis-py >= 8 sends CLIENT MAINT_NOTIFICATIONS).
+    kwargs.setdefault("driver_info", None)
+    kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
+    pool = redis.ConnectionPool.from_url(url, **kwargs)
+    base = pool.connection_class
+    if base not in (Connection, SSLConnection, UnixDomainSocketConnection):
+        base = Connection
+    pool.connection_class = _gated(base, ledger)
+    return redis.Redis(connection_pool=pool)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user name or password (for manifests, messages and reports)."""
+    return re.sub(r"(?<=://)[^@/]*@", "", url)
+
+
+# ---- secret redaction -------------------------------------------------------------------
+
+SECRET_KEY_RE = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|authorization|auth[-_]?header|cookie|api[-_]?key|"
+    r"apikey|access[-_]?key|private[-_]?key|credential|session[-_]?id|bearer|signature|^pwd$",
+    re.IGNORECASE,
+)
+# A cheap pre-filter run on raw JSON text, vectorized; only matching rows are parsed.
+SECRET_TEXT_RE = (
+    r'"[^"]*(?:[Pp][Aa][Ss][Ss]|[Ss][Ee][Cc][Rr][Ee][Tt]|[Tt][Oo][Kk][Ee][Nn]|[Aa][Uu][Tt][Hh]|'
+    r'[Cc][Oo][Oo][Kk][Ii][Ee]|[Aa][Pp][Ii][-_]?[Kk][Ee][Yy]|[Kk][Ee][Yy]|[Cc][Rr][Ee][Dd]|'
+    r'[Ss][Ee][Ss][Ss][Ii][Oo][Nn]|[Bb][Ee][Aa][Rr][Ee][Rr]|[Ss][Ii][Gg][Nn]|[Pp][Ww][Dd])[^"]*"\s*:'
+)
+REDACTED = "[REDACTED]"
+
+
+def _redact_value(obj: Any) -> tuple[Any, int]:
+    n = 0
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and SECRET_KEY_RE.search(k) and not isinstance(v, (dict, list)):
+                out[k] = REDACTED
+                n += 1
+            else:
+                out[k], m = _redact_value(v)
+                n += m
+        return out, n
+    if isinstance(obj, list):
+        items = []
+        for v in obj:
+            v2, m = _redact_value(v)
+            items.append(v2)
+            n += m
+        return items, n
+    return obj, 0
+
+
+def redact_json_text(text: str) -> tuple[str, int]:
+    """Redact values of secret-looking keys inside a JSON text. Returns (text, fields redacted).
+
+    Text that is not JSON is returned unchanged: it has no field names to judge by.
+    """
+    try:
+        obj = json.loads(text)
+    except (ValueError, TypeError):
+        return text, 0
+    red, n = _redact_value(obj)
+    if not n:
+        return text, 0
+    return json.dumps(red, separators=(",", ":"), ensure_ascii=False), n

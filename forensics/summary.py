@@ -1,0 +1,126 @@
+"""A readable account of a snapshot: what was captured, per queue, and what looks odd.
+
+Plain text for terminals (`forensics summary`, `make demo`), HTML for notebooks. This is
+a description, not a diagnosis: verdicts are the diagnose step's job.
+"""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+STATE_COLS = [("n_wait", "wait"), ("n_active", "active"), ("n_paused", "paused"),
+              ("n_prioritized", "prio"), ("n_delayed", "delayed"),
+              ("n_waiting_children", "children"), ("n_failed", "failed"),
+              ("n_completed", "done"), ("n_orphan", "orphan"), ("n_missing_hash", "no-hash")]
+
+
+def _size(n) -> str:
+    if n is None or pd.isna(n):
+        return "?"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _age(td: pd.Timedelta) -> str:
+    s = int(td.total_seconds())
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def queue_overview(snap) -> pd.DataFrame:
+    """One row per queue with state counts and the figures an on-call engineer scans first."""
+    q = snap.queues
+    if not len(q):
+        return pd.DataFrame()
+    cols = ["queue", "flavor", "library_version", "paused", "workers"] + [c for c, _ in STATE_COLS if c in q]
+    out = q[cols].rename(columns=dict(STATE_COLS))
+    out["memory"] = q["memory_bytes"].map(_size) if "memory_bytes" in q else "?"
+    return out.set_index("queue")
+
+
+def observations(snap) -> list[str]:
+    """Facts worth a look, stated plainly (no severity: see diagnose)."""
+    notes = []
+    jobs, now = snap.jobs, snap.captured_at
+    active = jobs[jobs["state"] == "active"]
+    if len(active):
+        no_lock = active[~active["lock_present"].fillna(False).astype(bool)]
+        for qn, grp in no_lock.groupby("queue", observed=True):
+            notes.append(f"{qn}: {len(grp)} active job(s) without a lock (worker gone?): "
+                         f"ids {', '.join(grp['job_id'].head(5))}")
+        locked = active[active["lock_present"].fillna(False).astype(bool)]
+        for _, j in locked.iterrows():
+            if pd.notna(j["processed_at"]):
+                notes.append(f"{j['queue']}: job {j['job_id']} active for {_age(now - j['processed_at'])}, "
+                             f"lock held (ttl {j['lock_ttl_ms']} ms, token {str(j['lock_token'])[:13]}…)")
+    failed = jobs[jobs["state"] == "failed"]
+    for (qn, reason), grp in failed.groupby(["queue", "failed_reason"], observed=True):
+        notes.append(f"{qn}: {len(grp)} failed with \"{str(reason)[:100]}\"")
+    q = snap.queues
+    for _, row in q.iterrows():
+        if row.get("paused"):
+            notes.append(f"{row['queue']}: queue is paused")
+        waiting = sum(int(row.get(c, 0) or 0) for c in ("n_wait", "n_paused", "n_prioritized"))
+        if waiting and not row.get("workers"):
+            notes.append(f"{row['queue']}: {waiting} job(s) waiting and no worker connection seen")
+    big = jobs[jobs["data_bytes"].fillna(0) > 100_000]
+    if len(big):
+        notes.append(f"{len(big)} job(s) carry more than 100 KB of data (largest {_size(big['data_bytes'].max())})")
+    if jobs["data_has_buffer"].fillna(False).any():
+        notes.append(f"{int(jobs['data_has_buffer'].fillna(False).sum())} job(s) carry a Node Buffer serialized as JSON")
+    r = snap.redis.iloc[0] if len(snap.redis) else {}
+    pol = r.get("maxmemory_policy") if hasattr(r, "get") else None
+    if pol and pol != "noeviction":
+        notes.append(f"Redis maxmemory-policy is {pol} (BullMQ requires noeviction)")
+    return notes
+
+
+def summary(snap) -> str:
+    """Plain-text summary of a snapshot."""
+    m = snap.manifest
+    r = snap.redis.iloc[0] if len(snap.redis) else pd.Series(dtype=object)
+    lines = [
+        f"Snapshot {snap.path or '(not saved)'}",
+        f"  source      {m.get('source')}  prefixes {', '.join(m.get('options', {}).get('prefixes', []))}",
+        f"  captured    {m.get('captured_at')}  in {m.get('duration_s')} s"
+        f"  {'complete' if snap.complete else 'INCOMPLETE: ' + str(m.get('incomplete_reason'))}",
+        f"  redis       {r.get('redis_version')}  used {_size(r.get('used_memory'))}"
+        f"  maxmemory {_size(r.get('maxmemory')) if r.get('maxmemory') else 'unlimited'}"
+        f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}",
+        f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
+        f" {len(snap.workers)} worker connections",
+        "",
+    ]
+    ov = queue_overview(snap)
+    if len(ov):
+        lines.append(ov.to_string())
+    else:
+        lines.append("No Bull/BullMQ queues found under the prefix.")
+    notes = observations(snap)
+    if notes:
+        lines += ["", "Worth a look:"] + [f"  - {n}" for n in notes]
+    for w in m.get("warnings", []):
+        lines.append(f"  ! {w}")
+    return "\n".join(lines)
+
+
+def summary_html(snap) -> str:
+    """The same summary as HTML; every value from the snapshot is escaped."""
+    m = snap.manifest
+    ov = queue_overview(snap)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in observations(snap))
+    table = ov.to_html(escape=True) if len(ov) else "<p>No queues found.</p>"
+    state = "complete" if snap.complete else f"INCOMPLETE: {m.get('incomplete_reason')}"
+    return (f"<div><b>Snapshot</b> {html.escape(str(snap.path or '(not saved)'))} — "
+            f"{html.escape(str(m.get('source')))} at {html.escape(str(m.get('captured_at')))} "
+            f"({html.escape(state)})<br>{table}<ul>{notes}</ul></div>")

@@ -1,0 +1,177 @@
+// Drives a real Bull/BullMQ installation into incident states, then prints what the
+// library itself reports (getJobCounts and every job as the library reads it) as JSON.
+// usage: node scenario.js <lib> <redis-url> <prefix> [scale]
+//   lib: bull | bull3 | bullmq4 | bullmq5 | bullmq6   (package aliases in package.json)
+// Queues it leaves behind (names are stable, the tests rely on them):
+//   mail      completed jobs, jobs failed after retries with exponential backoff, a retry
+//             waiting in delayed, job logs and progress, data with secrets and a Buffer
+//   convert   a worker SIGKILLed mid-job with a short lock: active, lock gone (stalled)
+//   render    a worker SIGKILLed mid-job with a long lock: active, lock still held
+//   backlog   delayed and prioritized jobs, never processed
+//   reports   a paused queue with waiting jobs
+//   flow-parent / flow-child  (BullMQ) a parent waiting on children, one child failed
+const { spawn } = require('child_process');
+const path = require('path');
+const [lib, url, prefix, scaleArg] = process.argv.slice(2);
+const scale = Number(scaleArg || 1);
+const mod = require(lib);
+const isMQ = lib.startsWith('bullmq');
+const IORedis = require(require.resolve('ioredis', { paths: [require.resolve(lib)] }));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function conn() { return new IORedis(url, { maxRetriesPerRequest: null }); }
+const opened = [];
+function queue(name) {
+  const q = isMQ ? new mod.Queue(name, { connection: conn(), prefix })
+                 : new mod(name, url, { prefix });
+  opened.push(q);
+  return q;
+}
+// A processor that fails on data.fail, logs and reports progress otherwise.
+async function processor(job) {
+  if (job.data.fail) {
+    const err = new Error(`upstream 503 for user ${job.data.user}`);
+    throw err;
+  }
+  await job.log(`processing ${job.id}`);
+  if (isMQ) await job.updateProgress(100); else await job.progress(100);
+  return { ok: true, id: job.id };
+}
+function startWorker(name, fn, opts = {}) {
+  if (isMQ) {
+    const w = new mod.Worker(name, fn, { connection: conn(), prefix, name: 'w-main', ...opts });
+    w.on('error', () => {});
+    opened.push(w);
+    return w;
+  }
+  const q = queue(name);
+  q.process('*', opts.concurrency || 1, fn);
+  return q;
+}
+async function until(cond, what, ms = 20000) {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+function crashWorker(name, lockDuration) {
+  // Start a worker in its own process, wait until it holds a job, SIGKILL it.
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), lib, url, prefix, name, String(lockDuration)],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.on('data', (b) => {
+      if (String(b).includes('started')) { child.kill('SIGKILL'); }
+    });
+    child.on('exit', () => resolve());
+    child.on('error', reject);
+  });
+}
+
+async function jobView(q, job) {
+  const state = await job.getState();
+  return {
+    id: String(job.id), name: job.name, state,
+    attemptsMade: job.attemptsMade ?? null,
+    attemptsStarted: job.attemptsStarted ?? null,
+    stalledCounter: job.stalledCounter ?? null,
+    failedReason: job.failedReason ?? null,
+    stacktraceLength: (job.stacktrace || []).length,
+    timestamp: job.timestamp ?? null,
+    processedOn: job.processedOn ?? null,
+    finishedOn: job.finishedOn ?? null,
+    delay: job.delay ?? (job.opts && job.opts.delay) ?? null,
+    priority: (job.priority ?? job.opts.priority) || 0,
+    optsAttempts: job.opts.attempts ?? null,
+    progress: job._progress ?? job.progress ?? null,
+    processedBy: job.processedBy ?? null,
+    parentKey: job.parentKey ?? null,
+  };
+}
+
+async function report(names) {
+  const out = { lib, version: require(`${lib}/package.json`).version, queues: {} };
+  for (const name of names) {
+    const q = queue(name);
+    const counts = await q.getJobCounts();
+    const types = isMQ ? ['active', 'completed', 'delayed', 'failed', 'prioritized', 'wait', 'paused', 'waiting-children']
+                       : ['active', 'completed', 'delayed', 'failed', 'wait', 'paused'];
+    const jobs = [];
+    for (const t of types) {
+      const js = await q.getJobs([t], 0, -1);
+      for (const j of js) if (j) jobs.push(await jobView(q, j));
+    }
+    out.queues[name] = { counts, jobs };
+  }
+  return out;
+}
+
+async function main() {
+  // --- mail: completions, retries that exhaust, a pending retry, logs, secrets, a Buffer
+  const mail = queue('mail');
+  const n = 5 * scale;
+  for (let i = 0; i < n; i++) {
+    await mail.add('welcome', { user: `u${i}`, password: 'hunter2', apiKey: 'sk-live-123',
+                                 blob: Buffer.from('hello'), nested: { authorization: 'Bearer x' } });
+  }
+  for (let i = 0; i < 3 * scale; i++) {
+    await mail.add('digest', { user: `f${i}`, fail: true },
+                   { attempts: 3, backoff: { type: 'exponential', delay: 20 } });
+  }
+  await mail.add('digest', { user: 'slow-retry', fail: true },
+                 { attempts: 5, backoff: { type: 'fixed', delay: 3600000 } });
+  const w = startWorker('mail', processor, { concurrency: 2 });
+  await until(async () => {
+    const c = await mail.getJobCounts();
+    return c.completed === n && c.failed === 3 * scale && c.delayed === 1;
+  }, 'mail jobs to settle');
+  await w.close();
+
+  // --- convert / render: crashed workers
+  const convert = queue('convert');
+  await convert.add('pdf', { doc: 'a.docx' }, { attempts: 2 });
+  await convert.add('pdf', { doc: 'b.docx' }, { attempts: 2 });
+  await crashWorker('convert', 300);
+  const render = queue('render');
+  await render.add('video', { clip: 'intro.mp4' });
+  await crashWorker('render', 600000);
+  await sleep(500); // let the short lock expire
+
+  // --- backlog: delayed and prioritized, no worker
+  const backlog = queue('backlog');
+  await backlog.add('later', { n: 1 }, { delay: 3600000 });
+  await backlog.add('later', { n: 2 }, { delay: 7200000 });
+  await backlog.add('urgent', { n: 3 }, { priority: 1 });
+  await backlog.add('whenever', { n: 4 }, { priority: 7 });
+  await backlog.add('plain', { n: 5 });
+
+  // --- reports: paused with waiting jobs
+  const reports = queue('reports');
+  await reports.pause();
+  for (let i = 0; i < 3; i++) await reports.add('monthly', { month: i + 1 });
+
+  const names = ['mail', 'convert', 'render', 'backlog', 'reports'];
+  // --- flows (BullMQ only): parent waiting on children, one child failed
+  if (isMQ) {
+    const fp = new mod.FlowProducer({ connection: conn(), prefix });
+    opened.push(fp);
+    await fp.add({ name: 'assemble', queueName: 'flow-parent', data: { order: 42 },
+      children: [
+        { name: 'part', queueName: 'flow-child', data: { part: 1 } },
+        { name: 'part', queueName: 'flow-child', data: { part: 2, fail: true }, opts: { attempts: 1 } },
+      ] });
+    const cw = startWorker('flow-child', processor);
+    const fc = queue('flow-child');
+    await until(async () => {
+      const c = await fc.getJobCounts();
+      return c.completed === 1 && c.failed === 1;
+    }, 'flow children to settle');
+    await cw.close();
+    names.push('flow-parent', 'flow-child');
+  }
+  const out = await report(names);
+  process.stdout.write(JSON.stringify(out));
+  await Promise.all(opened.map((o) => o.close().catch(() => {})));
+  process.exit(0);
+}
+main().catch((e) => { console.error(e); process.exit(1); });

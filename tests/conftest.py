@@ -1,0 +1,125 @@
+"""Test session fixtures: one real redis-server on a free port, real library scenarios.
+
+Nothing here imitates Redis or the libraries: the server is the real binary, queue
+states come from the pinned npm packages (tests/node) and the PyPI bullmq package.
+Each scenario runs once per session under its own prefix; captures are shared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "tests" / "node"
+NODE_LIBS = ["bull", "bull3", "bullmq4", "bullmq5", "bullmq6"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server process (real binary), started and stopped by the tests."""
+
+    def __init__(self, tmp: Path, *extra: str):
+        self.port = free_port()
+        self.dir = tmp
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp),
+             "--enable-debug-command", "yes", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                break
+            except redis.AuthenticationError:
+                break
+            except redis.ConnectionError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+
+    def url(self, db: int = 0, auth: str = "") -> str:
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0, **kw) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, decode_responses=True, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not on PATH; install it (Debian: redis-server)")
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own (for tests that break or reconfigure it)."""
+    srv = RedisServer(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def run_node(script: str, *args: str, timeout: int = 120) -> str:
+    if not (NODE_DIR / "node_modules").exists():
+        pytest.fail("npm test fixtures missing: run `make node` (make test does it)")
+    res = subprocess.run(["node", str(NODE_DIR / script), *args], capture_output=True,
+                         text=True, timeout=timeout, cwd=NODE_DIR)
+    if res.returncode != 0:
+        raise RuntimeError(f"node {script} {' '.join(args)} failed:\n{res.stderr[-3000:]}")
+    return res.stdout
+
+
+@pytest.fixture(scope="session")
+def scenario(redis_server):
+    """scenario(lib) -> (prefix, library report); runs tests/node/scenario.js once per lib."""
+    cache: dict[str, tuple[str, dict]] = {}
+
+    def get(lib: str):
+        if lib not in cache:
+            prefix = f"sc-{lib}"
+            out = run_node("scenario.js", lib, redis_server.url(0), prefix)
+            cache[lib] = (prefix, json.loads(out))
+        return cache[lib]
+    return get
+
+
+@pytest.fixture(scope="session")
+def captured(redis_server, scenario):
+    """captured(lib) -> (Snapshot, library report); one capture per lib per session."""
+    import forensics
+    cache: dict[str, tuple] = {}
+
+    def get(lib: str):
+        if lib not in cache:
+            prefix, report = scenario(lib)
+            cache[lib] = (forensics.capture(redis_server.url(0), prefix=prefix), report)
+        return cache[lib]
+    return get
+
+
+def forensics_cli(*args: str, env: dict | None = None, cwd=None, timeout: int = 300):
+    """Run the installed CLI as a user would; returns CompletedProcess (text)."""
+    exe = shutil.which("forensics", path=str(Path(os.sys.executable).parent)) or "forensics"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)

@@ -30,7 +30,7 @@ from . import keys as K
 from ._version import __version__
 from .decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from .errors import ConnectError, UsageError
-from .safety import CommandLedger, read_only_client, redact_json_text, redact_url
+from .safety import CommandLedger, command_name, read_only_client, redact_json_text, redact_url
 from .snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -153,7 +153,7 @@ class _Capture:
         return out
 
     def _command_error(self, cmd: tuple, err: Exception, essential: bool):
-        name = str(cmd[0]).upper()
+        name = command_name(cmd)
         if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
             raise err
         if isinstance(err, redis.exceptions.NoPermissionError) or "NOPERM" in str(err):
@@ -376,11 +376,16 @@ class _Capture:
                                             "state": "orphan"})], ignore_index=True)
         ids["queue"] = q.name
         ids["flavor"] = q.flavor
-        jobs = self._read_jobs(q, ids)
+        # Decoded chunks join self.job_chunks as soon as they exist, so a capture cut
+        # short mid-queue keeps them; the finished queue replaces them with one frame.
+        first = len(self.job_chunks)
+        self._read_jobs(q, ids)
+        jobs = pd.concat(self.job_chunks[first:], ignore_index=True) if len(self.job_chunks) > first \
+            else empty_jobs()
         jobs = self._recheck(q, jobs)
         jobs = self._locks_and_logs(q, jobs, mine)
         jobs["in_stalled_set"] = jobs["job_id"].isin(stalled).astype("boolean")
-        self.job_chunks.append(jobs)
+        self.job_chunks[first:] = [jobs]
 
         q.row = {
             "stalled_set": int(stalled_n or 0), "priority_zset": int(priority_n or 0),
@@ -392,8 +397,7 @@ class _Capture:
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
 
-    def _read_jobs(self, q: _Queue, ids: pd.DataFrame) -> pd.DataFrame:
-        chunks = []
+    def _read_jobs(self, q: _Queue, ids: pd.DataFrame) -> None:
         base = q.base
         for start in range(0, len(ids), CHUNK):
             part = ids.iloc[start:start + CHUNK].reset_index(drop=True)
@@ -415,11 +419,8 @@ class _Capture:
                 jobs = pd.concat([jobs, g], ignore_index=True)
             self._payload_writer.write_table(
                 pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
-            chunks.append(jobs)
+            self.job_chunks.append(jobs)
             self.progress.update(f"{q.name}: job hashes", jobs=len(part))
-        if not chunks:
-            return empty_jobs()
-        return pd.concat(chunks, ignore_index=True)
 
     def _locate(self, q: _Queue, job_ids: list[str]) -> list[str | None]:
         """Which state currently lists each id (None: none). Used to confirm absences."""
@@ -592,6 +593,8 @@ class _Capture:
     def assemble(self) -> Snapshot:
         self._payload_writer.close()
         jobs = pd.concat(self.job_chunks, ignore_index=True) if self.job_chunks else empty_jobs()
+        if "_listed_in" in jobs:  # a queue cut short before its absences were re-checked
+            jobs = jobs[jobs["state"] != "vanished"].drop(columns="_listed_in")
         if "in_stalled_set" not in jobs:
             jobs["in_stalled_set"] = pd.Series(dtype="boolean")
         jobs = jobs.astype(JOB_COLUMNS | {"in_stalled_set": "boolean"})

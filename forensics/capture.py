@@ -331,6 +331,13 @@ class _Capture:
         stalled_n, priority_n, events_n, id_counter, limiter_ttl, limiter_val, repeat_n, meta_paused = \
             lengths[len(STATE_KEYS):]
 
+        q.row = {
+            "stalled_set": int(stalled_n or 0), "priority_zset": int(priority_n or 0),
+            "events_length": int(events_n or 0), "id_counter": _int(id_counter),
+            "limiter_ttl_ms": _int(limiter_ttl) if _int(limiter_ttl) and _int(limiter_ttl) > 0 else None,
+            "limiter_value": _int(limiter_val), "repeat_count": int(repeat_n or 0),
+            "markers": 0, "meta_paused_key": meta_paused is not None,
+        }
         rows = []
         for sfx, kind, state in STATE_KEYS:
             if sfx not in q.families:
@@ -352,6 +359,7 @@ class _Capture:
             markers = int(mk.sum())
             ids = ids[~mk]
         self.counts["markers"] += markers
+        q.row["markers"] = markers
         before = len(ids)
         ids = ids.drop_duplicates("job_id", keep="first")
         self.counts["state_conflicts"] += before - len(ids)
@@ -387,13 +395,6 @@ class _Capture:
         jobs["in_stalled_set"] = jobs["job_id"].isin(stalled).astype("boolean")
         self.job_chunks[first:] = [jobs]
 
-        q.row = {
-            "stalled_set": int(stalled_n or 0), "priority_zset": int(priority_n or 0),
-            "events_length": int(events_n or 0), "id_counter": _int(id_counter),
-            "limiter_ttl_ms": _int(limiter_ttl) if _int(limiter_ttl) and _int(limiter_ttl) > 0 else None,
-            "limiter_value": _int(limiter_val), "repeat_count": int(repeat_n or 0),
-            "markers": markers, "meta_paused_key": meta_paused is not None,
-        }
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
 
@@ -665,16 +666,10 @@ class _Capture:
                 "memory_bytes": int(sum(m["bytes"] for m in self.memory if m["queue"] == q.name)) or None,
             }
             rows.append(row)
-        df = pd.DataFrame(rows) if rows else _empty_queues()
-        for col in ("id_counter", "limiter_ttl_ms", "limiter_value", "max_len_events", "global_concurrency",
-                    "rate_limit_max", "rate_limit_duration_ms", "memory_bytes",
-                    "metrics_completed_total", "metrics_failed_total"):
-            if col not in df:
-                df[col] = pd.NA
-            df[col] = df[col].astype("Int64")
-        for col in ("library_version", "meta"):
-            df[col] = df[col].astype("str")
-        return df
+        df = pd.DataFrame(rows).reindex(columns=list(QUEUE_COLUMNS))
+        ints = [c for c, t in QUEUE_COLUMNS.items() if t == "int64"]
+        df[ints] = df[ints].fillna(0)  # a queue cut short before its counts were read
+        return df.astype(QUEUE_COLUMNS)
 
 
 def _int(x) -> int | None:
@@ -713,9 +708,17 @@ def _empty_workers() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
 
 
-def _empty_queues() -> pd.DataFrame:
-    cols = ["prefix", "queue", "flavor", "library_version", "flavor_evidence", "paused"]
-    return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
+# Columns and dtypes of the queues table (the same whether or not queues were found).
+QUEUE_COLUMNS: dict[str, str] = {
+    "prefix": "str", "queue": "str", "flavor": "str", "library_version": "str",
+    "flavor_evidence": "str", "paused": "bool",
+    **{f"n_{s.replace('-', '_')}": "int64" for s in STATES + ["orphan", "missing-hash"]},
+    "workers": "int64", "meta": "str", "max_len_events": "Int64", "global_concurrency": "Int64",
+    "rate_limit_max": "Int64", "rate_limit_duration_ms": "Int64", "stalled_set": "int64",
+    "priority_zset": "int64", "events_length": "int64", "id_counter": "Int64",
+    "limiter_ttl_ms": "Int64", "limiter_value": "Int64", "repeat_count": "int64", "markers": "int64",
+    "metrics_completed_total": "Int64", "metrics_failed_total": "Int64", "memory_bytes": "Int64",
+}
 
 
 def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",

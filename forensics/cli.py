@@ -1,7 +1,8 @@
 """Command line: a thin layer over the public functions, with meaningful exit codes.
 
 Exit codes (DESIGN.md): 0 ok, 1 --fail-on met, 2 usage error, 3 cannot connect or
-authenticate, 4 capture cut short (what was read is saved, complete: false).
+authenticate, 4 capture cut short (what was read is saved, complete: false),
+70 internal error (a bug).
 Errors are one line on stderr; --debug shows the traceback.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import traceback
 
 from ._version import __version__
-from .errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, ForensicsError
+from .errors import EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ForensicsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(f"forensics: internal error: {type(e).__name__}: {e} "
+              "(a bug; rerun with --debug and report the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ EXIT_FAIL_ON = 1
 EXIT_USAGE = 2
 EXIT_CONNECT = 3
 EXIT_INCOMPLETE = 4
+EXIT_INTERNAL = 70  # a bug in queue-forensics (sysexits EX_SOFTWARE)
 
 
 class ForensicsError(Exception):

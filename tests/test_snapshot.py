@@ -1,0 +1,110 @@
+"""Snapshot files: exact round trip, and clear errors for folders that are not snapshots."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+import forensics
+from forensics.errors import SnapshotError
+from forensics.snapshot import SCHEMA_VERSION, TABLES
+
+from conftest import forensics_cli
+
+
+@pytest.fixture(scope="module")
+def saved(captured, tmp_path_factory):
+    snap, _ = captured("bullmq5")
+    path = tmp_path_factory.mktemp("snaps") / "incident"
+    assert snap.save(path) == str(path)
+    return snap, path
+
+
+def test_round_trip_is_exact(saved):
+    snap, path = saved
+    back = forensics.load(path)
+    for name in TABLES:
+        a, b = getattr(snap, name), getattr(back, name)
+        assert len(a) > 0 or name in ("workers", "metrics"), name
+        pd.testing.assert_frame_equal(a, b, check_dtype=True, obj=name)
+    assert back.manifest == snap.manifest
+    assert back.complete and back.path == str(path)
+
+
+def test_manifest_records_what_design_lists(saved):
+    _, path = saved
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION
+    for key in ("captured_at", "source", "redis_version", "tool_version", "options", "complete",
+                "duration_s", "commands", "row_counts"):
+        assert key in m, key
+    assert m["commands"]["HGETALL"] >= m["row_counts"]["jobs"]
+    assert "KEYS" not in m["commands"]
+    assert m["row_counts"]["jobs"] == len(forensics.load(path).jobs)
+    assert m["redis_version"].count(".") == 2
+
+
+def test_payloads_load_lazily(saved):
+    _, path = saved
+    back = forensics.load(path)
+    assert "payloads" not in back._tables
+    assert len(back.payloads) == len(back.jobs)
+    assert "payloads" in back._tables
+
+
+def _broken(tmp_path, saved, how):
+    _, path = saved
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    how(bad)
+    return bad
+
+
+@pytest.mark.parametrize("case,how,message", [
+    ("no manifest", lambda p: (p / "manifest.json").unlink(), "is not a snapshot: it has no manifest.json"),
+    ("garbage manifest", lambda p: (p / "manifest.json").write_text("{oops"), "manifest.json is damaged"),
+    ("newer schema", lambda p: (p / "manifest.json").write_text(json.dumps(
+        {**json.loads((p / "manifest.json").read_text()), "schema_version": SCHEMA_VERSION + 1})),
+     "newer than this queue-forensics"),
+    ("missing table", lambda p: (p / "jobs.parquet").unlink(), "jobs.parquet is missing"),
+    ("truncated table", lambda p: (p / "jobs.parquet").write_bytes((p / "jobs.parquet").read_bytes()[:200]),
+     "table jobs at"),
+    ("row count mismatch", lambda p: (p / "manifest.json").write_text(json.dumps(
+        {**json.loads((p / "manifest.json").read_text()),
+         "row_counts": {**json.loads((p / "manifest.json").read_text())["row_counts"], "queues": 99}})),
+     "queues has"),
+])
+def test_damaged_snapshots_give_one_clear_error(tmp_path, saved, case, how, message):
+    bad = _broken(tmp_path, saved, how)
+    with pytest.raises(SnapshotError, match=message.replace(".", r"\.")):
+        forensics.load(bad)
+    res = forensics_cli("summary", str(bad))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr
+
+
+def test_not_a_folder_or_missing(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(SnapshotError, match="is a file"):
+        forensics.load(f)
+    with pytest.raises(SnapshotError, match="no such snapshot folder"):
+        forensics.load(tmp_path / "nope")
+
+
+def test_save_refuses_to_overwrite_a_foreign_folder(saved, tmp_path):
+    snap, _ = saved
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SnapshotError, match="not a snapshot folder"):
+        snap.save(other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    # Re-saving over a snapshot replaces it.
+    again = tmp_path / "again"
+    snap.save(again)
+    snap.save(again)
+    assert len(forensics.load(again).jobs) == len(snap.jobs)

@@ -382,6 +382,7 @@ class _Capture:
         orphan_ids = hashes[~hashes.isin(ids["job_id"])]
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
+        ids["prefix"] = q.prefix
         ids["queue"] = q.name
         ids["flavor"] = q.flavor
         # Decoded chunks join self.job_chunks as soon as they exist, so a capture cut
@@ -413,7 +414,7 @@ class _Capture:
                 # Listed but no hash: missing-hash (verified later) or removed since SCAN.
                 g = empty_jobs().reindex(range(len(gone)))
                 g = g.astype(JOB_COLUMNS)
-                for c in ("queue", "job_id", "state", "flavor"):
+                for c in ("prefix", "queue", "job_id", "state", "flavor"):
                     g[c] = gone[c].astype("str").to_numpy()
                 g["_listed_in"] = gone["state"].to_numpy()
                 g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
@@ -505,8 +506,9 @@ class _Capture:
             rows.append((sid, ev, jid, _json(fields) if fields else None))
         df = pd.DataFrame(rows, columns=["stream_id", "event", "job_id", "fields"])
         ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
-        df.insert(0, "queue", q.name)
-        df.insert(2, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
+        df.insert(0, "prefix", q.prefix)
+        df.insert(1, "queue", q.name)
+        df.insert(3, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
         self.events.append(df)
 
     def read_metrics(self, q: _Queue) -> None:
@@ -522,7 +524,7 @@ class _Capture:
                 continue
             minute = prev // 60000 * 60000
             for i, count in enumerate(data):  # newest first; one entry per minute
-                self.metrics.append({"queue": q.name, "kind": kind,
+                self.metrics.append({"prefix": q.prefix, "queue": q.name, "kind": kind,
                                      "time": pd.Timestamp(minute - i * 60000, unit="ms", tz="UTC"),
                                      "count": count})
 
@@ -533,11 +535,11 @@ class _Capture:
         if isinstance(clients, str):
             clients = [dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
                        for line in clients.splitlines() if line]
-        names: dict[str, tuple[str, str]] = {}
+        names: dict[str, tuple[str, str, str]] = {}
         for q in self.queues:
             b64 = base64.b64encode(q.name.encode()).decode()
-            names[f"{q.prefix}:{b64}"] = (q.name, "node")
-            names.setdefault(f"{q.prefix}:{q.name}", (q.name, "python"))
+            names[f"{q.prefix}:{b64}"] = (q.prefix, q.name, "node")
+            names.setdefault(f"{q.prefix}:{q.name}", (q.prefix, q.name, "python"))
         rows = []
         for c in clients:
             name = c.get("name") or ""
@@ -551,8 +553,8 @@ class _Capture:
                     break
             if base not in names:
                 continue
-            queue, runtime = names[base]
-            rows.append({"queue": queue, "role": role, "worker_name": wname, "runtime": runtime,
+            prefix, queue, runtime = names[base]
+            rows.append({"prefix": prefix, "queue": queue, "role": role, "worker_name": wname, "runtime": runtime,
                          "client_name": name, "client_id": _int(c.get("id")), "addr": c.get("addr"),
                          "age_s": _int(c.get("age")), "idle_s": _int(c.get("idle")),
                          "last_command": c.get("cmd"), "db": _int(c.get("db"))})
@@ -576,17 +578,17 @@ class _Capture:
                 if not measured:
                     continue
                 total = sum(measured) if len(idx) == n else round(sum(measured) / len(measured) * n)
-                self.memory.append({"queue": q.name, "family": fam, "keys": n, "bytes": int(total),
+                self.memory.append({"prefix": q.prefix, "queue": q.name, "family": fam, "keys": n, "bytes": int(total),
                                     "measured_keys": len(measured), "estimated": len(idx) < n})
                 if fam == "job":
                     for i, v in zip(idx, vals):
                         if v is not None:
-                            job_mem[(q.name, jids[i])] = v
+                            job_mem[(q.prefix, q.name, jids[i])] = v
                 self.progress.update(f"{q.name}: memory of {fam}")
         if job_mem and self.job_chunks:
             s = pd.Series(job_mem, dtype="Int64")
             for jobs in self.job_chunks:
-                keys = pd.MultiIndex.from_arrays([jobs["queue"], jobs["job_id"]])
+                keys = pd.MultiIndex.from_arrays([jobs["prefix"], jobs["queue"], jobs["job_id"]])
                 jobs["memory_bytes"] = s.reindex(keys).to_numpy()
                 jobs["memory_bytes"] = jobs["memory_bytes"].astype("Int64")
 
@@ -642,12 +644,13 @@ class _Capture:
         return snap
 
     def _queues_table(self, jobs: pd.DataFrame) -> pd.DataFrame:
-        counts = jobs.groupby(["queue", "state"], observed=True).size().unstack(fill_value=0) \
+        counts = jobs.groupby(["prefix", "queue", "state"], observed=True).size().unstack(fill_value=0) \
             if len(jobs) else pd.DataFrame()
         rows = []
         for q in self.queues:
-            c = counts.loc[q.name] if q.name in counts.index else pd.Series(dtype=int)
-            workers = self.workers[self.workers["queue"] == q.name] if len(self.workers) else pd.DataFrame()
+            c = counts.loc[(q.prefix, q.name)] if (q.prefix, q.name) in counts.index else pd.Series(dtype=int)
+            workers = self.workers[(self.workers["prefix"] == q.prefix) & (self.workers["queue"] == q.name)] \
+                if len(self.workers) else pd.DataFrame()
             version = str(q.meta.get("version", "")) or None
             paused = q.meta.get("paused") in ("1", 1) or bool(q.row.get("meta_paused_key"))
             row = {
@@ -663,7 +666,8 @@ class _Capture:
                 "rate_limit_max": _int(q.meta.get("max")),
                 "rate_limit_duration_ms": _int(q.meta.get("duration")),
                 **{k: v for k, v in q.row.items() if k != "meta_paused_key"},
-                "memory_bytes": int(sum(m["bytes"] for m in self.memory if m["queue"] == q.name)) or None,
+                "memory_bytes": int(sum(m["bytes"] for m in self.memory
+                                        if (m["prefix"], m["queue"]) == (q.prefix, q.name))) or None,
             }
             rows.append(row)
         df = pd.DataFrame(rows).reindex(columns=list(QUEUE_COLUMNS))
@@ -685,24 +689,24 @@ def _json(obj) -> str:
 
 
 def _empty_events() -> pd.DataFrame:
-    return pd.DataFrame({"queue": pd.Series(dtype="str"), "stream_id": pd.Series(dtype="str"),
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "stream_id": pd.Series(dtype="str"),
                          "time": pd.Series(dtype="datetime64[ms, UTC]"), "event": pd.Series(dtype="str"),
                          "job_id": pd.Series(dtype="str"), "fields": pd.Series(dtype="str")})
 
 
 def _empty_metrics() -> pd.DataFrame:
-    return pd.DataFrame({"queue": pd.Series(dtype="str"), "kind": pd.Series(dtype="str"),
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "kind": pd.Series(dtype="str"),
                          "time": pd.Series(dtype="datetime64[ns, UTC]"), "count": pd.Series(dtype="int64")})
 
 
 def _empty_memory() -> pd.DataFrame:
-    return pd.DataFrame({"queue": pd.Series(dtype="str"), "family": pd.Series(dtype="str"),
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "family": pd.Series(dtype="str"),
                          "keys": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"),
                          "measured_keys": pd.Series(dtype="int64"), "estimated": pd.Series(dtype="bool")})
 
 
 def _empty_workers() -> pd.DataFrame:
-    cols = {"queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
+    cols = {"prefix": "str", "queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
             "client_id": "Int64", "addr": "str", "age_s": "Int64", "idle_s": "Int64",
             "last_command": "str", "db": "Int64"}
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})

@@ -30,7 +30,7 @@ STACK_TOP_LINES = 8
 
 # Column order and dtypes of the jobs table: the schema contract of DESIGN.md.
 JOB_COLUMNS: dict[str, str] = {
-    "queue": "str", "job_id": "str", "name": "str", "state": "str", "flavor": "str",
+    "prefix": "str", "queue": "str", "job_id": "str", "name": "str", "state": "str", "flavor": "str",
     "added_at": "datetime64[ms, UTC]", "processed_at": "datetime64[ms, UTC]",
     "finished_at": "datetime64[ms, UTC]", "due_at": "datetime64[ms, UTC]",
     "delay_ms": "Int64", "priority": "Int64",
@@ -49,7 +49,7 @@ JOB_COLUMNS: dict[str, str] = {
     "decode_errors": "str",
 }
 PAYLOAD_COLUMNS: dict[str, str] = {
-    "queue": "str", "job_id": "str", "data": "str", "returnvalue": "str",
+    "prefix": "str", "queue": "str", "job_id": "str", "data": "str", "returnvalue": "str",
     "stacktrace": "str", "opts": "str",
 }
 
@@ -161,7 +161,7 @@ def parse_stacktrace(text: str) -> tuple[int | None, str | None, str | None]:
 
 def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Decode one chunk. ``ids`` has queue, job_id, state, score, flavor (aligned with
+    """Decode one chunk. ``ids`` has prefix, queue, job_id, state, score, flavor (aligned with
     ``hashes``, one HGETALL reply each; empty replies must be filtered out before)."""
     n = len(ids)
     if n == 0:
@@ -177,7 +177,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
         if mask.any():
             errors = errors.where(~mask, errors + "," + label)
 
-    for col in ("queue", "job_id", "state", "flavor"):
+    for col in ("prefix", "queue", "job_id", "state", "flavor"):
         out[col] = ids[col].astype("str")
     out["name"] = _text(raw, "name")
     out["added_at"] = _ms_to_time(_num(raw, "timestamp"))
@@ -283,7 +283,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
 
     jobs = pd.DataFrame({c: pd.Series(out[c], index=ids.index).astype(t) for c, t in JOB_COLUMNS.items()})
     payloads = pd.DataFrame({
-        "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
+        "prefix": out["prefix"], "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
         "stacktrace": st, "opts": opts,
     }).astype(PAYLOAD_COLUMNS)
     return jobs, payloads

@@ -37,11 +37,19 @@ def _age(td: pd.Timedelta) -> str:
     return f"{s // 86400}d"
 
 
+def queue_label(df: pd.DataFrame) -> pd.Series:
+    """The queue name, qualified with its prefix when a snapshot spans several prefixes."""
+    if df["prefix"].nunique() > 1:
+        return df["prefix"].astype("str") + ":" + df["queue"].astype("str")
+    return df["queue"].astype("str")
+
+
 def queue_overview(snap) -> pd.DataFrame:
     """One row per queue with state counts and the figures an on-call engineer scans first."""
-    q = snap.queues
+    q = snap.queues.copy()
     if not len(q):
         return pd.DataFrame()
+    q["queue"] = queue_label(q)
     cols = ["queue", "flavor", "library_version", "paused", "workers"] + [c for c, _ in STATE_COLS if c in q]
     out = q[cols].rename(columns=dict(STATE_COLS))
     out["memory"] = q["memory_bytes"].map(_size) if "memory_bytes" in q else "?"
@@ -51,7 +59,10 @@ def queue_overview(snap) -> pd.DataFrame:
 def observations(snap) -> list[str]:
     """Facts worth a look, stated plainly (no severity: see diagnose)."""
     notes = []
-    jobs, now = snap.jobs, snap.captured_at
+    jobs, now = snap.jobs.copy(), snap.captured_at
+    multi = snap.queues["prefix"].nunique() > 1
+    if multi:
+        jobs["queue"] = queue_label(jobs)
     active = jobs[jobs["state"] == "active"]
     if len(active):
         no_lock = active[~active["lock_present"].fillna(False).astype(bool)]
@@ -66,7 +77,8 @@ def observations(snap) -> list[str]:
     failed = jobs[jobs["state"] == "failed"]
     for (qn, reason), grp in failed.groupby(["queue", "failed_reason"], observed=True):
         notes.append(f"{qn}: {len(grp)} failed with \"{str(reason)[:100]}\"")
-    q = snap.queues
+    q = snap.queues.copy()
+    q["queue"] = queue_label(q) if len(q) else q["queue"]
     for _, row in q.iterrows():
         if row.get("paused"):
             notes.append(f"{row['queue']}: queue is paused")

@@ -137,3 +137,18 @@ def test_incident_facts_are_visible(captured, lib):
     # Memory measured per queue key family.
     assert (snap.memory.groupby("queue")["bytes"].sum() > 0).all()
     assert snap.jobs["memory_bytes"].notna().all()
+
+
+def test_same_queue_names_under_two_prefixes_stay_apart(redis_server, scenario):
+    """Regression: counts, memory and locks were merged by queue name across prefixes."""
+    import forensics
+    (p1, r1), (p2, r2) = scenario("bull"), scenario("bullmq5")
+    snap = forensics.capture(redis_server.url(0), prefix=[p1, p2])
+    q = snap.queues.set_index(["prefix", "queue"])
+    for prefix, report in ((p1, r1), (p2, r2)):
+        for qname, info in report["queues"].items():
+            for name, n in info["counts"].items():
+                assert int(q.loc[(prefix, qname), "n_" + COUNT_NAMES[name].replace("-", "_")]) == n
+    assert not snap.jobs.duplicated(["prefix", "queue", "job_id"]).any()
+    mem = snap.memory.groupby(["prefix", "queue"])["bytes"].sum()
+    assert mem.loc[(p1, "mail")] != mem.loc[(p2, "mail")]

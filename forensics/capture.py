@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import os
 import random
+import socket
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -24,7 +26,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import hiredis
 import redis
+from redis._parsers.helpers import parse_info
 
 from . import keys as K
 from ._version import __version__
@@ -37,7 +41,7 @@ DEFAULT_URL = "redis://localhost:6379/0"
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
-CHUNK = 5000           # jobs decoded (and payloads spooled) at a time
+CHUNK = 20000         # jobs decoded (and payloads spooled) at a time
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 
 # State structures in precedence order: a job seen in two (it moved while we read) keeps
@@ -130,7 +134,7 @@ class _Capture:
         self.payload_file = self.spool / "payloads.parquet"
         self._payload_schema = pa.Schema.from_pandas(empty_payloads(), preserve_index=False)
         self._payload_writer = pq.ParquetWriter(self.payload_file, self._payload_schema)
-        self.client = read_only_client(url, self.ledger, decode_responses=True,
+        self.client = read_only_client(url, self.ledger, decode_responses=True, protocol=2,
                                        encoding_errors="replace",
                                        socket_timeout=socket_timeout, socket_connect_timeout=10)
         self.started = utcnow()
@@ -138,18 +142,34 @@ class _Capture:
     # ---- command helpers ----------------------------------------------------------------
     def _results(self, cmds: list[tuple], essential: bool = True) -> list[Any]:
         """Run commands in bounded pipelines. Per-command errors become None (+warning);
-        a refused permission on an essential command is fatal (exit 3)."""
+        a refused permission on an essential command is fatal (exit 3).
+
+        Replies are read straight from the socket with hiredis (RESP2, which every Redis
+        BullMQ supports): redis-py's per-command pipeline machinery costs more than the
+        Redis work itself on million-job captures. Commands are still packed by the
+        connection's gated packer, so the read-only gate sees every one of them.
+        """
         out: list[Any] = []
-        for i in range(0, len(cmds), PIPELINE):
-            pipe = self.client.pipeline(transaction=False)
-            batch = cmds[i:i + PIPELINE]
-            for c in batch:
-                pipe.execute_command(*c)
-            res = pipe.execute(raise_on_error=False)
-            for c, r in zip(batch, res):
-                if isinstance(r, Exception):
-                    r = self._command_error(c, r, essential)
-                out.append(r)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            for i in range(0, len(cmds), PIPELINE):
+                batch = cmds[i:i + PIPELINE]
+                packer = conn._command_packer  # the gated packer (see safety.py)
+                conn.send_packed_command([b"".join([b for c in batch for b in packer.pack(*c)])],
+                                         check_health=False)
+                replies = _read_replies(conn, len(batch))
+                for c, r in zip(batch, replies):
+                    if isinstance(r, hiredis.ReplyError):
+                        r = self._command_error(c, r, essential)
+                    else:
+                        r = _shape(c, r)
+                    out.append(r)
+        except BaseException:
+            conn.disconnect()  # never reuse a connection with unread replies
+            raise
+        finally:
+            pool.release(conn)
         return out
 
     def _command_error(self, cmd: tuple, err: Exception, essential: bool):
@@ -196,8 +216,6 @@ class _Capture:
     def server_info(self) -> None:
         info = self._one("INFO", "all", essential=False) or {}
         cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False) or {}
-        if isinstance(cfg, list):
-            cfg = dict(zip(cfg[::2], cfg[1::2]))
         db = self.client.get_connection_kwargs().get("db", 0)
         ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
         maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
@@ -379,7 +397,7 @@ class _Capture:
         # Job hashes that no state references are orphans (after a recheck).
         mine = classified[classified["queue"] == q.name]
         hashes = mine.loc[mine["family"] == "job", "job_id"]
-        orphan_ids = hashes[~hashes.isin(ids["job_id"])]
+        orphan_ids = hashes[~K.isin(hashes, ids["job_id"])]
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
         ids["prefix"] = q.prefix
@@ -401,28 +419,40 @@ class _Capture:
 
     def _read_jobs(self, q: _Queue, ids: pd.DataFrame) -> None:
         base = q.base
-        for start in range(0, len(ids), CHUNK):
-            part = ids.iloc[start:start + CHUNK].reset_index(drop=True)
-            replies = self._results([("HGETALL", base + j) for j in part["job_id"]])
-            replies = [r if isinstance(r, dict) else {} for r in replies]
-            present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
-            kept = part[present]
-            jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
-                                         redact=self.redact)
-            gone = part[~present]
-            if len(gone):
-                # Listed but no hash: missing-hash (verified later) or removed since SCAN.
-                g = empty_jobs().reindex(range(len(gone)))
-                g = g.astype(JOB_COLUMNS)
-                for c in ("prefix", "queue", "job_id", "state", "flavor"):
-                    g[c] = gone[c].astype("str").to_numpy()
-                g["_listed_in"] = gone["state"].to_numpy()
-                g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
-                jobs = pd.concat([jobs, g], ignore_index=True)
-            self._payload_writer.write_table(
-                pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
-            self.job_chunks.append(jobs)
-            self.progress.update(f"{q.name}: job hashes", jobs=len(part))
+
+        def fetch(part: pd.DataFrame) -> list:
+            return self._results([("HGETALL", base + j) for j in part["job_id"].tolist()])
+
+        parts = [ids.iloc[i:i + CHUNK].reset_index(drop=True) for i in range(0, len(ids), CHUNK)]
+        # One chunk is fetched ahead while the previous one is decoded: Redis (another
+        # process) and the network work while we parse. At most 2 chunks are in memory.
+        with ThreadPoolExecutor(1, thread_name_prefix="forensics-fetch") as pool:
+            ahead = pool.submit(fetch, parts[0]) if parts else None
+            for k, part in enumerate(parts):
+                replies = ahead.result()
+                ahead = pool.submit(fetch, parts[k + 1]) if k + 1 < len(parts) else None
+                self._decode_chunk(q, part, replies)
+
+    def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list) -> None:
+        replies = [r if isinstance(r, dict) else {} for r in replies]
+        present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
+        kept = part[present]
+        jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
+                                     redact=self.redact)
+        gone = part[~present]
+        if len(gone):
+            # Listed but no hash: missing-hash (verified later) or removed since SCAN.
+            g = empty_jobs().reindex(range(len(gone)))
+            g = g.astype(JOB_COLUMNS)
+            for c in ("prefix", "queue", "job_id", "state", "flavor"):
+                g[c] = gone[c].astype("str").to_numpy()
+            g["_listed_in"] = gone["state"].to_numpy()
+            g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
+            jobs = pd.concat([jobs, g], ignore_index=True)
+        self._payload_writer.write_table(
+            pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
+        self.job_chunks.append(jobs)
+        self.progress.update(f"{q.name}: job hashes", jobs=len(part))
 
     def _locate(self, q: _Queue, job_ids: list[str]) -> list[str | None]:
         """Which state currently lists each id (None: none). Used to confirm absences."""
@@ -674,6 +704,46 @@ class _Capture:
         ints = [c for c, t in QUEUE_COLUMNS.items() if t == "int64"]
         df[ints] = df[ints].fillna(0)  # a queue cut short before its counts were read
         return df.astype(QUEUE_COLUMNS)
+
+
+def _read_replies(conn, n: int) -> list[Any]:
+    sock = conn._sock
+    reader = hiredis.Reader(encoding="utf-8", errors="replace")
+    replies: list[Any] = []
+    while len(replies) < n:
+        r = reader.gets()
+        if r is False:
+            try:
+                data = sock.recv(262144)
+            except socket.timeout as e:
+                raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {e}") from None
+            if not data:
+                raise redis.ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            continue
+        replies.append(r)
+    return replies
+
+
+def _pairs(flat: list) -> dict:
+    it = iter(flat)
+    return dict(zip(it, it))
+
+
+def _shape(cmd: tuple, r: Any) -> Any:
+    """RESP2 replies into the shapes the readers use (what redis-py's callbacks would give)."""
+    name = cmd[0]
+    if name == "HGETALL":
+        return _pairs(r) if r else {}
+    if name == "ZRANGE" and cmd[-1] == "WITHSCORES":
+        return list(zip(r[0::2], map(float, r[1::2])))
+    if name == "XRANGE":
+        return [(sid, _pairs(fields or [])) for sid, fields in r]
+    if name == "INFO":
+        return parse_info(r)
+    if name == "CONFIG":
+        return _pairs(r)
+    return r
 
 
 def _int(x) -> int | None:

@@ -17,7 +17,6 @@ Version differences handled here (see bull-datamodel.md):
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -101,7 +100,6 @@ def _int_or_none(v):
     return None
 
 
-@lru_cache(maxsize=65536)
 def parse_opts(text: str) -> tuple:
     """Decode one opts JSON into the fields the jobs table carries (cached per text)."""
     try:
@@ -144,7 +142,6 @@ _OPTS_FIELDS = ("attempts_configured", "attempts_infinite", "backoff_type", "bac
                 "repeat", "_opt_priority", "_opt_delay", "_opts_error")
 
 
-@lru_cache(maxsize=65536)
 def parse_stacktrace(text: str) -> tuple[int | None, str | None, str | None]:
     """(entries, top frames of the latest entry, error) for a stacktrace JSON array."""
     try:
@@ -157,6 +154,23 @@ def parse_stacktrace(text: str) -> tuple[int | None, str | None, str | None]:
     if not entries:
         return len(st), None, None
     return len(st), "\n".join(entries[-1].splitlines()[:STACK_TOP_LINES]), None
+
+
+def _per_distinct(texts: pd.Series, parse, fields: tuple[str, ...]) -> pd.DataFrame:
+    """Apply ``parse`` (text -> tuple) once per distinct text; rows of missing text are NA."""
+    codes, uniques = pd.factorize(texts, use_na_sentinel=True)
+    table = pd.DataFrame([parse(u) for u in uniques], columns=list(fields), dtype=object)
+    table.loc[len(table)] = [None] * len(fields)  # row for code -1 (no text)
+    picked = table.iloc[np.where(codes < 0, len(table) - 1, codes)].reset_index(drop=True)
+    picked.index = texts.index
+    return picked
+
+
+def _regex(s: pd.Series, pattern: str, ignore_case: bool = False) -> np.ndarray:
+    """Vectorized regex search (pyarrow RE2); missing text never matches."""
+    arr = pa.array(s.astype("str"), type=pa.large_string(), from_pandas=True)
+    hit = pc.match_substring_regex(arr, pattern, ignore_case=ignore_case)
+    return hit.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
@@ -190,22 +204,19 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
     out["delay_ms"] = _num(raw, "delay")
 
     # opts: bull stores a per-job timestamp inside opts; strip it so identical option
-    # sets share one parse.
+    # sets share one parse. Each distinct text is parsed once, then spread by code.
     opts = _text(raw, "opts")
     opts_key = opts.str.replace(r'"timestamp":\d+,?|,"timestamp":\d+', "", regex=True)
-    parsed = {}
-    for text in opts_key.dropna().unique():
-        parsed[text] = parse_opts(text)
-    parts = opts_key.map(parsed)
-    for i, field in enumerate(_OPTS_FIELDS):
-        out[field] = parts.map(lambda t, i=i: t[i] if isinstance(t, tuple) else None)
+    parsed = _per_distinct(opts_key, parse_opts, _OPTS_FIELDS)
+    for field in _OPTS_FIELDS:
+        out[field] = parsed[field]
     add_error(out.pop("_opts_error").notna(), "opts:json")
 
     hash_priority = _num(raw, "priority")
     prio_from_score = (score // 4294967296).where(ids["state"].eq("prioritized")).round().astype("Int64")
     out["priority"] = prio_from_score.fillna(hash_priority).fillna(
-        pd.Series(out.pop("_opt_priority"), index=ids.index).astype("Int64")).fillna(0)
-    opt_delay = pd.Series(out.pop("_opt_delay"), index=ids.index).astype("Int64")
+        out.pop("_opt_priority").astype("Int64")).fillna(0)
+    opt_delay = out.pop("_opt_delay").astype("Int64")
     out["delay_ms"] = out["delay_ms"].fillna(opt_delay)
 
     # Attempt counters (their meaning changed across versions, see module doc).
@@ -241,13 +252,12 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
     out["data_has_buffer"] = data.str.contains('"type":"Buffer","data":[', regex=False)
     add_error(data.str.contains("\ufffd", regex=False), "data:utf8")
     add_error(st.str.contains("\ufffd", regex=False) | _text(raw, "failedReason").str.contains("\ufffd", regex=False), "text:utf8")
-    # data JSON validity: only non-JSON-looking texts are checked (cheap prefilter).
-    looks_json = data.str.match(r"\s*[\[{\"\d\-tfn]")
-    add_error(data.notna() & ~looks_json.fillna(False).astype(bool), "data:json")
+    # data that does not even start like JSON (a cheap check, not a full parse).
+    add_error(data.notna() & ~_regex(data, r"^\s*[\[{\"0-9\-tfn]"), "data:json")
 
     redacted = pd.Series(0, index=ids.index, dtype="Int64")
     if redact:
-        suspect = data.str.contains(SECRET_TEXT_RE, regex=True).fillna(False).astype(bool)
+        suspect = pd.Series(_regex(data, SECRET_TEXT_RE, ignore_case=True), index=ids.index)
         if suspect.any():
             pairs = data[suspect].map(redact_json_text)
             data = data.copy()
@@ -256,16 +266,10 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
     out["redacted_fields"] = redacted
 
     out["failed_reason"] = _text(raw, "failedReason")
-    counts = pd.Series(pd.NA, index=ids.index, dtype="Int64")
-    top = pd.Series(pd.NA, index=ids.index, dtype="str")
-    has_st = st.notna()
-    if has_st.any():
-        parsed_st = st[has_st].map(parse_stacktrace)
-        counts[has_st] = parsed_st.map(lambda t: t[0]).astype("Int64")
-        top[has_st] = parsed_st.map(lambda t: t[1])
-        add_error(parsed_st.map(lambda t: t[2] is not None).reindex(ids.index, fill_value=False), "stacktrace:json")
-    out["stacktrace_count"] = counts
-    out["stacktrace_top"] = top
+    parsed_st = _per_distinct(st, parse_stacktrace, ("stacktrace_count", "stacktrace_top", "_st_error"))
+    out["stacktrace_count"] = parsed_st["stacktrace_count"].astype("Int64")
+    out["stacktrace_top"] = parsed_st["stacktrace_top"]
+    add_error(parsed_st["_st_error"].notna(), "stacktrace:json")
     out["progress"] = _text(raw, "progress")
     out["parent_key"] = _text(raw, "parentKey")
     parent_id = pd.Series(pd.NA, index=ids.index, dtype="str")

@@ -55,8 +55,8 @@ def classify(keys: pd.Series, prefix: str, queues: list[str]) -> pd.DataFrame:
     rest = keys.str.slice(len(head))
     queue = pd.Series(pd.NA, index=keys.index, dtype="str")
     plain = [q for q in queues if ":" not in q]
+    first = rest.str.partition(":")
     if plain:
-        first = rest.str.partition(":")
         has_more = first[1] == ":"
         hit = first[0].isin(plain) & has_more
         queue[hit] = first[0][hit]
@@ -64,9 +64,12 @@ def classify(keys: pd.Series, prefix: str, queues: list[str]) -> pd.DataFrame:
     for q in sorted((q for q in queues if ":" in q), key=len):
         queue[rest.str.startswith(q + ":")] = q
     known = queue.notna()
-    qlen = queue.str.len().fillna(0).astype(int)
-    sub = pd.Series([r[n + 1:] for r, n in zip(rest[known], qlen[known])],
-                    index=rest.index[known], dtype="str")
+    # What follows "<queue>:" — vectorized for plain names, per key only for names with ':'.
+    sub = first[2].where(known) if plain else pd.Series(pd.NA, index=keys.index, dtype="str")
+    colon = known & queue.str.contains(":", regex=False).fillna(False).astype(bool)
+    if colon.any():
+        sub[colon] = [r[len(q) + 1:] for r, q in zip(rest[colon], queue[colon])]
+    sub = sub[known].astype("str")
     family = pd.Series("foreign", index=keys.index, dtype="str")
     job_id = pd.Series(pd.NA, index=keys.index, dtype="str")
 
@@ -100,3 +103,12 @@ def is_marker(ids: pd.Series) -> np.ndarray:
     """BullMQ 2.x-4.x marker entries in wait lists: '0' or '0:<ms>' (never a job id)."""
     s = ids.astype("str")
     return ((s == "0") | s.str.startswith("0:")).to_numpy(dtype=bool)
+
+
+def isin(values: pd.Series, pool: pd.Series) -> np.ndarray:
+    """values.isin(pool) for big string columns, in Arrow (pandas builds Python objects)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    v = pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True)
+    p = pa.array(pool.astype("str"), type=pa.large_string(), from_pandas=True)
+    return pc.is_in(v, value_set=p).fill_null(False).to_numpy(zero_copy_only=False)

@@ -153,13 +153,16 @@ def test_jobs_removed_between_scan_and_read_are_not_reported_as_damage(private_r
 
 
 def test_redis_going_away_mid_capture_keeps_what_was_read(private_redis, tmp_path):
-    run_node("fill.js", "bullmq5", private_redis.url(), "bull", "big", "40000", timeout=300)
+    from forensics.capture import CHUNK
+    total = 3 * CHUNK
+    run_node("fill.js", "bullmq5", private_redis.url(), "bull", "big", str(total), timeout=300)
     watcher = private_redis.client()
 
     def kill_when_reading():
         while True:
             stats = watcher.info("commandstats").get("cmdstat_hgetall", {})
-            if stats.get("calls", 0) >= 12000:
+            # Kill once the first chunk has been read and the second is being fetched.
+            if stats.get("calls", 0) >= CHUNK + CHUNK // 4:
                 try:
                     watcher.shutdown(nosave=True)
                 except redis.ConnectionError:
@@ -179,5 +182,5 @@ def test_redis_going_away_mid_capture_keeps_what_was_read(private_redis, tmp_pat
     assert snap.manifest["complete"] is False
     assert "lost the connection" in snap.manifest["incomplete_reason"]
     assert list(snap.queues["queue"]) == ["big"]
-    assert 5000 <= len(snap.jobs) < 40000
+    assert CHUNK <= len(snap.jobs) < total
     assert len(snap.payloads) == len(snap.jobs)

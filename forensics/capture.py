@@ -53,6 +53,7 @@ STATE_KEYS = (
     ("failed", "zset", "failed"), ("completed", "zset", "completed"),
 )
 STATES = [s for _, _, s in STATE_KEYS]
+JOB_STATES = STATES + ["orphan", "missing-hash"]
 # Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
 
@@ -254,16 +255,28 @@ class _Capture:
             patterns = [K.glob_escape(f"{prefix}:{q}") + ":*" for q in self.only]
         else:
             patterns = [K.glob_escape(prefix) + ":*"]
-        found: list[str] = []
+        # Key names go into Arrow arrays every 100k keys: millions of Python strings
+        # would cost several times the memory.
+        arrays: list[pa.Array] = []
+        buf: list[str] = []
+        seen = 0
         for pattern in patterns:
             cursor = 0
             while True:
                 cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-                found.extend(batch)
-                self.progress.update(f"scanning {prefix}: {len(found):,} keys")
+                buf.extend(batch)
+                seen += len(batch)
+                if len(buf) >= 100_000:
+                    arrays.append(pa.array(buf, pa.large_string()))
+                    buf = []
+                self.progress.update(f"scanning {prefix}: {seen:,} keys")
                 if int(cursor) == 0:
                     break
-        keys = pd.Series(found, dtype="str").drop_duplicates()
+        arrays.append(pa.array(buf, pa.large_string()))
+        del buf
+        keys = pd.Series(pd.array(pa.chunked_array(arrays, pa.large_string()), dtype="str"))
+        del arrays
+        keys = keys.drop_duplicates()  # SCAN may return a key twice
         bad = keys.str.contains("\ufffd", regex=False)
         if bad.any():
             self.counts["undecodable_keys"] += int(bad.sum())
@@ -292,7 +305,7 @@ class _Capture:
         for name in sorted(confirmed):
             fams = set(table.loc[table["queue"] == name, "family"].unique())
             self.queues.append(_Queue(prefix, name, families=fams | confirmed[name]))
-        table["prefix"] = prefix
+        self.set_job_dtypes()
         return table
 
     def _read_window(self, kind: str, key: str, total: int) -> list[tuple[str, float | None]]:
@@ -404,15 +417,25 @@ class _Capture:
         ids["queue"] = q.name
         ids["flavor"] = q.flavor
         # Decoded chunks join self.job_chunks as soon as they exist, so a capture cut
-        # short mid-queue keeps them; the finished queue replaces them with one frame.
+        # short mid-queue keeps them; each is then finished in place (no copy of the queue).
         first = len(self.job_chunks)
         self._read_jobs(q, ids)
-        jobs = pd.concat(self.job_chunks[first:], ignore_index=True) if len(self.job_chunks) > first \
-            else empty_jobs()
-        jobs = self._recheck(q, jobs)
-        jobs = self._locks_and_logs(q, jobs, mine)
-        jobs["in_stalled_set"] = jobs["job_id"].isin(stalled).astype("boolean")
-        self.job_chunks[first:] = [jobs]
+        active = ids.loc[ids["state"] == "active", "job_id"]
+        locks, logs = self._locks_and_logs(q, mine, active)
+        budget = [RECHECK_LIMIT]
+        for i in range(first, len(self.job_chunks)):
+            jobs = self._recheck(q, self.job_chunks[i], budget)
+            jid = jobs["job_id"]
+            if locks is not None:
+                token, ttl = locks
+                jobs["lock_token"] = jid.map(token).astype("str")
+                jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
+                jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]) \
+                    .where(lambda t: t >= 0)
+            if logs is not None:
+                jobs["log_count"] = jid.map(logs).fillna(0).astype("Int32")
+            jobs["in_stalled_set"] = jid.isin(stalled).astype("boolean")
+            self.job_chunks[i] = jobs.astype(self.job_dtypes)
 
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
@@ -472,15 +495,18 @@ class _Capture:
             out.append(hit)
         return out
 
-    def _recheck(self, q: _Queue, jobs: pd.DataFrame) -> pd.DataFrame:
-        """Confirm missing hashes still listed (else the job just finished and was removed)."""
+    def _recheck(self, q: _Queue, jobs: pd.DataFrame, budget: list[int]) -> pd.DataFrame:
+        """Confirm missing hashes still listed (else the job just finished and was removed).
+        ``budget`` holds how many more ids of this queue may be re-checked."""
         if "_listed_in" not in jobs:
             return jobs
         missing = jobs.index[jobs["state"].eq("missing-hash")]
         vanished = jobs.index[jobs["state"].eq("vanished")]
-        check = list(missing[:RECHECK_LIMIT])
-        if len(missing) > RECHECK_LIMIT:
-            self._warn(f"{q.name}: {len(missing)} listed ids have no hash; {RECHECK_LIMIT} re-checked")
+        check = list(missing[:budget[0]])
+        budget[0] -= len(check)
+        if len(check) < len(missing):
+            self._warn(f"{q.name}: more listed ids have no hash than the {RECHECK_LIMIT} re-checked; "
+                       "the rest are reported as missing-hash unverified")
         drop = list(vanished)
         if check:
             where = self._locate(q, jobs.loc[check, "job_id"].tolist())
@@ -488,26 +514,36 @@ class _Capture:
         self.counts["vanished_jobs"] += len(drop)
         return jobs.drop(index=drop).drop(columns="_listed_in").reset_index(drop=True)
 
-    def _locks_and_logs(self, q: _Queue, jobs: pd.DataFrame, mine: pd.DataFrame) -> pd.DataFrame:
+    def _locks_and_logs(self, q: _Queue, mine: pd.DataFrame, active: pd.Series):
+        """(token, ttl) Series and log counts by job id, for the ids SCAN saw with a lock
+        or logs key (plus every active id: a lock may appear after SCAN)."""
+        locks = logs = None
         lock_ids = mine.loc[mine["family"] == "lock", "job_id"].astype("str")
-        lock_ids = pd.Index(pd.concat([lock_ids, jobs.loc[jobs["state"] == "active", "job_id"]])).unique()
+        lock_ids = pd.Index(pd.concat([lock_ids, active.astype("str")])).unique()
         if len(lock_ids):
             cmds = []
             for j in lock_ids:
                 cmds += [("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock")]
             res = self._results(cmds, essential=False)
-            token = pd.Series(res[0::2], index=lock_ids, dtype="str")
-            ttl = pd.Series([_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64")
-            jid = jobs["job_id"]
-            jobs["lock_token"] = jid.map(token).astype("str")
-            jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
-            jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]).where(lambda s: s >= 0)
+            locks = (pd.Series(res[0::2], index=lock_ids, dtype="str"),
+                     pd.Series([_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64"))
         log_ids = mine.loc[mine["family"] == "logs", "job_id"].astype("str").unique()
         if len(log_ids):
             res = self._results([("LLEN", f"{q.base}{j}:logs") for j in log_ids], essential=False)
-            counts = pd.Series([_int(x) or 0 for x in res], index=log_ids, dtype="Int64")
-            jobs["log_count"] = jobs["job_id"].map(counts).fillna(0).astype("Int64")
-        return jobs
+            logs = pd.Series([_int(x) or 0 for x in res], index=log_ids, dtype="Int64")
+        return locks, logs
+
+    def set_job_dtypes(self) -> None:
+        """Categorical dtypes with known categories keep the big jobs table small and let
+        chunks concatenate without a copy to object."""
+        cat = pd.CategoricalDtype
+        self.job_dtypes = JOB_COLUMNS | {
+            "prefix": cat(sorted({q.prefix for q in self.queues} | set(self.prefixes))),
+            "queue": cat(sorted({q.name for q in self.queues})),
+            "state": cat(JOB_STATES),
+            "flavor": cat(["bull", "bullmq"]),
+            "in_stalled_set": "boolean",
+        }
 
     def read_events(self, q: _Queue, length: int) -> None:
         if "events" not in q.families or not length:
@@ -590,19 +626,19 @@ class _Capture:
                          "last_command": c.get("cmd"), "db": _int(c.get("db"))})
         self.workers = pd.DataFrame(rows)
 
-    def read_memory(self, classified: pd.DataFrame) -> None:
+    def read_memory(self, tables: dict[str, pd.DataFrame]) -> None:
         """MEMORY USAGE per queue key family: structures measured, per-job keys sampled."""
         rng = random.Random(0)
-        known = classified[classified["queue"].notna()]
-        job_mem: dict[tuple[str, str], int] = {}
+        job_mem: dict[tuple[str, str, str], int] = {}
         for q in self.queues:
-            mine = known[(known["queue"] == q.name) & (known["prefix"] == q.prefix)]
-            for fam, grp in mine.groupby("family", sort=True):
-                keys = grp["key"].tolist()
+            table = tables[q.prefix]
+            mine = table[table["queue"] == q.name]
+            for fam, grp in mine.groupby("family", sort=True, observed=True):
                 jids = grp["job_id"].tolist()
-                n = len(keys)
+                n = len(grp)
                 idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
-                res = self._results([("MEMORY", "USAGE", keys[i]) for i in idx], essential=False)
+                keys = K.key_names(q.base, str(fam), grp.iloc[idx])
+                res = self._results([("MEMORY", "USAGE", k) for k in keys], essential=False)
                 vals = [_int(r) for r in res]
                 measured = [v for v in vals if v is not None]
                 if not measured:
@@ -625,12 +661,17 @@ class _Capture:
     # ---- assembly -------------------------------------------------------------------------
     def assemble(self) -> Snapshot:
         self._payload_writer.close()
-        jobs = pd.concat(self.job_chunks, ignore_index=True) if self.job_chunks else empty_jobs()
-        if "_listed_in" in jobs:  # a queue cut short before its absences were re-checked
-            jobs = jobs[jobs["state"] != "vanished"].drop(columns="_listed_in")
-        if "in_stalled_set" not in jobs:
-            jobs["in_stalled_set"] = pd.Series(dtype="boolean")
-        jobs = jobs.astype(JOB_COLUMNS | {"in_stalled_set": "boolean"})
+        if not hasattr(self, "job_dtypes"):  # cut short before the queues were known
+            self.set_job_dtypes()
+        chunks = self.job_chunks or [empty_jobs()]
+        for i, c in enumerate(chunks):  # chunks of a queue cut short were not finished
+            if "_listed_in" in c:
+                c = c[c["state"] != "vanished"].drop(columns="_listed_in")
+            if "in_stalled_set" not in c:
+                c = c.assign(in_stalled_set=pd.Series(pd.NA, index=c.index, dtype="boolean"))
+            chunks[i] = c.astype(self.job_dtypes)
+        jobs = pd.concat(chunks, ignore_index=True)
+        self.job_chunks = []
         queues = self._queues_table(jobs)
         events = pd.concat(self.events, ignore_index=True) if self.events else _empty_events()
         metrics = pd.DataFrame(self.metrics) if self.metrics else _empty_metrics()
@@ -818,17 +859,16 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     except ValueError as e:  # malformed URL
         raise UsageError(f"bad Redis URL {redact_url(url)!r}: {e}") from None
     cap.connect()
-    classified = []
+    tables: dict[str, pd.DataFrame] = {}
     try:
         cap.server_info()
         for p in prefixes:
-            classified.append(cap.discover(p))
-        table = pd.concat(classified, ignore_index=True)
+            tables[p] = cap.discover(p)
         for i, q in enumerate(cap.queues):
             prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
-            cap.read_queue(q, table[table["prefix"] == q.prefix])
+            cap.read_queue(q, tables[q.prefix])
         cap.read_workers()
-        cap.read_memory(table)
+        cap.read_memory(tables)
     except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
     except KeyboardInterrupt:

@@ -91,7 +91,24 @@ def classify(keys: pd.Series, prefix: str, queues: list[str]) -> pd.DataFrame:
     jid[m] = pd.NA
     family[known] = fam
     job_id[known] = jid
-    return pd.DataFrame({"key": keys, "queue": queue, "family": family, "job_id": job_id})
+    # Lean: queue and family as categories; the key name itself only where it cannot be
+    # rebuilt from queue + family + job id (see key_names).
+    rebuildable = family.isin(list(REBUILT))
+    return pd.DataFrame({"queue": queue.astype("category"), "family": family.astype("category"),
+                         "job_id": job_id, "key": keys.where(~rebuildable)})
+
+
+# Families whose key name is rebuilt as <prefix>:<queue>:<job id><suffix>.
+REBUILT = {"job": "", "lock": ":lock", "logs": ":logs"}
+
+
+def key_names(base: str, family: str, rows: pd.DataFrame) -> list[str]:
+    """Full key names of classified rows of one family (``base`` is '<prefix>:<queue>:')."""
+    if family in REBUILT:
+        return [base + j + REBUILT[family] for j in rows["job_id"].tolist()]
+    if family in QUEUE_KEY_TYPES:
+        return [base + family] * len(rows)
+    return rows["key"].tolist()
 
 
 def glob_escape(text: str) -> str:

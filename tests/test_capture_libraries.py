@@ -152,3 +152,38 @@ def test_same_queue_names_under_two_prefixes_stay_apart(redis_server, scenario):
     assert not snap.jobs.duplicated(["prefix", "queue", "job_id"]).any()
     mem = snap.memory.groupby(["prefix", "queue"])["bytes"].sum()
     assert mem.loc[(p1, "mail")] != mem.loc[(p2, "mail")]
+
+
+@pytest.mark.parametrize("lib", NODE_LIBS)
+def test_stall_recovery_by_the_library_is_decoded(captured, lib):
+    """The library's own stalled check ran with maxStalledCount 0 on a job whose worker died."""
+    snap, _ = captured(lib)
+    job = snap.jobs[snap.jobs["queue"] == "stalls"].iloc[0]
+    assert job["stalled_count"] == 1          # stalledCounter (bull, BullMQ < 5.49) or stc
+    if lib in ("bullmq5", "bullmq6"):         # >= 5.53.2: deferred failure, back in wait
+        assert job["state"] == "wait"
+        assert job["deferred_failure"] == "job stalled more than allowable limit"
+    else:                                     # failed at once by the stalled check
+        assert job["state"] == "failed"
+        assert job["failed_reason"] == "job stalled more than allowable limit"
+        assert pd.isna(job["deferred_failure"])
+
+
+@pytest.mark.parametrize("lib", NODE_LIBS)
+def test_options_and_metrics_as_each_library_stores_them(captured, lib):
+    snap, _ = captured(lib)
+    jobs, q = snap.jobs, snap.queues.set_index("queue")
+    welcome = jobs[(jobs["queue"] == "mail") & (jobs["name"] == "welcome")]
+    assert (welcome["keep_logs"] == 5).all()  # `keepLogs` (bull) or short key `kl` (BullMQ)
+    if lib == "bull3":                        # metrics arrived in bull 4.7
+        assert pd.isna(q.loc["mail", "metrics_completed_total"])
+    else:
+        assert q.loc["mail", "metrics_completed_total"] == 5
+        assert q.loc["mail", "metrics_failed_total"] == 3
+    if lib.startswith("bull") and not lib.startswith("bullmq"):
+        forever = jobs[jobs["name"] == "forever"].iloc[0]   # attempts: Infinity -> null
+        assert forever["attempts_infinite"] and pd.isna(forever["attempts_configured"])
+    assert not jobs.loc[jobs["name"] != "forever", "attempts_infinite"].any()
+    if lib == "bullmq4":  # delay/priority markers ("0:<ms>") in wait lists are skipped
+        assert q["markers"].sum() > 0
+        assert not jobs["job_id"].str.startswith("0:").any()

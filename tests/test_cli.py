@@ -30,7 +30,7 @@ def test_capture_defaults_redis_url_env_and_out_dir(redis_server, scenario, tmp_
     assert re.fullmatch(r"snapshots/\d{8}T\d{6}Z", last), last
     snap = forensics.load(tmp_path / last)
     assert snap.manifest["source"] == redis_server.url(0)
-    assert set(snap.queues["queue"]) == {"mail", "convert", "render", "backlog", "reports"}
+    assert set(snap.queues["queue"]) == {"mail", "convert", "render", "backlog", "timer", "reports", "stalls"}
     # Not a terminal and not asked: no progress lines.
     assert "capture:" not in res.stderr
 
@@ -40,7 +40,7 @@ def test_progress_on_request_and_quiet(redis_server, scenario, tmp_path):
     res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", prefix, "--progress",
                         "--out", str(tmp_path / "a"))
     assert res.returncode == 0
-    assert re.search(r"capture: queue \d+/5 .*jobs read, [\d,]+ jobs/s", res.stderr), res.stderr
+    assert re.search(r"capture: queue \d+/7 .*jobs read, [\d,]+ jobs/s", res.stderr), res.stderr
     res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", prefix, "--quiet",
                         "--out", str(tmp_path / "b"))
     assert res.returncode == 0 and "capture:" not in res.stderr

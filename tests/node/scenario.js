@@ -9,6 +9,10 @@
 //   render    a worker SIGKILLed mid-job with a long lock: active, lock still held
 //   backlog   delayed and prioritized jobs, never processed
 //   reports   a paused queue with waiting jobs
+//   timer     one delayed job alone: BullMQ 2-4 leave a "0:<due ms>" marker in wait
+//   stalls    a job whose worker died, recovered by the library's own stalled check with
+//             maxStalledCount 0: failed "job stalled more than allowable limit" (bull,
+//             BullMQ <= 5.53.1) or back in wait with a deferred failure `defa` (later BullMQ)
 //   flow-parent / flow-child  (BullMQ) a parent waiting on children, one child failed
 const { spawn } = require('child_process');
 const path = require('path');
@@ -55,10 +59,10 @@ async function until(cond, what, ms = 20000) {
     await sleep(50);
   }
 }
-function crashWorker(name, lockDuration) {
+function crashWorker(name, lockDuration, stalledInterval = 30000) {
   // Start a worker in its own process, wait until it holds a job, SIGKILL it.
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), lib, url, prefix, name, String(lockDuration)],
+    const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), lib, url, prefix, name, String(lockDuration), String(stalledInterval)],
       { stdio: ['ignore', 'pipe', 'inherit'] });
     child.stdout.on('data', (b) => {
       if (String(b).includes('started')) { child.kill('SIGKILL'); }
@@ -112,7 +116,8 @@ async function main() {
   const n = 5 * scale;
   for (let i = 0; i < n; i++) {
     await mail.add('welcome', { user: `u${i}`, password: 'hunter2', apiKey: 'sk-live-123',
-                                 blob: Buffer.from('hello'), nested: { authorization: 'Bearer x' } });
+                                 blob: Buffer.from('hello'), nested: { authorization: 'Bearer x' } },
+                   { keepLogs: 5 });
   }
   for (let i = 0; i < 3 * scale; i++) {
     await mail.add('digest', { user: `f${i}`, fail: true },
@@ -120,7 +125,10 @@ async function main() {
   }
   await mail.add('digest', { user: 'slow-retry', fail: true },
                  { attempts: 5, backoff: { type: 'fixed', delay: 3600000 } });
-  const w = startWorker('mail', processor, { concurrency: 2 });
+  const metrics = { maxDataPoints: 60 };
+  const w = isMQ ? startWorker('mail', processor, { concurrency: 2, metrics })
+                 : (() => { const q = new mod('mail', url, { prefix, metrics }); opened.push(q);
+                            q.process('*', 2, processor); return q; })();
   await until(async () => {
     const c = await mail.getJobCounts();
     return c.completed === n && c.failed === 3 * scale && c.delayed === 1;
@@ -144,13 +152,38 @@ async function main() {
   await backlog.add('urgent', { n: 3 }, { priority: 1 });
   await backlog.add('whenever', { n: 4 }, { priority: 7 });
   await backlog.add('plain', { n: 5 });
+  if (!isMQ) await backlog.add('forever', { n: 6 }, { attempts: Infinity }); // stored as null; BullMQ refuses it
+
+  // --- stalls: the library's own stalled check recovers a job whose worker died
+  const stalls = queue('stalls');
+  await stalls.add('resize', { img: 'a.png' });
+  await crashWorker('stalls', 300, 100);
+  await sleep(400);
+  if (isMQ) {
+    const sw = new mod.Worker('stalls', processor, { connection: conn(), prefix, autorun: false,
+                                                     maxStalledCount: 0, stalledInterval: 100 });
+    await sw.moveStalledJobsToWait();   // marks the active ids
+    await sleep(150);
+    await sw.moveStalledJobsToWait();   // finds them unlocked
+    await sw.close();
+  } else {
+    const sq = new mod('stalls', url, { prefix, settings: { maxStalledCount: 0, stalledInterval: 100 } });
+    await sq.isReady();
+    await sq.moveUnlockedJobsToWait();
+    await sleep(150);
+    await sq.moveUnlockedJobsToWait();
+    await sq.close();
+  }
+
+  // --- timer: a lone delayed job (marker entry in wait on BullMQ <= 4)
+  await queue('timer').add('tick', { n: 0 }, { delay: 3600000 });
 
   // --- reports: paused with waiting jobs
   const reports = queue('reports');
   await reports.pause();
   for (let i = 0; i < 3; i++) await reports.add('monthly', { month: i + 1 });
 
-  const names = ['mail', 'convert', 'render', 'backlog', 'reports'];
+  const names = ['mail', 'convert', 'render', 'backlog', 'timer', 'reports', 'stalls'];
   // --- flows (BullMQ only): parent waiting on children, one child failed
   if (isMQ) {
     const fp = new mod.FlowProducer({ connection: conn(), prefix });

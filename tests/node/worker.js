@@ -1,7 +1,8 @@
 // A worker whose processor never finishes: the scenario SIGKILLs it mid-job, the way a
 // crashed or OOM-killed Node process leaves a job "active" in Redis.
-// usage: node worker.js <lib> <redis-url> <prefix> <queue> <lockDurationMs>
-const [lib, url, prefix, queueName, lockDuration] = process.argv.slice(2);
+// usage: node worker.js <lib> <redis-url> <prefix> <queue> <lockDurationMs> [stalledIntervalMs]
+const [lib, url, prefix, queueName, lockDuration, stalledArg] = process.argv.slice(2);
+const stalledInterval = Number(stalledArg || 30000);
 const mod = require(lib);
 const never = () => new Promise(() => {});
 if (lib.startsWith('bullmq')) {
@@ -10,10 +11,10 @@ if (lib.startsWith('bullmq')) {
   const w = new mod.Worker(queueName, async (job) => {
     console.log(`started ${job.id}`);
     return never();
-  }, { connection, prefix, lockDuration: Number(lockDuration), name: `crashy-${process.pid}` });
+  }, { connection, prefix, lockDuration: Number(lockDuration), stalledInterval, name: `crashy-${process.pid}` });
   w.on('error', () => {});
 } else {
-  const q = new mod(queueName, url, { prefix, settings: { lockDuration: Number(lockDuration) } });
+  const q = new mod(queueName, url, { prefix, settings: { lockDuration: Number(lockDuration), stalledInterval } });
   q.process('*', async (job) => {
     console.log(`started ${job.id}`);
     return never();

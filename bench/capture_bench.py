@@ -48,7 +48,7 @@ CAPTURE = r'''
 import sys, tempfile, forensics
 snap = forensics.capture(sys.argv[1], prefix="bull", progress=False)
 path = snap.save(tempfile.mkdtemp() + "/snap")
-print(len(snap.jobs))
+print(snap.row_count("jobs"))
 '''
 
 

@@ -12,6 +12,7 @@ read. If Redis goes away or the user presses Ctrl-C, what was read is returned w
 from __future__ import annotations
 
 import base64
+import collections
 import os
 import random
 import socket
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import hiredis
 import redis
@@ -56,6 +58,16 @@ STATES = [s for _, _, s in STATE_KEYS]
 JOB_STATES = STATES + ["orphan", "missing-hash"]
 # Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
+
+
+@dataclass
+class _Extras:
+    """What a queue's job chunks are joined with when finished."""
+    locks: tuple[pd.Series, pd.Series] | None
+    logs: pd.Series | None
+    stalled: set
+    job_mem: pd.Series | None
+    budget: list[int]
 
 
 @dataclass
@@ -125,7 +137,10 @@ class _Capture:
         self.complete = True
         self.reason: str | None = None
         self.queues: list[_Queue] = []
-        self.job_chunks: list[pd.DataFrame] = []
+        self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.jobs_rows = 0
+        self._jobs_writer: pq.ParquetWriter | None = None
+        self.job_dtypes = JOB_COLUMNS | {"in_stalled_set": "boolean"}
         self.events: list[pd.DataFrame] = []
         self.metrics: list[dict] = []
         self.memory: list[dict] = []
@@ -133,6 +148,7 @@ class _Capture:
         self.redis_row: dict[str, Any] = {}
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
+        self.jobs_file = self.spool / "jobs.parquet"
         self._payload_schema = pa.Schema.from_pandas(empty_payloads(), preserve_index=False)
         self._payload_writer = pq.ParquetWriter(self.payload_file, self._payload_schema)
         self.client = read_only_client(url, self.ledger, decode_responses=True, protocol=2,
@@ -274,14 +290,14 @@ class _Capture:
                     break
         arrays.append(pa.array(buf, pa.large_string()))
         del buf
-        keys = pd.Series(pd.array(pa.chunked_array(arrays, pa.large_string()), dtype="str"))
+        keys = pc.unique(pa.chunked_array(arrays, pa.large_string()))  # SCAN may repeat a key
         del arrays
-        keys = keys.drop_duplicates()  # SCAN may return a key twice
-        bad = keys.str.contains("\ufffd", regex=False)
-        if bad.any():
-            self.counts["undecodable_keys"] += int(bad.sum())
-            self._warn(f"{int(bad.sum())} keys under {prefix} are not UTF-8 and were skipped")
-            keys = keys[~bad]
+        bad = pc.fill_null(pc.match_substring(keys, "\ufffd"), False)
+        n_bad = pc.sum(bad).as_py() or 0
+        if n_bad:
+            self.counts["undecodable_keys"] += n_bad
+            self._warn(f"{n_bad} keys under {prefix} are not UTF-8 and were skipped")
+            keys = keys.filter(pc.invert(bad))
         candidates = K.queue_candidates(keys, prefix)
         if self.only:
             candidates = {q: s for q, s in candidates.items() if q in self.only}
@@ -413,69 +429,85 @@ class _Capture:
         orphan_ids = hashes[~K.isin(hashes, ids["job_id"])]
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
-        ids["prefix"] = q.prefix
-        ids["queue"] = q.name
-        ids["flavor"] = q.flavor
-        # Decoded chunks join self.job_chunks as soon as they exist, so a capture cut
-        # short mid-queue keeps them; each is then finished in place (no copy of the queue).
-        first = len(self.job_chunks)
-        self._read_jobs(q, ids)
         active = ids.loc[ids["state"] == "active", "job_id"]
         locks, logs = self._locks_and_logs(q, mine, active)
-        budget = [RECHECK_LIMIT]
-        for i in range(first, len(self.job_chunks)):
-            jobs = self._recheck(q, self.job_chunks[i], budget)
-            jid = jobs["job_id"]
-            if locks is not None:
-                token, ttl = locks
-                jobs["lock_token"] = jid.map(token).astype("str")
-                jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
-                jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]) \
-                    .where(lambda t: t >= 0)
-            if logs is not None:
-                jobs["log_count"] = jid.map(logs).fillna(0).astype("Int32")
-            jobs["in_stalled_set"] = jid.isin(stalled).astype("boolean")
-            self.job_chunks[i] = jobs.astype(self.job_dtypes)
+        job_mem = self._memory(q, mine)
+        extras = _Extras(locks, logs, stalled, job_mem, [RECHECK_LIMIT])
+        self._read_jobs(q, ids, extras)
 
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
 
-    def _read_jobs(self, q: _Queue, ids: pd.DataFrame) -> None:
+    def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras") -> None:
         base = q.base
 
         def fetch(part: pd.DataFrame) -> list:
             return self._results([("HGETALL", base + j) for j in part["job_id"].tolist()])
 
-        parts = [ids.iloc[i:i + CHUNK].reset_index(drop=True) for i in range(0, len(ids), CHUNK)]
+        parts = [ids.iloc[i:i + CHUNK].reset_index(drop=True).assign(
+                     prefix=q.prefix, queue=q.name, flavor=q.flavor)
+                 for i in range(0, len(ids), CHUNK)]
         # One chunk is fetched ahead while the previous one is decoded: Redis (another
-        # process) and the network work while we parse. At most 2 chunks are in memory.
+        # process) and the network work while we parse. At most 2 chunks are in memory;
+        # each decoded chunk goes straight to the spool file.
         with ThreadPoolExecutor(1, thread_name_prefix="forensics-fetch") as pool:
             ahead = pool.submit(fetch, parts[0]) if parts else None
             for k, part in enumerate(parts):
                 replies = ahead.result()
                 ahead = pool.submit(fetch, parts[k + 1]) if k + 1 < len(parts) else None
-                self._decode_chunk(q, part, replies)
+                self._decode_chunk(q, part, replies, extras)
 
-    def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list) -> None:
+    def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list, extras: "_Extras") -> None:
         replies = [r if isinstance(r, dict) else {} for r in replies]
         present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
         kept = part[present]
         jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
                                      redact=self.redact)
+        del replies
         gone = part[~present]
         if len(gone):
-            # Listed but no hash: missing-hash (verified later) or removed since SCAN.
-            g = empty_jobs().reindex(range(len(gone)))
-            g = g.astype(JOB_COLUMNS)
+            # Listed but no hash: missing-hash (verified below) or removed since SCAN.
+            g = empty_jobs().reindex(range(len(gone))).astype(JOB_COLUMNS)
             for c in ("prefix", "queue", "job_id", "state", "flavor"):
                 g[c] = gone[c].astype("str").to_numpy()
-            g["_listed_in"] = gone["state"].to_numpy()
             g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
             jobs = pd.concat([jobs, g], ignore_index=True)
         self._payload_writer.write_table(
             pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
-        self.job_chunks.append(jobs)
+        try:
+            jobs = self._recheck(q, jobs, extras.budget)
+        finally:  # even when Redis went away during the re-check: keep what was read
+            jobs = jobs[jobs["state"] != "vanished"]
+            self._write_jobs(q, self._finish(jobs, extras))
         self.progress.update(f"{q.name}: job hashes", jobs=len(part))
+
+    def _finish(self, jobs: pd.DataFrame, x: "_Extras") -> pd.DataFrame:
+        """Join what is known per job id besides its hash: lock, logs, stalled set, memory."""
+        jid = jobs["job_id"]
+        if x.locks is not None:
+            token, ttl = x.locks
+            jobs["lock_token"] = jid.map(token).astype("str")
+            jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
+            jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]) \
+                .where(lambda t: t >= 0)
+        if x.logs is not None:
+            jobs["log_count"] = jid.map(x.logs).fillna(0).astype("Int32")
+        if x.job_mem is not None:
+            jobs["memory_bytes"] = jid.map(x.job_mem).astype("Int64")
+        jobs["in_stalled_set"] = jid.isin(x.stalled).astype("boolean")
+        return jobs.reset_index(drop=True).astype(self.job_dtypes)
+
+    def _write_jobs(self, q: _Queue, jobs: pd.DataFrame) -> None:
+        if self._jobs_writer is None:
+            self._jobs_schema = pa.Schema.from_pandas(
+                empty_jobs().assign(in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes),
+                preserve_index=False)
+            self._jobs_writer = pq.ParquetWriter(self.jobs_file, self._jobs_schema)
+        self._jobs_writer.write_table(pa.Table.from_pandas(jobs, schema=self._jobs_schema,
+                                                           preserve_index=False))
+        for state, n in jobs["state"].value_counts().items():
+            self.state_counts[(q.prefix, q.name, str(state))] += int(n)
+        self.jobs_rows += len(jobs)
 
     def _locate(self, q: _Queue, job_ids: list[str]) -> list[str | None]:
         """Which state currently lists each id (None: none). Used to confirm absences."""
@@ -498,8 +530,6 @@ class _Capture:
     def _recheck(self, q: _Queue, jobs: pd.DataFrame, budget: list[int]) -> pd.DataFrame:
         """Confirm missing hashes still listed (else the job just finished and was removed).
         ``budget`` holds how many more ids of this queue may be re-checked."""
-        if "_listed_in" not in jobs:
-            return jobs
         missing = jobs.index[jobs["state"].eq("missing-hash")]
         vanished = jobs.index[jobs["state"].eq("vanished")]
         check = list(missing[:budget[0]])
@@ -512,7 +542,7 @@ class _Capture:
             where = self._locate(q, jobs.loc[check, "job_id"].tolist())
             drop += [i for i, w in zip(check, where) if w is None]
         self.counts["vanished_jobs"] += len(drop)
-        return jobs.drop(index=drop).drop(columns="_listed_in").reset_index(drop=True)
+        return jobs.drop(index=drop).reset_index(drop=True)
 
     def _locks_and_logs(self, q: _Queue, mine: pd.DataFrame, active: pd.Series):
         """(token, ttl) Series and log counts by job id, for the ids SCAN saw with a lock
@@ -626,53 +656,38 @@ class _Capture:
                          "last_command": c.get("cmd"), "db": _int(c.get("db"))})
         self.workers = pd.DataFrame(rows)
 
-    def read_memory(self, tables: dict[str, pd.DataFrame]) -> None:
-        """MEMORY USAGE per queue key family: structures measured, per-job keys sampled."""
+    def _memory(self, q: _Queue, mine: pd.DataFrame) -> pd.Series | None:
+        """MEMORY USAGE per key family of one queue: every key of small families, a
+        random sample of ``memory_samples`` keys (extrapolated) of big ones. Returns the
+        per-job figures measured (job id -> bytes) for the jobs table."""
         rng = random.Random(0)
-        job_mem: dict[tuple[str, str, str], int] = {}
-        for q in self.queues:
-            table = tables[q.prefix]
-            mine = table[table["queue"] == q.name]
-            for fam, grp in mine.groupby("family", sort=True, observed=True):
-                jids = grp["job_id"].tolist()
-                n = len(grp)
-                idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
-                keys = K.key_names(q.base, str(fam), grp.iloc[idx])
-                res = self._results([("MEMORY", "USAGE", k) for k in keys], essential=False)
-                vals = [_int(r) for r in res]
-                measured = [v for v in vals if v is not None]
-                if not measured:
-                    continue
-                total = sum(measured) if len(idx) == n else round(sum(measured) / len(measured) * n)
-                self.memory.append({"prefix": q.prefix, "queue": q.name, "family": fam, "keys": n, "bytes": int(total),
-                                    "measured_keys": len(measured), "estimated": len(idx) < n})
-                if fam == "job":
-                    for i, v in zip(idx, vals):
-                        if v is not None:
-                            job_mem[(q.prefix, q.name, jids[i])] = v
-                self.progress.update(f"{q.name}: memory of {fam}")
-        if job_mem and self.job_chunks:
-            s = pd.Series(job_mem, dtype="Int64")
-            for jobs in self.job_chunks:
-                keys = pd.MultiIndex.from_arrays([jobs["prefix"], jobs["queue"], jobs["job_id"]])
-                jobs["memory_bytes"] = s.reindex(keys).to_numpy()
-                jobs["memory_bytes"] = jobs["memory_bytes"].astype("Int64")
+        job_mem = None
+        for fam, grp in mine.groupby("family", sort=True, observed=True):
+            n = len(grp)
+            idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
+            rows = grp.iloc[idx]
+            res = self._results([("MEMORY", "USAGE", k) for k in K.key_names(q.base, str(fam), rows)],
+                                essential=False)
+            vals = pd.Series([_int(r) for r in res], index=rows["job_id"].tolist(), dtype="Int64")
+            measured = vals.dropna()
+            if not len(measured):
+                continue
+            total = int(measured.sum()) if len(idx) == n else round(float(measured.mean()) * n)
+            self.memory.append({"prefix": q.prefix, "queue": q.name, "family": str(fam), "keys": n,
+                                "bytes": int(total), "measured_keys": len(measured), "estimated": len(idx) < n})
+            if fam == "job":
+                job_mem = measured[~measured.index.duplicated()]
+            self.progress.update(f"{q.name}: memory of {fam}")
+        return job_mem
 
     # ---- assembly -------------------------------------------------------------------------
     def assemble(self) -> Snapshot:
         self._payload_writer.close()
-        if not hasattr(self, "job_dtypes"):  # cut short before the queues were known
-            self.set_job_dtypes()
-        chunks = self.job_chunks or [empty_jobs()]
-        for i, c in enumerate(chunks):  # chunks of a queue cut short were not finished
-            if "_listed_in" in c:
-                c = c[c["state"] != "vanished"].drop(columns="_listed_in")
-            if "in_stalled_set" not in c:
-                c = c.assign(in_stalled_set=pd.Series(pd.NA, index=c.index, dtype="boolean"))
-            chunks[i] = c.astype(self.job_dtypes)
-        jobs = pd.concat(chunks, ignore_index=True)
-        self.job_chunks = []
-        queues = self._queues_table(jobs)
+        if self._jobs_writer is None:  # no job at all (or cut short before the first)
+            self._write_jobs(_Queue("", ""), empty_jobs().assign(
+                in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes))
+        self._jobs_writer.close()
+        queues = self._queues_table()
         events = pd.concat(self.events, ignore_index=True) if self.events else _empty_events()
         metrics = pd.DataFrame(self.metrics) if self.metrics else _empty_metrics()
         memory = pd.DataFrame(self.memory) if self.memory else _empty_memory()
@@ -708,18 +723,16 @@ class _Capture:
             "consistency": "not atomic: states are read one after another while the queues run",
             "commands": dict(sorted(self.ledger.counts.items())),
         }
-        tables = {"queues": queues, "jobs": jobs, "events": events, "workers": workers,
+        tables = {"queues": queues, "events": events, "workers": workers,
                   "redis": redis_df, "metrics": metrics, "memory": memory}
-        snap = Snapshot(tables, manifest, payloads_file=self.payload_file)
+        snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file})
         attach_spool(snap, self.spool)
         return snap
 
-    def _queues_table(self, jobs: pd.DataFrame) -> pd.DataFrame:
-        counts = jobs.groupby(["prefix", "queue", "state"], observed=True).size().unstack(fill_value=0) \
-            if len(jobs) else pd.DataFrame()
+    def _queues_table(self) -> pd.DataFrame:
         rows = []
         for q in self.queues:
-            c = counts.loc[(q.prefix, q.name)] if (q.prefix, q.name) in counts.index else pd.Series(dtype=int)
+            c = {s: self.state_counts.get((q.prefix, q.name, s), 0) for s in JOB_STATES}
             workers = self.workers[(self.workers["prefix"] == q.prefix) & (self.workers["queue"] == q.name)] \
                 if len(self.workers) else pd.DataFrame()
             version = str(q.meta.get("version", "")) or None
@@ -868,7 +881,6 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
             cap.read_queue(q, tables[q.prefix])
         cap.read_workers()
-        cap.read_memory(tables)
     except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
     except KeyboardInterrupt:

@@ -60,7 +60,7 @@ def _capture(args) -> int:
     m = snap.manifest
     for w in m.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
-    print(f"captured {len(snap.queues)} queues, {len(snap.jobs):,} jobs in {m['duration_s']} s"
+    print(f"captured {len(snap.queues)} queues, {snap.row_count('jobs'):,} jobs in {m['duration_s']} s"
           f"{'' if snap.complete else ' (INCOMPLETE: ' + str(m['incomplete_reason']) + ')'}", file=sys.stderr)
     print(path)
     return EXIT_OK if snap.complete else EXIT_INCOMPLETE

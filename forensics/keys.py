@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # Queue-level keys and the Redis type each must have (types confirm a queue exists; a
 # flow job's `<id>:failed` hash must not be taken for a queue's `failed` zset).
@@ -30,72 +32,86 @@ QUEUE_PREFIX_FAMILIES = {"metrics:": "metrics", "de:": "dedup", "dn:": "dedup",
 _REPEAT_JOB = r"^repeat:.+:\d+$"  # an iteration job of a repeatable / scheduler
 
 
-def queue_candidates(keys: pd.Series, prefix: str) -> dict[str, list[str]]:
+def _arrow(keys) -> pa.Array:
+    if isinstance(keys, pa.ChunkedArray):
+        return keys.combine_chunks()
+    if isinstance(keys, pa.Array):
+        return keys
+    return pa.array(pd.Series(keys).astype("str"), type=pa.large_string(), from_pandas=True)
+
+
+def _mask(m) -> pa.Array:
+    return pc.fill_null(m, False)
+
+
+def queue_candidates(keys, prefix: str) -> dict[str, list[str]]:
     """{queue name: [anchor suffixes seen]} from key names alone (types checked later)."""
+    arr = _arrow(keys)
     head = prefix + ":"
-    rest = keys[keys.str.startswith(head)].str.slice(len(head))
+    rest = pc.utf8_slice_codeunits(arr.filter(_mask(pc.starts_with(arr, head))), len(head))
     found: dict[str, list[str]] = {}
     for suffix in ANCHORS:
         tail = ":" + suffix
-        names = rest[rest.str.endswith(tail)].str.slice(0, -len(tail))
-        for name in names[names.str.len() > 0].unique():
-            found.setdefault(str(name), []).append(suffix)
+        hits = rest.filter(_mask(pc.ends_with(rest, tail)))
+        for name in pc.unique(pc.utf8_slice_codeunits(hits, 0, -len(tail))).to_pylist():
+            if name:
+                found.setdefault(name, []).append(suffix)
     return found
 
 
-def classify(keys: pd.Series, prefix: str, queues: list[str]) -> pd.DataFrame:
-    """One row per key: key, queue (NA for keys of no known queue), family, job_id.
+def classify(keys, prefix: str, queues: list[str]) -> pd.DataFrame:
+    """One row per key: queue (NA for keys of no known queue), family, job_id, key.
 
     family is a queue-level key name (``wait``, ``events``, ...), ``job`` (a job hash),
     a job side family (``lock``, ``logs``, ``flow``), ``metrics``, ``dedup``, ``limiter``,
-    ``repeat``, or ``foreign`` (under the prefix but of no queue).
+    ``repeat``, or ``foreign`` (under the prefix but of no queue). ``key`` is kept only
+    where the name cannot be rebuilt from the others (see ``key_names``).
+    Runs in Arrow compute: millions of keys, no Python object per key.
     """
-    head = prefix + ":"
-    keys = keys.astype("str")
-    rest = keys.str.slice(len(head))
-    queue = pd.Series(pd.NA, index=keys.index, dtype="str")
+    arr = _arrow(keys)
+    null = pa.scalar(None, pa.large_string())
+    rest = pc.utf8_slice_codeunits(arr, len(prefix) + 1)
+    has_colon = _mask(pc.match_substring(rest, ":"))
+    first = pc.replace_substring_regex(rest, "(?s):.*", "")
+    after = pc.replace_substring_regex(rest, "^[^:]*:", "", max_replacements=1)
     plain = [q for q in queues if ":" not in q]
-    first = rest.str.partition(":")
-    if plain:
-        has_more = first[1] == ":"
-        hit = first[0].isin(plain) & has_more
-        queue[hit] = first[0][hit]
+    hit = pc.and_(has_colon, _mask(pc.is_in(first, value_set=pa.array(plain, pa.large_string()))))
+    queue = pc.if_else(hit, first, null)
+    sub = pc.if_else(hit, after, null)
     # Queue names with ':' are matched by prefix, shortest first so the longest wins.
     for q in sorted((q for q in queues if ":" in q), key=len):
-        queue[rest.str.startswith(q + ":")] = q
-    known = queue.notna()
-    # What follows "<queue>:" — vectorized for plain names, per key only for names with ':'.
-    sub = first[2].where(known) if plain else pd.Series(pd.NA, index=keys.index, dtype="str")
-    colon = known & queue.str.contains(":", regex=False).fillna(False).astype(bool)
-    if colon.any():
-        sub[colon] = [r[len(q) + 1:] for r, q in zip(rest[colon], queue[colon])]
-    sub = sub[known].astype("str")
-    family = pd.Series("foreign", index=keys.index, dtype="str")
-    job_id = pd.Series(pd.NA, index=keys.index, dtype="str")
+        m = _mask(pc.starts_with(rest, q + ":"))
+        queue = pc.if_else(m, pa.scalar(q, pa.large_string()), queue)
+        sub = pc.if_else(m, pc.utf8_slice_codeunits(rest, len(q) + 1), sub)
+    known = pc.is_valid(queue)
+    fam = pc.if_else(known, pa.scalar("job", pa.large_string()), pa.scalar("foreign", pa.large_string()))
+    jid = sub
 
-    fam = pd.Series("job", index=sub.index, dtype="str")
-    jid = sub.copy()
+    def is_job():
+        return pc.equal(fam, "job")
+
     for suffix, name in JOB_SIDE_SUFFIXES.items():
-        m = sub.str.endswith(suffix) & (fam == "job")
-        fam[m] = name
-        jid[m] = sub[m].str.slice(0, -len(suffix))
+        m = pc.and_(_mask(pc.ends_with(sub, suffix)), is_job())
+        fam = pc.if_else(m, pa.scalar(name, pa.large_string()), fam)
+        jid = pc.if_else(m, pc.utf8_slice_codeunits(sub, 0, -len(suffix)), jid)
     for start, name in QUEUE_PREFIX_FAMILIES.items():
-        m = sub.str.startswith(start)
-        fam[m] = name
-        jid[m] = pd.NA
-    m = sub.str.startswith("repeat:") & ~sub.str.match(_REPEAT_JOB) & (fam == "job")
-    fam[m] = "repeat"
-    jid[m] = pd.NA
-    m = sub.isin(list(QUEUE_KEY_TYPES))
-    fam[m] = sub[m]
-    jid[m] = pd.NA
-    family[known] = fam
-    job_id[known] = jid
-    # Lean: queue and family as categories; the key name itself only where it cannot be
-    # rebuilt from queue + family + job id (see key_names).
-    rebuildable = family.isin(list(REBUILT))
-    return pd.DataFrame({"queue": queue.astype("category"), "family": family.astype("category"),
-                         "job_id": job_id, "key": keys.where(~rebuildable)})
+        m = _mask(pc.starts_with(sub, start))
+        fam = pc.if_else(m, pa.scalar(name, pa.large_string()), fam)
+        jid = pc.if_else(m, null, jid)
+    m = pc.and_(pc.and_(_mask(pc.starts_with(sub, "repeat:")),
+                        pc.invert(_mask(pc.match_substring_regex(sub, _REPEAT_JOB)))), is_job())
+    fam = pc.if_else(m, pa.scalar("repeat", pa.large_string()), fam)
+    jid = pc.if_else(m, null, jid)
+    m = _mask(pc.is_in(sub, value_set=pa.array(list(QUEUE_KEY_TYPES), pa.large_string())))
+    fam = pc.if_else(m, sub, fam)
+    jid = pc.if_else(m, null, jid)
+    rebuildable = _mask(pc.is_in(fam, value_set=pa.array(list(REBUILT), pa.large_string())))
+    key = pc.if_else(rebuildable, null, arr)
+
+    def series(a, dtype):
+        return pd.Series(pd.array(a, dtype="str")).astype(dtype)
+    return pd.DataFrame({"queue": series(queue, "category"), "family": series(fam, "category"),
+                         "job_id": series(jid, "str"), "key": series(key, "str")})
 
 
 # Families whose key name is rebuilt as <prefix>:<queue>:<job id><suffix>.
@@ -124,8 +140,6 @@ def is_marker(ids: pd.Series) -> np.ndarray:
 
 def isin(values: pd.Series, pool: pd.Series) -> np.ndarray:
     """values.isin(pool) for big string columns, in Arrow (pandas builds Python objects)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
     v = pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True)
     p = pa.array(pool.astype("str"), type=pa.large_string(), from_pandas=True)
     return pc.is_in(v, value_set=p).fill_null(False).to_numpy(zero_copy_only=False)

@@ -30,35 +30,36 @@ MANIFEST = "manifest.json"
 TABLES = ("queues", "jobs", "payloads", "events", "workers", "redis", "metrics", "memory")
 
 
+# Big tables are read from their Parquet file on first use (loading or capturing a
+# million-job snapshot must not hold what nobody looked at).
+LAZY = ("jobs", "payloads", "events")
+
+
 class Snapshot:
     """A frozen picture of every queue under a prefix. Tables are DataFrame attributes."""
 
     def __init__(self, tables: dict[str, pd.DataFrame], manifest: dict[str, Any],
-                 payloads_file: str | os.PathLike | None = None, path: str | None = None):
+                 files: dict[str, str | os.PathLike] | None = None, path: str | None = None):
         self._tables = dict(tables)
+        self._files = {k: Path(v) for k, v in (files or {}).items()}
         self.manifest = manifest
         self.path = path
-        self._payloads_file = Path(payloads_file) if payloads_file else None
 
     # -- tables -----------------------------------------------------------------------
     def __getattr__(self, name: str) -> pd.DataFrame:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name == "payloads":
-            return self._load_payloads()
         tables = self.__dict__.get("_tables", {})
         if name in tables:
             return tables[name]
+        files = self.__dict__.get("_files", {})
+        if name in files:
+            tables[name] = read_table(files[name], name)
+            return tables[name]
         raise AttributeError(f"Snapshot has no table {name!r}; tables: {', '.join(TABLES)}")
 
-    def _load_payloads(self) -> pd.DataFrame:
-        if "payloads" not in self._tables:
-            if self._payloads_file is None or not self._payloads_file.exists():
-                from .decode import empty_payloads
-                self._tables["payloads"] = empty_payloads()
-            else:
-                self._tables["payloads"] = _read_table(self._payloads_file, "payloads")
-        return self._tables["payloads"]
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(TABLES))
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -72,32 +73,37 @@ class Snapshot:
     def captured_at(self) -> pd.Timestamp:
         return pd.Timestamp(self.manifest["captured_at"])
 
+    def row_count(self, name: str) -> int:
+        """Rows of a table without loading it."""
+        if name in self._tables:
+            return len(self._tables[name])
+        return pq.ParquetFile(self._files[name]).metadata.num_rows
+
     # -- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike | None = None) -> str:
-        """Write every table as Parquet plus manifest.json; returns the folder path."""
+        """Write every table as Parquet plus manifest.json; returns the folder path.
+
+        Tables not loaded since capture or load are copied file to file."""
         if path is None:
             stamp = self.captured_at.strftime("%Y%m%dT%H%M%SZ")
             path = Path("snapshots") / stamp
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not (path / MANIFEST).exists():
             raise SnapshotError(f"{path} exists and is not a snapshot folder; choose another --out")
-        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path.parent if path.parent.exists() else None))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path.parent))
         try:
             rows = {}
             for name in TABLES:
                 target = tmp / f"{name}.parquet"
-                if name == "payloads" and "payloads" not in self._tables and self._payloads_file \
-                        and self._payloads_file.exists():
-                    shutil.copyfile(self._payloads_file, target)
-                    rows[name] = pq.ParquetFile(target).metadata.num_rows
-                    continue
-                df = getattr(self, name)
-                df.to_parquet(target, index=False)
-                rows[name] = len(df)
+                if name not in self._tables and name in self._files:
+                    shutil.copyfile(self._files[name], target)
+                else:
+                    getattr(self, name).to_parquet(target, index=False)
+                rows[name] = pq.ParquetFile(target).metadata.num_rows
             manifest = dict(self.manifest)
             manifest["row_counts"] = rows
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-            path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -106,14 +112,15 @@ class Snapshot:
             raise
         self.manifest = manifest
         self.path = str(path)
-        self._payloads_file = path / "payloads.parquet"
+        self._files = {name: path / f"{name}.parquet" for name in TABLES}
         return str(path)
 
     # -- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
         m = self.manifest
         return (f"<Snapshot {m.get('source')} prefix={m.get('options', {}).get('prefixes')} "
-                f"captured_at={m.get('captured_at')} queues={len(self.queues)} jobs={len(self.jobs)}"
+                f"captured_at={m.get('captured_at')} queues={len(self.queues)} "
+                f"jobs={self.row_count('jobs')}"
                 f"{'' if self.complete else ' INCOMPLETE'}>")
 
     def _repr_html_(self) -> str:
@@ -121,9 +128,10 @@ class Snapshot:
         return summary_html(self)
 
 
-def _read_table(file: Path, name: str) -> pd.DataFrame:
+def read_table(file: Path, name: str) -> pd.DataFrame:
+    """One table from Parquet; Arrow buffers are freed column by column as pandas takes them."""
     try:
-        return pd.read_parquet(file)
+        return pq.read_table(file).to_pandas(self_destruct=True, split_blocks=True)
     except (OSError, pa.ArrowException, ValueError) as e:
         raise SnapshotError(f"snapshot table {name} at {file} is damaged: {str(e).splitlines()[0]}") from e
 
@@ -154,25 +162,31 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike) -> Snapshot:
-    """Load a snapshot folder written by ``Snapshot.save`` (payloads load lazily)."""
+    """Load a snapshot folder written by ``Snapshot.save`` (big tables load on first use).
+
+    Every file's footer and row count is checked now, so a damaged snapshot fails here
+    with one clear message rather than later in a notebook cell."""
     path = Path(path)
     manifest = read_manifest(path)
-    tables = {}
+    expected = manifest.get("row_counts", {})
+    tables, files = {}, {}
     for name in TABLES:
-        if name == "payloads":
-            continue
         file = path / f"{name}.parquet"
         if not file.exists():
             raise SnapshotError(f"snapshot {path} is damaged: {name}.parquet is missing")
-        tables[name] = _read_table(file, name)
-    expected = manifest.get("row_counts", {})
-    for name, df in tables.items():
-        if name in expected and expected[name] != len(df):
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except (OSError, pa.ArrowException, ValueError) as e:
+            raise SnapshotError(f"snapshot table {name} at {file} is damaged: "
+                                f"{str(e).splitlines()[0]}") from e
+        if name in expected and expected[name] != rows:
             raise SnapshotError(
-                f"snapshot {path} is damaged: {name} has {len(df)} rows, manifest says {expected[name]}")
-    if not (path / "payloads.parquet").exists():
-        raise SnapshotError(f"snapshot {path} is damaged: payloads.parquet is missing")
-    return Snapshot(tables, manifest, payloads_file=path / "payloads.parquet", path=str(path))
+                f"snapshot {path} is damaged: {name} has {rows} rows, manifest says {expected[name]}")
+        if name in LAZY:
+            files[name] = file
+        else:
+            tables[name] = read_table(file, name)
+    return Snapshot(tables, manifest, files=files, path=str(path))
 
 
 def new_spool() -> Path:

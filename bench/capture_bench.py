@@ -2,8 +2,9 @@
 
 Builds a dataset with the real library (BullMQ 5 addBulk via tests/node/fill.js) in a
 private redis-server, then runs each reader in its own process and prints:
-  jobs/s, wall time, peak RSS of the process, and the worst PING latency another client
-  saw while it ran (how long the capture stalls everybody else).
+  jobs/s, wall time, peak RSS of the process, the worst PING latency another client saw
+  while it ran (includes CPU contention on this machine), and Redis's own SLOWLOG: every
+  command that ran over 1 ms inside Redis (how long the reader blocks everybody else).
 The ratio line compares queue-forensics with the plain reader from the same run.
 
     .venv/bin/python bench/capture_bench.py [--jobs 1000000] [--data-bytes 100]
@@ -79,6 +80,10 @@ class Pinger(threading.Thread):
 
 
 def run(label: str, code: str, *args: str, port: int) -> dict:
+    admin = redis.Redis(port=port, decode_responses=True)
+    admin.config_set("slowlog-log-slower-than", 1000)   # every command over 1 ms
+    admin.config_set("slowlog-max-len", 10000)
+    admin.slowlog_reset()
     pinger = Pinger(port)
     pinger.start()
     time.sleep(0.2)
@@ -92,13 +97,19 @@ def run(label: str, code: str, *args: str, port: int) -> dict:
     if status != 0:
         raise SystemExit(f"{label} failed (status {status})")
     jobs = int(out.splitlines()[-1])
+    slow = [e for e in admin.slowlog_get(10000) if "PING" not in str(e["command"]).upper()]
+    worst = max(slow, key=lambda e: e["duration"], default=None)
     s = sorted(pinger.samples)
     p99 = s[int(len(s) * 0.99)] if s else 0.0
     res = {"label": label, "jobs": jobs, "wall": wall, "rate": jobs / wall,
-           "rss_mb": usage.ru_maxrss / 1024, "worst_ms": pinger.worst * 1000, "p99_ms": p99 * 1000}
+           "rss_mb": usage.ru_maxrss / 1024, "worst_ms": pinger.worst * 1000, "p99_ms": p99 * 1000,
+           "slow_n": len(slow), "slowest_ms": worst["duration"] / 1000 if worst else 0.0,
+           "slowest_cmd": str(worst["command"]).split()[0] if worst else "-"}
     print(f"{label:<22} {jobs:>9,} jobs {wall:8.1f} s {res['rate']:>10,.0f} jobs/s "
           f"peak RSS {res['rss_mb']:7.0f} MB   other client: worst {res['worst_ms']:6.1f} ms, "
           f"p99 {res['p99_ms']:5.1f} ms", flush=True)
+    print(f"{'':<22} Redis SLOWLOG: {res['slow_n']} command(s) over 1 ms, slowest "
+          f"{res['slowest_ms']:.1f} ms ({res['slowest_cmd']})", flush=True)
     return res
 
 

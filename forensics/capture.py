@@ -21,7 +21,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -520,7 +520,7 @@ class _Capture:
         n = len(STATE_KEYS)
         for i in range(len(job_ids)):
             hit = None
-            for (sfx, _, state), r in zip(STATE_KEYS, res[i * n:(i + 1) * n]):
+            for (_, _, state), r in zip(STATE_KEYS, res[i * n:(i + 1) * n]):
                 if r is not None:
                     hit = state
                     break

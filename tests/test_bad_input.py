@@ -1,12 +1,10 @@
 """Bad input gives one clear line and the DESIGN exit code, and keeps what was read."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pandas as pd
-import pytest
 import redis
 
 import forensics
@@ -124,7 +122,6 @@ def test_jobs_removed_between_scan_and_read_are_not_reported_as_damage(private_r
         await q.close()
 
     async def drain():
-        done = asyncio.Event()
         q = Queue("churn", {"connection": url})
 
         async def process(job, token):

@@ -60,6 +60,33 @@ JOB_STATES = STATES + ["orphan", "missing-hash"]
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
 
 
+class _Spool:
+    """A Parquet file written table by table, in row groups of at least ``rows`` rows
+    (small queues would otherwise each leave a tiny row group with its own metadata)."""
+
+    def __init__(self, path, schema: pa.Schema, rows: int):
+        self.writer = pq.ParquetWriter(path, schema)
+        self.schema = schema
+        self.rows = rows
+        self.pending: list[pa.Table] = []
+        self.n = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
+        self.n += len(df)
+        if self.n >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+        self.pending, self.n = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
 @dataclass
 class _Extras:
     """What a queue's job chunks are joined with when finished."""
@@ -139,7 +166,7 @@ class _Capture:
         self.queues: list[_Queue] = []
         self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.jobs_rows = 0
-        self._jobs_writer: pq.ParquetWriter | None = None
+        self._jobs_writer: _Spool | None = None
         self.job_dtypes = JOB_COLUMNS | {"in_stalled_set": "boolean"}
         self.events: list[pd.DataFrame] = []
         self.metrics: list[dict] = []
@@ -149,8 +176,8 @@ class _Capture:
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
         self.jobs_file = self.spool / "jobs.parquet"
-        self._payload_schema = pa.Schema.from_pandas(empty_payloads(), preserve_index=False)
-        self._payload_writer = pq.ParquetWriter(self.payload_file, self._payload_schema)
+        self._payload_writer = _Spool(self.payload_file,
+                                      pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
         self.client = read_only_client(url, self.ledger, decode_responses=True, protocol=2,
                                        encoding_errors="replace",
                                        socket_timeout=socket_timeout, socket_connect_timeout=10)
@@ -308,7 +335,9 @@ class _Capture:
         for (q, s), t in zip(checks, types):
             if t == K.QUEUE_KEY_TYPES[s]:
                 confirmed.setdefault(q, set()).add(s)
-            elif t not in (None, "none"):
+            elif t not in (None, "none") and not any(q.startswith(c + ":") for c in candidates):
+                # (keys nested under another queue, such as <queue>:metrics:completed or
+                # a flow job's <id>:failed hash, are that queue's; no warning for them)
                 self._warn(f"{prefix}:{q}:{s} is a {t}, not a {K.QUEUE_KEY_TYPES[s]}; not taken as queue data")
         if self.only:
             for q in self.only:
@@ -472,8 +501,7 @@ class _Capture:
                 g[c] = gone[c].astype("str").to_numpy()
             g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
             jobs = pd.concat([jobs, g], ignore_index=True)
-        self._payload_writer.write_table(
-            pa.Table.from_pandas(payloads, schema=self._payload_schema, preserve_index=False))
+        self._payload_writer.write(payloads)
         try:
             jobs = self._recheck(q, jobs, extras.budget)
         finally:  # even when Redis went away during the re-check: keep what was read
@@ -499,12 +527,11 @@ class _Capture:
 
     def _write_jobs(self, q: _Queue, jobs: pd.DataFrame) -> None:
         if self._jobs_writer is None:
-            self._jobs_schema = pa.Schema.from_pandas(
+            schema = pa.Schema.from_pandas(
                 empty_jobs().assign(in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes),
                 preserve_index=False)
-            self._jobs_writer = pq.ParquetWriter(self.jobs_file, self._jobs_schema)
-        self._jobs_writer.write_table(pa.Table.from_pandas(jobs, schema=self._jobs_schema,
-                                                           preserve_index=False))
+            self._jobs_writer = _Spool(self.jobs_file, schema, CHUNK)
+        self._jobs_writer.write(jobs)
         for state, n in jobs["state"].value_counts().items():
             self.state_counts[(q.prefix, q.name, str(state))] += int(n)
         self.jobs_rows += len(jobs)

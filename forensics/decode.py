@@ -277,8 +277,8 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
         parent_id = raw["parent"].astype("str").str.extract(r'"id"\s*:\s*"([^"]*)"', expand=False)
     out["parent_id"] = parent_id.astype("str")
     out["processed_by"] = _text(raw, "pb")
-    for col in ("lock_present",):
-        out[col] = pd.Series(False, index=ids.index, dtype="boolean")
+    # Filled in by the capture from the lock/log keys (see capture._finish).
+    out["lock_present"] = pd.Series(False, index=ids.index, dtype="boolean")
     out["lock_token"] = pd.Series(pd.NA, index=ids.index, dtype="str")
     out["lock_ttl_ms"] = pd.Series(pd.NA, index=ids.index, dtype="Int64")
     out["log_count"] = pd.Series(0, index=ids.index, dtype="Int64")

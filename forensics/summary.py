@@ -75,8 +75,14 @@ def observations(snap) -> list[str]:
                 notes.append(f"{j['queue']}: job {j['job_id']} active for {_age(now - j['processed_at'])}, "
                              f"lock held (ttl {j['lock_ttl_ms']} ms, token {str(j['lock_token'])[:13]}…)")
     failed = jobs[jobs["state"] == "failed"]
-    for (qn, reason), grp in failed.groupby(["queue", "failed_reason"], observed=True):
-        notes.append(f"{qn}: {len(grp)} failed with \"{str(reason)[:100]}\"")
+    if len(failed):
+        reasons = failed.groupby(["queue", "failed_reason"], observed=True).size() \
+            .sort_values(ascending=False, kind="stable")
+        for (qn, reason), n in reasons.head(5).items():
+            notes.append(f"{qn}: {n} failed with \"{str(reason)[:100]}\"")
+        if len(reasons) > 5:
+            notes.append(f"... and {len(reasons) - 5} more distinct failure reasons "
+                         f"({len(failed):,} failed jobs in all)")
     q = snap.queues.copy()
     q["queue"] = queue_label(q) if len(q) else q["queue"]
     for _, row in q.iterrows():

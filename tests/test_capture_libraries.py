@@ -29,6 +29,7 @@ def _ms(ts) -> float | None:
 def test_state_counts_equal_library_counts(captured, lib):
     snap, report = captured(lib)
     assert snap.complete, snap.manifest["warnings"]
+    assert snap.manifest["warnings"] == []  # an ordinary capture has nothing to warn about
     assert set(snap.queues["queue"]) == set(report["queues"])
     for qname, info in report["queues"].items():
         ours = snap.jobs[snap.jobs["queue"] == qname]["state"].value_counts()

@@ -79,6 +79,10 @@ class Pinger(threading.Thread):
             time.sleep(0.001)
 
 
+def _text(x) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+
+
 def run(label: str, code: str, *args: str, port: int) -> dict:
     admin = redis.Redis(port=port, decode_responses=True)
     admin.config_set("slowlog-log-slower-than", 1000)   # every command over 1 ms
@@ -97,14 +101,14 @@ def run(label: str, code: str, *args: str, port: int) -> dict:
     if status != 0:
         raise SystemExit(f"{label} failed (status {status})")
     jobs = int(out.splitlines()[-1])
-    slow = [e for e in admin.slowlog_get(10000) if "PING" not in str(e["command"]).upper()]
+    slow = [e for e in admin.slowlog_get(10000) if "PING" not in _text(e["command"]).upper()]
     worst = max(slow, key=lambda e: e["duration"], default=None)
     s = sorted(pinger.samples)
     p99 = s[int(len(s) * 0.99)] if s else 0.0
     res = {"label": label, "jobs": jobs, "wall": wall, "rate": jobs / wall,
            "rss_mb": usage.ru_maxrss / 1024, "worst_ms": pinger.worst * 1000, "p99_ms": p99 * 1000,
            "slow_n": len(slow), "slowest_ms": worst["duration"] / 1000 if worst else 0.0,
-           "slowest_cmd": str(worst["command"]).split()[0] if worst else "-"}
+           "slowest_cmd": _text(worst["command"]).split()[0] if worst else "-"}
     print(f"{label:<22} {jobs:>9,} jobs {wall:8.1f} s {res['rate']:>10,.0f} jobs/s "
           f"peak RSS {res['rss_mb']:7.0f} MB   other client: worst {res['worst_ms']:6.1f} ms, "
           f"p99 {res['p99_ms']:5.1f} ms", flush=True)

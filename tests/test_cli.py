@@ -66,3 +66,12 @@ def test_empty_prefix_captures_nothing_cleanly(redis_server, tmp_path):
     assert res.returncode == 0
     assert "0 queues" in res.stderr
     assert "No Bull/BullMQ queues found" in forensics_cli("summary", str(out)).stdout
+
+
+def test_unknown_queue_is_reported_not_fatal(redis_server, scenario, tmp_path):
+    prefix, _ = scenario("bull")
+    res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", prefix,
+                        "--queue", "no-such-queue", "--queue", "mail", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0
+    assert "warning: queue 'no-such-queue' not found under prefix" in res.stderr
+    assert list(forensics.load(tmp_path / "s").queues["queue"]) == ["mail"]

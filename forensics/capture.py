@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import os
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +88,32 @@ class _Spool:
     def close(self) -> None:
         self.flush()
         self.writer.close()
+
+
+class _Stopped(Exception):
+    """The user asked the capture to stop (first Ctrl-C); what was read is kept."""
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(cap: "_Capture", progress: "Progress"):
+    """First Ctrl-C: finish the chunk in hand, then stop and keep what was read.
+    Second Ctrl-C: stop at once. (Signal handlers exist only in the main thread.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if cap.stop_requested:
+            raise KeyboardInterrupt
+        cap.stop_requested = True
+        progress.stream.write("\ncapture: stopping, saving what was read (Ctrl-C again to abort)\n")
+        progress.stream.flush()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -163,6 +192,7 @@ class _Capture:
         self.foreign_samples: list[str] = []
         self.complete = True
         self.reason: str | None = None
+        self.stop_requested = False
         self.queues: list[_Queue] = []
         self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.jobs_rows = 0
@@ -193,6 +223,8 @@ class _Capture:
         Redis work itself on million-job captures. Commands are still packed by the
         connection's gated packer, so the read-only gate sees every one of them.
         """
+        if self.stop_requested:  # Ctrl-C: stop at the next round trip, keep what is read
+            raise _Stopped()
         out: list[Any] = []
         pool = self.client.connection_pool
         conn = pool.get_connection()
@@ -901,16 +933,17 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     cap.connect()
     tables: dict[str, pd.DataFrame] = {}
     try:
-        cap.server_info()
-        for p in prefixes:
-            tables[p] = cap.discover(p)
-        for i, q in enumerate(cap.queues):
-            prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
-            cap.read_queue(q, tables[q.prefix])
-        cap.read_workers()
+        with _stop_on_ctrl_c(cap, prog):
+            cap.server_info()
+            for p in prefixes:
+                tables[p] = cap.discover(p)
+            for i, q in enumerate(cap.queues):
+                prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
+                cap.read_queue(q, tables[q.prefix])
+            cap.read_workers()
     except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         cap.complete, cap.reason = False, "interrupted (Ctrl-C)"
     finally:
         prog.done()

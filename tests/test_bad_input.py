@@ -181,3 +181,31 @@ def test_redis_going_away_mid_capture_keeps_what_was_read(private_redis, tmp_pat
     assert list(snap.queues["queue"]) == ["big"]
     assert CHUNK <= len(snap.jobs) < total
     assert len(snap.payloads) == len(snap.jobs)
+
+
+def test_ctrl_c_mid_capture_saves_what_was_read(private_redis, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    from forensics.capture import CHUNK
+    total = 3 * CHUNK
+    run_node("fill.js", "bullmq5", private_redis.url(), "bull", "big", str(total), timeout=300)
+    exe = shutil.which("forensics", path=os.path.dirname(os.sys.executable))
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([exe, "capture", "--redis", private_redis.url(), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = private_redis.client()
+    while proc.poll() is None:
+        if watcher.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0) >= CHUNK + CHUNK // 4:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.002)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 4, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert stdout.strip().splitlines()[-1] == str(out)
+    snap = forensics.load(out)
+    assert snap.manifest["complete"] is False and "interrupted" in snap.manifest["incomplete_reason"]
+    assert CHUNK <= snap.row_count("jobs") < total

@@ -108,3 +108,15 @@ def test_save_refuses_to_overwrite_a_foreign_folder(saved, tmp_path):
     snap.save(again)
     snap.save(again)
     assert len(forensics.load(again).jobs) == len(snap.jobs)
+
+
+def test_html_summary_is_a_string_and_escapes_snapshot_text(saved):
+    snap, _ = saved
+    html = snap._repr_html_()
+    assert isinstance(html, str) and "<table" in html and "mail" in html
+    # Failure texts come from job processors (user-controlled): escaped, never markup.
+    back = forensics.load(saved[1])
+    jobs = back.jobs
+    jobs.loc[jobs["state"] == "failed", "failed_reason"] = "<script>alert(1)</script>"
+    out = back._repr_html_()
+    assert "<script>alert(1)</script>" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out

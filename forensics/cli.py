@@ -13,7 +13,8 @@ import sys
 import traceback
 
 from ._version import __version__
-from .errors import EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ForensicsError
+from .detectors import SEVERITIES
+from .errors import EXIT_FAIL_ON, EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ForensicsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", action="store_true", help="progress on stderr even when not a terminal")
     c.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    d = sub.add_parser("diagnose", help="findings and checklist verdicts for a snapshot",
+                       description="Run every detector and the production checklist over a saved "
+                                   "snapshot. Exit 1 when --fail-on is met.")
+    d.add_argument("path", metavar="PATH", help="snapshot folder")
+    d.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    d.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
+                   help=f"exit 1 if a finding this severe or worse exists ({', '.join(SEVERITIES)})")
+    d.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                   help="override a threshold, e.g. max_attempts=20 (repeatable; see forensics.Thresholds)")
+    d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder")
@@ -66,6 +78,18 @@ def _capture(args) -> int:
     return EXIT_OK if snap.complete else EXIT_INCOMPLETE
 
 
+def _diagnose(args) -> int:
+    from .diagnosis import diagnose
+    from .thresholds import Thresholds
+    thresholds = Thresholds.parse(args.threshold)
+    result = diagnose(args.path, thresholds=thresholds)
+    out = {"table": result.to_table, "json": result.to_json, "markdown": result.to_markdown}[args.format]()
+    print(out)
+    if args.fail_on and len(result.at_least(args.fail_on)):
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
 def _summary(args) -> int:
     from .snapshot import load
     from .summary import summary
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
-        return {"capture": _capture, "summary": _summary}[args.command](args)
+        return {"capture": _capture, "diagnose": _diagnose, "summary": _summary}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

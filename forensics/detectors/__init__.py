@@ -1,0 +1,142 @@
+"""Detectors: plain functions over a snapshot's DataFrames, registered in one table.
+
+Each module holds one family (stuck, retries, payloads, memory, config). A detector takes
+a ``Context`` (the snapshot's tables, prepared once, plus the thresholds) and yields
+``Finding``s. It never touches Redis, and reports nothing rather than guessing when the
+evidence it needs is not in the snapshot. The CLI, the notebooks and the checklist all
+read ``REGISTRY``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..fingerprint import fingerprints
+from ..thresholds import Thresholds
+
+SEVERITIES = ["critical", "high", "medium", "low", "info"]
+FAMILIES = ["stuck", "retries", "payloads", "memory", "config"]
+SAMPLE = 20  # job ids listed per finding (count holds the full number)
+
+
+@dataclass
+class Finding:
+    id: str
+    severity: str
+    title: str
+    count: int = 0
+    prefix: str | None = None
+    queue: str | None = None
+    job_ids: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    remediation: str = ""
+    family: str = ""
+
+
+@dataclass(frozen=True)
+class Detector:
+    id: str
+    family: str
+    summary: str
+    fn: Callable[["Context"], Iterable[Finding]]
+
+
+REGISTRY: dict[str, Detector] = {}
+
+
+def detector(id: str, family: str, summary: str):
+    """Register a detector function under a DESIGN.md diagnosis id."""
+    def wrap(fn):
+        if id in REGISTRY:
+            raise RuntimeError(f"detector {id} registered twice")
+        REGISTRY[id] = Detector(id, family, summary, fn)
+        return fn
+    return wrap
+
+
+def sample_ids(jobs: pd.DataFrame, order: str | None = None, ascending: bool = True) -> list[str]:
+    if order is not None and order in jobs:
+        jobs = jobs.sort_values(order, ascending=ascending, na_position="last")
+    return [str(j) for j in jobs["job_id"].head(SAMPLE)]
+
+
+def minutes(td) -> float:
+    return round(pd.Timedelta(td).total_seconds() / 60, 1)
+
+
+def version_tuple(v) -> tuple[int, ...] | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v):
+        return None
+    try:
+        return tuple(int(x) for x in str(v).split("-")[0].split(".")[:3])
+    except ValueError:
+        return None
+
+
+class Context:
+    """The snapshot prepared once for all detectors."""
+
+    def __init__(self, snap, thresholds: Thresholds):
+        self.snap = snap
+        self.t = thresholds
+        self.now: pd.Timestamp = snap.captured_at
+        self.manifest = snap.manifest
+        self.queues = snap.queues
+        self.redis = snap.redis.iloc[0] if len(snap.redis) else pd.Series(dtype=object)
+
+    @cached_property
+    def jobs(self) -> pd.DataFrame:
+        j = self.snap.jobs.copy()
+        for col in ("prefix", "queue", "state", "flavor"):
+            j[col] = j[col].astype("str")
+        return j
+
+    @cached_property
+    def failed_fp(self) -> pd.Series:
+        """Fingerprint of each job's failed reason (NA where none)."""
+        return fingerprints(self.jobs["failed_reason"])
+
+    @cached_property
+    def payloads(self) -> pd.DataFrame:
+        return self.snap.payloads
+
+    def by_queue(self, frame: pd.DataFrame):
+        """(queue row, that queue's rows of frame) for every queue of the snapshot."""
+        groups = {k: g for k, g in frame.groupby(["prefix", "queue"], sort=False, observed=True)} \
+            if len(frame) else {}
+        for _, q in self.queues.iterrows():
+            yield q, groups.get((q["prefix"], q["queue"]), frame.iloc[0:0])
+
+    def warned(self, text: str) -> bool:
+        return any(text in w for w in self.manifest.get("warnings", []))
+
+    @property
+    def workers_known(self) -> bool:
+        """CLIENT LIST was read (not refused by ACL, not cut short before it)."""
+        return self.manifest.get("commands", {}).get("CLIENT LIST", 0) > 0 and \
+            not self.warned("CLIENT LIST refused")
+
+    @property
+    def info_known(self) -> bool:
+        return bool(self.redis.get("info_available", False))
+
+    def finding(self, id: str, severity: str, title: str, q=None, jobs: pd.DataFrame | None = None,
+                count: int | None = None, order: str | None = None, ascending: bool = True,
+                evidence: dict | None = None, remediation: str = "") -> Finding:
+        return Finding(
+            id=id, severity=severity, title=title,
+            count=int(count if count is not None else (len(jobs) if jobs is not None else 0)),
+            prefix=None if q is None else str(q["prefix"]), queue=None if q is None else str(q["queue"]),
+            job_ids=sample_ids(jobs, order, ascending) if jobs is not None else [],
+            evidence=evidence or {}, remediation=remediation)
+
+
+def _load_all() -> None:
+    from . import config, memory, payloads, retries, stuck  # noqa: F401  (registration)
+
+
+_load_all()

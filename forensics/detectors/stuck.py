@@ -1,0 +1,288 @@
+"""Stuck work: jobs that sit active, waiting or delayed and will not move on their own."""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import Context, detector, minutes
+
+WAITING = ["wait", "prioritized"]
+
+
+def _is_bull(q) -> bool:
+    return q["flavor"] == "bull"
+
+
+def _waiting_count(q) -> int:
+    return int(q["n_wait"]) + int(q["n_prioritized"]) + int(q["n_paused"])
+
+
+def _iso(ts) -> str | None:
+    return None if pd.isna(ts) else pd.Timestamp(ts).isoformat()
+
+
+@detector("stalled-active", "stuck", "active jobs whose lock is gone: their worker died")
+def stalled_active(ctx: Context):
+    grace = pd.Timedelta(seconds=ctx.t.stalled_grace_s)
+    for q, jq in ctx.by_queue(ctx.jobs):
+        act = jq[jq["state"] == "active"]
+        if not len(act):
+            continue
+        old = ((ctx.now - act["processed_at"]) > grace).fillna(True)
+        hit = act[~act["lock_present"].fillna(False).astype(bool) & old]
+        if not len(hit):
+            continue
+        workers = int(q["workers"]) if ctx.workers_known else None
+        sev = "critical" if workers == 0 else "high"
+        checker = ("a Queue with a process() handler runs the stalled check every "
+                   "settings.stalledInterval (30 s)") if _is_bull(q) else \
+            "a running Worker's stalled checker moves them back to wait every stalledInterval (30 s)"
+        yield ctx.finding(
+            "stalled-active", sev, f"{len(hit)} active job(s) without a lock: their worker died", q, hit,
+            order="processed_at",
+            evidence={"active": len(act), "without_lock": len(hit), "workers_connected": workers,
+                      "oldest_started": _iso(hit["processed_at"].min()),
+                      "in_stalled_set": int(hit["in_stalled_set"].fillna(False).sum())},
+            remediation=(f"The worker holding these jobs is gone (crash, OOM kill, deploy). {checker}"
+                         + ("; no worker is connected, so start one." if workers == 0 else ".")
+                         + " Close workers gracefully on SIGTERM (`await worker.close()` / "
+                         "`await queue.close()`) so jobs are not left behind."))
+
+
+def _p95_runtime(jobs: pd.DataFrame) -> pd.Series:
+    done = jobs[(jobs["state"] == "completed") & jobs["processed_at"].notna() & jobs["finished_at"].notna()]
+    if not len(done):
+        return pd.Series(dtype="float64")
+    secs = (done["finished_at"] - done["processed_at"]).dt.total_seconds()
+    g = secs.groupby(done["name"])
+    p95 = g.quantile(0.95)
+    return p95[g.size() >= 20]
+
+
+@detector("hung-active", "stuck", "active jobs with a live lock running far too long")
+def hung_active(ctx: Context):
+    t = ctx.t
+    for q, jq in ctx.by_queue(ctx.jobs):
+        act = jq[(jq["state"] == "active") & jq["lock_present"].fillna(False).astype(bool)]
+        if not len(act):
+            continue
+        running = (ctx.now - act["processed_at"]).dt.total_seconds()
+        p95 = _p95_runtime(jq)
+        limit = act["name"].map(p95 * t.hung_active_factor).astype("float64").fillna(0)
+        limit = limit.clip(lower=t.hung_active_minutes * 60)
+        hit = act[running > limit]
+        if not len(hit):
+            continue
+        longest = float(running[hit.index].max())
+        yield ctx.finding(
+            "hung-active", "high", f"{len(hit)} job(s) active for up to {longest / 60:.0f} min with a live lock",
+            q, hit, order="processed_at",
+            evidence={"longest_running_minutes": round(longest / 60, 1),
+                      "threshold_minutes": round(float(limit[hit.index].min()) / 60, 1),
+                      "p95_runtime_s_by_name": {k: round(v, 1) for k, v in p95.items()}},
+            remediation=("The worker is alive (it renews the lock) but the processor never returns. "
+                         + ("Set `timeout` in the job options (Bull fails the job after that many ms, "
+                            "but the promise keeps running: make the work cancellable)."
+                            if _is_bull(q) else
+                            "BullMQ has no job timeout: race the work against a timer inside the "
+                            "processor and throw, or use a sandboxed processor you can kill.")
+                         + " Find what it waits on: a hung HTTP call without a timeout, a lock, a stream."))
+
+
+STALL_TEXT = "stalled more than allowable limit"
+
+
+@detector("stall-failures", "stuck", "jobs failed or re-queued by the stalled-job checker")
+def stall_failures(ctx: Context):
+    for q, jq in ctx.by_queue(ctx.jobs):
+        failed = jq[(jq["state"] == "failed") & jq["failed_reason"].str.contains(STALL_TEXT, regex=False, na=False)]
+        deferred = jq[jq["deferred_failure"].str.contains(STALL_TEXT, regex=False, na=False)]
+        recovered = jq[(jq["stalled_count"].fillna(0) > 0) & ~jq.index.isin(failed.index.union(deferred.index))]
+        hit = pd.concat([failed, deferred, recovered])
+        if not len(hit):
+            continue
+        sev = "high" if len(failed) or len(deferred) else "medium"
+        yield ctx.finding(
+            "stall-failures", sev,
+            f"{len(failed) + len(deferred)} job(s) failed for stalling, {len(recovered)} re-queued after a stall",
+            q, hit,
+            evidence={"failed_for_stalling": len(failed), "deferred_stall_failure": len(deferred),
+                      "requeued_after_stall": len(recovered),
+                      "max_stalled_count": int(jq["stalled_count"].fillna(0).max())},
+            remediation=("These jobs lost their lock while running: the worker crashed, or its event loop "
+                         "was blocked longer than lockDuration (30 s) by synchronous CPU work so it could "
+                         "not renew the lock. Move CPU-heavy work to sandboxed processors (a file path "
+                         "instead of a function), raise lockDuration for long jobs, keep maxStalledCount "
+                         ">= 1." + (" BullMQ >= 5.53.2 fails such a job the next time it is taken "
+                                    "(field `defa`)." if len(deferred) else "")))
+
+
+@detector("no-workers", "stuck", "work waiting and no worker connected")
+def no_workers(ctx: Context):
+    if not ctx.workers_known:
+        return
+    for q, jq in ctx.by_queue(ctx.jobs):
+        waiting = int(q["n_wait"]) + int(q["n_prioritized"])
+        if q["paused"] or not waiting or int(q["workers"]) > 0:
+            continue
+        w = jq[jq["state"].isin(WAITING)]
+        yield ctx.finding(
+            "no-workers", "critical", f"{waiting} job(s) waiting and no worker connected", q, w,
+            count=waiting, order="added_at",
+            evidence={"waiting": waiting, "workers_connected": 0,
+                      "oldest_waiting_since": _iso(w["added_at"].min())},
+            remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take "
+                         "these jobs. Start workers (" + ("`queue.process(...)`" if _is_bull(q) else "`new Worker(...)`")
+                         + ") against this Redis, db and prefix; check their logs for connection errors."))
+
+
+@detector("paused-backlog", "stuck", "a paused queue with jobs waiting")
+def paused_backlog(ctx: Context):
+    for q, jq in ctx.by_queue(ctx.jobs):
+        waiting = _waiting_count(q)
+        if not q["paused"] or not waiting:
+            continue
+        w = jq[jq["state"].isin(WAITING + ["paused"])]
+        yield ctx.finding(
+            "paused-backlog", "high", f"queue is paused with {waiting} job(s) waiting", q, w,
+            count=waiting, order="added_at",
+            evidence={"waiting": waiting, "oldest_waiting_since": _iso(w["added_at"].min())},
+            remediation="Resume it with `await queue.resume()` once the reason for the pause is gone "
+                        "(a paused queue takes no job); find who paused it (deploy scripts, an admin UI).")
+
+
+@detector("overdue-delayed", "stuck", "delayed jobs past their due time")
+def overdue_delayed(ctx: Context):
+    grace = pd.Timedelta(seconds=ctx.t.overdue_delayed_s)
+    for q, jq in ctx.by_queue(ctx.jobs):
+        d = jq[(jq["state"] == "delayed") & (jq["due_at"] < ctx.now - grace)]
+        if not len(d):
+            continue
+        late = ctx.now - d["due_at"].min()
+        yield ctx.finding(
+            "overdue-delayed", "high", f"{len(d)} delayed job(s) overdue, by up to {minutes(late)} min",
+            q, d, order="due_at",
+            evidence={"overdue": len(d), "most_overdue_minutes": minutes(late),
+                      "workers_connected": int(q["workers"]) if ctx.workers_known else None},
+            remediation=("Nothing promotes delayed jobs: " + (
+                "Bull promotes them from a Queue instance with a process() handler"
+                if _is_bull(q) else "BullMQ >= 2 promotes them from running Workers (v1: a QueueScheduler)")
+                + ". Start a worker; if one runs, check its clock and its connection to this Redis."))
+
+
+@detector("stale-backlog", "stuck", "the oldest waiting job has waited too long")
+def stale_backlog(ctx: Context):
+    limit = pd.Timedelta(minutes=ctx.t.stale_backlog_minutes)
+    for q, jq in ctx.by_queue(ctx.jobs):
+        if q["paused"] or (ctx.workers_known and int(q["workers"]) == 0):
+            continue  # paused-backlog / no-workers say why
+        w = jq[jq["state"].isin(WAITING)]
+        if not len(w):
+            continue
+        # A job back in wait after an attempt waits since that attempt, not since it was added.
+        since = w["processed_at"].where(w["processed_at"].notna(), w["added_at"])
+        old = w[(ctx.now - since) > limit]
+        if not len(old):
+            continue
+        age = ctx.now - since.min()
+        sev = "high" if age > 4 * limit else "medium"
+        yield ctx.finding(
+            "stale-backlog", sev, f"oldest waiting job has waited {minutes(age)} min ({len(w)} waiting)",
+            q, old, order="added_at",
+            evidence={"waiting": len(w), "older_than_threshold": len(old), "oldest_wait_minutes": minutes(age),
+                      "workers_connected": int(q["workers"]) if ctx.workers_known else None},
+            remediation="Workers are connected but the backlog is not draining: add workers or raise "
+                        "`concurrency`, look for slow or hung jobs (hung-active) and rate limits.")
+
+
+@detector("blocked-parent", "stuck", "flow parents waiting on a failed child")
+def blocked_parent(ctx: Context):
+    j = ctx.jobs
+    kids = j[(j["state"] == "failed") & j["parent_key"].notna()]
+    if not len(kids):
+        return
+    j_key = j["prefix"] + ":" + j["queue"] + ":" + j["job_id"]
+    for q, jq in ctx.by_queue(j):
+        parents = jq[(jq["state"] == "waiting-children") & j_key[jq.index].isin(kids["parent_key"])]
+        if not len(parents):
+            continue
+        failed_kids = kids[kids["parent_key"].isin(j_key[parents.index])]
+        yield ctx.finding(
+            "blocked-parent", "high", f"{len(parents)} flow parent(s) wait on a failed child", q, parents,
+            evidence={"failed_children": failed_kids["job_id"].head(20).tolist(),
+                      "child_reasons": failed_kids["failed_reason"].dropna().head(3).tolist()},
+            remediation="A child failed and its parent waits forever. Give children "
+                        "`failParentOnFailure: true` (or `ignoreDependencyOnFailure` / "
+                        "`continueParentOnFailure`), or retry the failed child (`job.retry()`).")
+
+
+@detector("rate-limit-freeze", "stuck", "a rate limiter that blocks the queue for minutes")
+def rate_limit_freeze(ctx: Context):
+    for q, jq in ctx.by_queue(ctx.jobs):
+        ttl = q["limiter_ttl_ms"]
+        waiting = int(q["n_wait"]) + int(q["n_prioritized"])
+        if pd.isna(ttl) or ttl <= ctx.t.rate_limit_freeze_s * 1000 or not waiting:
+            continue
+        w = jq[jq["state"].isin(WAITING)]
+        yield ctx.finding(
+            "rate-limit-freeze", "high",
+            f"rate limiter blocks {waiting} waiting job(s) for another {float(ttl) / 60000:.0f} min",
+            q, w, count=waiting, order="added_at",
+            evidence={"limiter_ttl_ms": int(ttl), "limiter_value": None if pd.isna(q["limiter_value"]) else int(q["limiter_value"]),
+                      "global_rate_limit": None if pd.isna(q["rate_limit_max"]) else
+                      {"max": int(q["rate_limit_max"]), "duration_ms": int(q["rate_limit_duration_ms"])}},
+            remediation=("The limiter key lives far longer than a normal rate-limit window: a manual "
+                         "`worker.rateLimit(ms)` / `queue.rateLimit(ms)` with a huge value, or "
+                         "`limiter: {max, duration}` with a long duration. Fix the duration; "
+                         "`await queue.removeRateLimitKey()` lifts a manual limit." if not _is_bull(q) else
+                         "Bull's `limiter: {max, duration}` has a window of minutes: shorten `duration` "
+                         "(milliseconds) or raise `max`."))
+
+
+@detector("priority-starvation", "stuck", "prioritized jobs starved by jobs that run first")
+def priority_starvation(ctx: Context):
+    limit = pd.Timedelta(minutes=ctx.t.starvation_minutes)
+    for q, jq in ctx.by_queue(ctx.jobs):
+        if _is_bull(q):
+            cand = jq[(jq["state"] == "wait") & (jq["priority"] > 0)]
+        else:  # BullMQ >= 4 runs every priority-0 job before any prioritized one
+            cand = jq[jq["state"] == "prioritized"]
+        starving = cand[(ctx.now - cand["added_at"]) > limit]
+        if not len(starving):
+            continue
+        oldest = starving["added_at"].min()
+        if _is_bull(q):
+            better = jq[(jq["priority"].fillna(0) < starving["priority"].max())]
+        else:
+            better = jq[jq["priority"].fillna(0) == 0]
+        overtaking = better[(better["added_at"] > oldest) &
+                            (better["state"].isin(["wait", "active", "completed", "failed"]))]
+        if not len(overtaking):
+            continue
+        yield ctx.finding(
+            "priority-starvation", "medium",
+            f"{len(starving)} prioritized job(s) waiting up to {minutes(ctx.now - oldest)} min "
+            f"while {len(overtaking)} later job(s) went first", q, starving, order="added_at",
+            evidence={"starving": len(starving), "overtaken_by": len(overtaking),
+                      "oldest_waiting_minutes": minutes(ctx.now - oldest)},
+            remediation=("BullMQ >= 4 takes every un-prioritized (priority 0) job before any prioritized "
+                         "one. Give every job of this queue a priority, or put prioritized work in its own queue."
+                         if not _is_bull(q) else
+                         "Lower priority numbers always go first: jobs with high numbers starve while "
+                         "urgent work keeps coming. Use fewer priority levels or separate queues."))
+
+
+@detector("missing-job-hash", "stuck", "job ids listed whose hash is gone")
+def missing_job_hash(ctx: Context):
+    evicted = ctx.redis.get("evicted_keys")
+    policy = ctx.redis.get("maxmemory_policy")
+    for q, jq in ctx.by_queue(ctx.jobs):
+        m = jq[jq["state"] == "missing-hash"]
+        if not len(m):
+            continue
+        yield ctx.finding(
+            "missing-job-hash", "high", f"{len(m)} job id(s) listed without a job hash", q, m,
+            evidence={"missing": len(m), "evicted_keys": None if pd.isna(evicted) else int(evicted),
+                      "maxmemory_policy": policy},
+            remediation="The job hashes were evicted or deleted; workers taking these ids fail with "
+                        "'Missing key for job'. Set `maxmemory-policy noeviction`, then remove the "
+                        "dangling ids (after saving this snapshot).")

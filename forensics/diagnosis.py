@@ -1,0 +1,199 @@
+"""diagnose(): run every registered detector and the checklist over a snapshot.
+
+The result is data: ``findings`` and ``checklist`` DataFrames with fixed columns, rendered
+as a terminal table, Markdown, JSON (schema ``forensics.diagnosis/1``) or HTML.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import checklist as checklist_mod
+from .detectors import FAMILIES, REGISTRY, SEVERITIES, Context, Finding
+from .errors import UsageError
+from .thresholds import Thresholds
+
+SCHEMA = "forensics.diagnosis/1"
+FINDING_COLUMNS = ["id", "family", "severity", "prefix", "queue", "title", "count", "job_ids",
+                   "evidence", "remediation"]
+RANK = {s: i for i, s in enumerate(SEVERITIES)}
+VERDICT_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "?"}
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able copy (numpy and pandas scalars, timestamps)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return None if np.isnan(obj) else float(obj)
+    if isinstance(obj, (pd.Timestamp,)):
+        return obj.isoformat()
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+class Diagnosis:
+    """Findings (worst first) and checklist verdicts for one snapshot."""
+
+    def __init__(self, findings: pd.DataFrame, checklist: pd.DataFrame, snapshot: dict,
+                 thresholds: Thresholds, errors: list[dict]):
+        self.findings = findings
+        self.checklist = checklist
+        self.snapshot = snapshot
+        self.thresholds = thresholds
+        self.errors = errors
+
+    # -- queries ----------------------------------------------------------------------
+    @property
+    def worst(self) -> str | None:
+        if not len(self.findings):
+            return None
+        return SEVERITIES[int(self.findings["severity"].map(RANK).min())]
+
+    def at_least(self, severity: str) -> pd.DataFrame:
+        if severity not in RANK:
+            raise UsageError(f"unknown severity {severity!r}; one of {', '.join(SEVERITIES)}")
+        return self.findings[self.findings["severity"].map(RANK) <= RANK[severity]]
+
+    def _multi(self) -> bool:
+        return self.checklist["prefix"].nunique() > 1 or self.findings["prefix"].dropna().nunique() > 1
+
+    def _label(self, prefix, queue) -> str:
+        if queue is None or (isinstance(queue, float) and queue != queue):
+            return "(redis)"
+        return f"{prefix}:{queue}" if self._multi() else str(queue)
+
+    # -- renderings -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "snapshot": self.snapshot,
+            "findings": [_plain({c: r[c] for c in FINDING_COLUMNS}) for r in self.findings.to_dict("records")],
+            "checklist": _plain(self.checklist.to_dict("records")),
+            "thresholds": self.thresholds.as_dict(),
+            "errors": self.errors,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_table(self) -> str:
+        s = self.snapshot
+        lines = [f"forensics diagnose: {s.get('path') or '(live capture)'} captured {s.get('captured_at')}"
+                 + ("" if s.get("complete", True) else "  INCOMPLETE snapshot: counts are lower bounds")]
+        if not len(self.findings):
+            lines.append("No findings.")
+        else:
+            rows = [(r.severity.upper(), r.id, self._label(r.prefix, r.queue), f"{r.count:,}", r.title,
+                     ", ".join(r.job_ids[:5]) + (" …" if len(r.job_ids) > 5 else ""))
+                    for r in self.findings.itertuples()]
+            head = ("SEVERITY", "ID", "QUEUE", "COUNT", "WHAT", "SAMPLE JOBS")
+            widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(4)]
+            fmt = "  ".join(f"{{:<{w}}}" if i != 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+            lines.append(fmt.format(*head[:4]) + "  " + head[4])
+            for r in rows:
+                lines.append(fmt.format(*r[:4]) + "  " + r[4] + (f"  [{r[5]}]" if r[5] else ""))
+            lines += ["", "What to do:"]
+            for fid, grp in self.findings.groupby("id", sort=False):
+                lines.append(f"  {fid}: {grp['remediation'].iloc[0]}")
+        if len(self.checklist):
+            lines += ["", "Checklist (ok / WARN / FAIL / ? = not in the snapshot):"]
+            lines.append(self._pivot().to_string())
+        for e in self.errors:
+            lines.append(f"! detector {e['id']} could not run: {e['error']}")
+        return "\n".join(lines)
+
+    def _pivot(self) -> pd.DataFrame:
+        c = self.checklist.copy()
+        c["q"] = [self._label(p, q) for p, q in zip(c["prefix"], c["queue"])]
+        p = c.pivot(index="q", columns="item", values="verdict").map(VERDICT_MARK.get)
+        p.index.name = "queue"
+        return p[[i for i in checklist_mod.ITEMS if i in p.columns]]
+
+    def to_markdown(self) -> str:
+        def cell(x) -> str:
+            return str(x).replace("|", "\\|").replace("\n", " ")
+        s = self.snapshot
+        out = [f"# Diagnosis of `{s.get('path') or 'live capture'}`", "",
+               f"Captured {s.get('captured_at')}" + ("" if s.get("complete", True) else " — **incomplete snapshot**"), "",
+               "## Findings", ""]
+        if not len(self.findings):
+            out.append("No findings.")
+        else:
+            out += ["| severity | id | queue | count | what | sample jobs |", "|---|---|---|---:|---|---|"]
+            for r in self.findings.itertuples():
+                out.append(f"| {r.severity} | `{r.id}` | {cell(self._label(r.prefix, r.queue))} | {r.count:,} | "
+                           f"{cell(r.title)} | {cell(', '.join(r.job_ids[:5]))} |")
+            out += ["", "## What to do", ""]
+            for fid, grp in self.findings.groupby("id", sort=False):
+                out.append(f"- **{fid}**: {cell(grp['remediation'].iloc[0])}")
+        if len(self.checklist):
+            out += ["", "## Checklist", "", "| queue | item | verdict | evidence |", "|---|---|---|---|"]
+            for r in self.checklist.itertuples():
+                out.append(f"| {cell(self._label(r.prefix, r.queue))} | {r.item} | {r.verdict} | {cell(r.evidence)} |")
+        return "\n".join(out) + "\n"
+
+    def _repr_html_(self) -> str:
+        colors = {"critical": "#7b0000", "high": "#c0392b", "medium": "#d68910", "low": "#2874a6", "info": "#7f8c8d"}
+        vcolor = {"pass": "#1e8449", "warn": "#d68910", "fail": "#c0392b", "unknown": "#7f8c8d"}
+        e = html.escape
+        rows = "".join(
+            f"<tr><td style='color:#fff;background:{colors[r.severity]}'>{e(r.severity)}</td>"
+            f"<td><code>{e(r.id)}</code></td><td>{e(self._label(r.prefix, r.queue))}</td>"
+            f"<td style='text-align:right'>{r.count:,}</td><td>{e(r.title)}<br><small>{e(r.remediation)}</small></td>"
+            f"<td><small>{e(', '.join(r.job_ids[:5]))}</small></td></tr>"
+            for r in self.findings.itertuples())
+        findings = (f"<table><tr><th>severity</th><th>id</th><th>queue</th><th>count</th><th>what / fix</th>"
+                    f"<th>sample jobs</th></tr>{rows}</table>") if rows else "<p>No findings.</p>"
+        checks = "".join(
+            f"<tr><td>{e(self._label(r.prefix, r.queue))}</td><td>{e(r.item)}</td>"
+            f"<td style='color:{vcolor[r.verdict]}'><b>{e(r.verdict)}</b></td><td><small>{e(r.evidence)}</small></td></tr>"
+            for r in self.checklist.itertuples())
+        return (f"<div><h4>Diagnosis — {e(str(self.snapshot.get('path') or 'live capture'))}</h4>{findings}"
+                f"<details><summary>Checklist</summary><table>{checks}</table></details></div>")
+
+    def __repr__(self) -> str:
+        return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"
+
+
+def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
+    """Run every registered detector and the production checklist over a snapshot.
+
+    ``snapshot`` is a Snapshot or a snapshot folder path. ``logs`` is accepted for the
+    log detectors (not part of this release; ignored). A detector that fails is reported
+    in ``errors`` and the others still run."""
+    from .snapshot import Snapshot, load
+    snap = snapshot if isinstance(snapshot, Snapshot) else load(snapshot)
+    t = Thresholds.coerce(thresholds)
+    ctx = Context(snap, t)
+    found: list[Finding] = []
+    errors: list[dict] = []
+    for det in REGISTRY.values():
+        try:
+            for f in det.fn(ctx):
+                f.family = det.family
+                found.append(f)
+        except Exception as e:  # collect everything, stop at nothing
+            errors.append({"id": det.id, "error": f"{type(e).__name__}: {e}"})
+    findings = pd.DataFrame([asdict(f) for f in found], columns=FINDING_COLUMNS)
+    if len(findings):
+        findings["_rank"] = findings["severity"].map(RANK)
+        findings["_fam"] = findings["family"].map({f: i for i, f in enumerate(FAMILIES)})
+        findings = findings.sort_values(["_rank", "count", "_fam"], ascending=[True, False, True],
+                                        kind="stable").drop(columns=["_rank", "_fam"]).reset_index(drop=True)
+    checklist = checklist_mod.evaluate(ctx, findings)
+    meta = {"path": snap.path, "captured_at": snap.manifest.get("captured_at"),
+            "complete": snap.complete}
+    return Diagnosis(findings, checklist, meta, t, errors)

@@ -1,0 +1,121 @@
+"""Every threshold the detectors use, in one documented object.
+
+Defaults follow the production checklist (3-5 attempts with exponential backoff, payloads
+under 1 KB, bounded retention, noeviction). Override from Python
+(``Thresholds(max_attempts=20)`` or ``diagnose(snap, thresholds={"max_attempts": 20})``),
+from the CLI (``--threshold max_attempts=20``) or from a notebook parameter (a dict).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # --- stuck -----------------------------------------------------------------------
+    stalled_grace_s: float = 1.0
+    """An active job without a lock is stalled once it started more than this long ago
+    (bull and BullMQ <= 4 set the lock a moment after moving the job to active)."""
+    hung_active_minutes: float = 30.0
+    """An active job whose lock is alive is hung after running this long ..."""
+    hung_active_factor: float = 10.0
+    """... or this many times the p95 run time of completed jobs of the same name."""
+    overdue_delayed_s: float = 60.0
+    """A delayed job this far past its due time is overdue (nothing promotes it)."""
+    stale_backlog_minutes: float = 15.0
+    """The oldest waiting job has waited longer than this: the backlog is not draining."""
+    starvation_minutes: float = 15.0
+    """A prioritized job waited this long while later, un-prioritized jobs ran first."""
+    rate_limit_freeze_s: float = 60.0
+    """A rate-limiter key living longer than this blocks the queue (manual rateLimit)."""
+    # --- retries ---------------------------------------------------------------------
+    max_attempts: int = 10
+    """More configured attempts than this is unbounded in practice (checklist: 3-5)."""
+    min_backoff_ms: int = 1000
+    """A fixed backoff shorter than this hammers the failing dependency."""
+    retry_storm_jobs: int = 50
+    """At least this many jobs waiting for a retry at once is a retry storm ..."""
+    retry_storm_share: float = 0.10
+    """... when they are also at least this share of the unfinished jobs."""
+    hotspot_share: float = 0.5
+    """One error fingerprint behind at least this share of failures is a hotspot ..."""
+    hotspot_min_failures: int = 10
+    """... counted only from this many failures."""
+    failure_rate_warn: float = 0.2
+    """Failed / finished above this is a high failure rate (medium) ..."""
+    failure_rate_high: float = 0.5
+    """... above this, high."""
+    failure_rate_min_finished: int = 20
+    """The failure rate is judged only from this many finished jobs."""
+    # --- payloads --------------------------------------------------------------------
+    payload_guideline_bytes: int = 1024
+    """Job data above this breaks the 1 KB guideline (low)."""
+    payload_large_bytes: int = 100 * 1024
+    """Job data above this is large (medium)."""
+    payload_huge_bytes: int = 1024 * 1024
+    """Job data above this is huge (high)."""
+    base64_min_chars: int = 1000
+    """A base64 run at least this long inside job data is binary content."""
+    returnvalue_large_bytes: int = 100 * 1024
+    """A return value above this is kept in Redis for every retained job."""
+    stacktrace_max_bytes: int = 20 * 1024
+    """Stack traces above this per job bloat Redis ..."""
+    stacktrace_max_entries: int = 10
+    """... as do more kept stack traces than this (one per failed attempt)."""
+    log_lines_max: int = 1000
+    """More job log lines than this per job bloat Redis."""
+    # --- memory ----------------------------------------------------------------------
+    retention_max_jobs: int = 10_000
+    """A completed/failed set larger than this, kept without removeOnComplete/Fail."""
+    events_max_entries: int = 20_000
+    """An events stream longer than this (BullMQ's default cap is ~10,000)."""
+    memory_pressure_share: float = 0.8
+    """used_memory / maxmemory above this is pressure (high) ..."""
+    memory_critical_share: float = 0.95
+    """... above this, critical."""
+    # --- config ----------------------------------------------------------------------
+    max_concurrency: int = 50
+    """More jobs active at once on one worker than this."""
+    no_progress_minutes: float = 5.0
+    """An active job running this long without ever reporting progress."""
+
+    @classmethod
+    def coerce(cls, value: "Thresholds | Mapping[str, Any] | None") -> "Thresholds":
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls().replace(**value)
+        raise UsageError(f"thresholds must be a Thresholds or a dict, not {type(value).__name__}")
+
+    def replace(self, **changes: Any) -> "Thresholds":
+        known = {f.name: f for f in fields(self)}
+        typed = {}
+        for key, value in changes.items():
+            if key not in known:
+                raise UsageError(f"unknown threshold {key!r}; known: {', '.join(sorted(known))}")
+            kind = type(getattr(self, key))
+            try:
+                typed[key] = kind(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"threshold {key} needs a {kind.__name__}, got {value!r}") from None
+        return dataclasses.replace(self, **typed)
+
+    @classmethod
+    def parse(cls, items: list[str] | None) -> "Thresholds":
+        """From CLI ``key=value`` strings."""
+        changes = {}
+        for item in items or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"--threshold wants key=value, got {item!r}")
+            changes[key.strip()] = value.strip()
+        return cls().replace(**changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

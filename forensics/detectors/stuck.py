@@ -219,10 +219,11 @@ def blocked_parent(ctx: Context):
 def rate_limit_freeze(ctx: Context):
     for q, jq in ctx.by_queue(ctx.jobs):
         ttl = q["limiter_ttl_ms"]
-        waiting = int(q["n_wait"]) + int(q["n_prioritized"])
+        # Bull's limiter parks the jobs it holds back in delayed; BullMQ leaves them waiting.
+        waiting = int(q["n_wait"]) + int(q["n_prioritized"]) + (int(q["n_delayed"]) if _is_bull(q) else 0)
         if pd.isna(ttl) or ttl <= ctx.t.rate_limit_freeze_s * 1000 or not waiting:
             continue
-        w = jq[jq["state"].isin(WAITING)]
+        w = jq[jq["state"].isin(WAITING + (["delayed"] if _is_bull(q) else []))]
         yield ctx.finding(
             "rate-limit-freeze", "high",
             f"rate limiter blocks {waiting} waiting job(s) for another {float(ttl) / 60000:.0f} min",

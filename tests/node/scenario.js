@@ -9,6 +9,11 @@
 //   render    a worker SIGKILLed mid-job with a long lock: active, lock still held
 //   backlog   delayed and prioritized jobs, never processed
 //   reports   a paused queue with waiting jobs
+//   api       requests failing with HTTP 400, retried with exponential backoff
+//   heavy     a 150 KB and a 1.2 MB payload, a base64 blob, a 200 KB return value
+//   limited   a rate limit of one hour: worker.rateLimit (BullMQ) / limiter (Bull)
+//   late      a delayed job due in 10 ms that nothing promotes (no worker)
+//   slowjobs  (Bull) a job failed by Bull's `timeout` while its work went on
 //   timer     one delayed job alone: BullMQ 2-4 leave a "0:<due ms>" marker in wait
 //   stalls    a job whose worker died, recovered by the library's own stalled check with
 //             maxStalledCount 0: failed "job stalled more than allowable limit" (bull,
@@ -33,10 +38,13 @@ function queue(name) {
 }
 // A processor that fails on data.fail, logs and reports progress otherwise.
 async function processor(job) {
+  if (job.data.status) throw new Error(`Request failed with status code ${job.data.status}`);
   if (job.data.fail) {
     const err = new Error(`upstream 503 for user ${job.data.user}`);
     throw err;
   }
+  if (job.data.sleep) await sleep(job.data.sleep);
+  if (job.data.bigResult) return { blob: 'r'.repeat(job.data.bigResult) };
   await job.log(`processing ${job.id}`);
   if (isMQ) await job.updateProgress(100); else await job.progress(100);
   return { ok: true, id: job.id };
@@ -153,6 +161,51 @@ async function main() {
   await backlog.add('whenever', { n: 4 }, { priority: 7 });
   await backlog.add('plain', { n: 5 });
   if (!isMQ) await backlog.add('forever', { n: 6 }, { attempts: Infinity }); // stored as null; BullMQ refuses it
+  await backlog.add('stubborn', { n: 7 }, { attempts: 1000, backoff: 1000 });
+
+  // --- api: client errors retried (a 400 fails the same way every time)
+  const api = queue('api');
+  for (let i = 0; i < 2; i++) {
+    await api.add('call', { order: i, status: 400 }, { attempts: 3, backoff: { type: 'exponential', delay: 10 } });
+  }
+  // --- heavy: big payloads and a big return value
+  const heavy = queue('heavy');
+  await heavy.add('render', { doc: 'd'.repeat(150 * 1024) });
+  await heavy.add('render', { doc: 'D'.repeat(1200 * 1024) });
+  await heavy.add('upload', { file: Buffer.alloc(3000, 7).toString('base64') });
+  await heavy.add('report', { bigResult: 200 * 1024 });
+  const names2 = ['api', 'heavy'];
+  if (!isMQ) {
+    // --- slowjobs: Bull fails the job after `timeout` ms; the promise keeps running
+    await queue('slowjobs').add('crunch', { sleep: 300 }, { timeout: 50 });
+    names2.push('slowjobs');
+  }
+  const w2 = names2.map((n) => startWorker(n, processor));
+  await until(async () => {
+    const a = await api.getJobCounts(), h = await heavy.getJobCounts();
+    const slowDone = isMQ ? true : (await queue('slowjobs').getJobCounts()).failed === 1;
+    return a.failed === 2 && h.completed === 4 && slowDone;
+  }, 'api/heavy/slowjobs to settle');
+  await Promise.all(w2.map((x) => x.close()));
+
+  // --- limited: a rate limit that lasts an hour
+  const limited = queue('limited');
+  if (isMQ) {
+    const lw = new mod.Worker('limited', processor, { connection: conn(), prefix, autorun: false });
+    await lw.rateLimit(3600000);
+    await lw.close();
+    for (let i = 0; i < 3; i++) await limited.add('sync', { i });
+  } else {
+    const lq = new mod('limited', url, { prefix, limiter: { max: 1, duration: 3600000 } });
+    opened.push(lq);
+    for (let i = 0; i < 3; i++) await lq.add('sync', { i });
+    lq.process('*', processor);
+    await until(async () => (await lq.getJobCounts()).completed === 1, 'one limited job');
+    await lq.close();
+  }
+
+  // --- late: due in 10 ms, and nothing running to promote it
+  await queue('late').add('reminder', { n: 1 }, { delay: 10 });
 
   // --- stalls: the library's own stalled check recovers a job whose worker died
   const stalls = queue('stalls');
@@ -183,7 +236,9 @@ async function main() {
   await reports.pause();
   for (let i = 0; i < 3; i++) await reports.add('monthly', { month: i + 1 });
 
-  const names = ['mail', 'convert', 'render', 'backlog', 'timer', 'reports', 'stalls'];
+  const names = ['mail', 'convert', 'render', 'backlog', 'timer', 'reports', 'stalls', 'api', 'heavy',
+                 'limited', 'late'];
+  if (!isMQ) names.push('slowjobs');
   // --- flows (BullMQ only): parent waiting on children, one child failed
   if (isMQ) {
     const fp = new mod.FlowProducer({ connection: conn(), prefix });

@@ -1,0 +1,288 @@
+"""Detectors and checklist on states produced by the real libraries.
+
+Every registered detector has at least one case where it fires and one where it stays
+silent (the meta-test enforces it). Sources:
+  bull / bullmq5 / bullmq6   tests/node/scenario.js (the incident), captured once
+  live      a real BullMQ worker alive and hanging on a job, 4 jobs waiting behind it
+  healthy-* a well-configured queue with a live worker (tests/node/healthy.js)
+  evicted   a Redis with allkeys-lru and a tiny maxmemory, filled until it evicted jobs
+  orphan    a job hash whose id was removed from the wait list
+Thresholds are overridden only where the incident is real but smaller than the defaults.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+import forensics
+from forensics.detectors import REGISTRY
+
+from conftest import NODE_DIR, RedisServer, forensics_cli, run_node
+
+FIRES = [
+    ("stalled-active", "bullmq5", "convert", {}),
+    ("stalled-active", "bull", "convert", {}),
+    ("hung-active", "live", "busy", {"hung_active_minutes": 0}),
+    ("hung-active", "bull", "render", {"hung_active_minutes": 0}),
+    ("stall-failures", "bullmq6", "stalls", {}),
+    ("stall-failures", "bull", "stalls", {}),
+    ("no-workers", "bullmq5", "backlog", {}),
+    ("paused-backlog", "bullmq5", "reports", {}),
+    ("paused-backlog", "bull", "reports", {}),
+    ("overdue-delayed", "bullmq5", "late", {"overdue_delayed_s": 0}),
+    ("overdue-delayed", "bull", "late", {"overdue_delayed_s": 0}),
+    ("stale-backlog", "live", "busy", {"stale_backlog_minutes": 0}),
+    ("blocked-parent", "bullmq5", "flow-parent", {}),
+    ("rate-limit-freeze", "bullmq5", "limited", {}),
+    ("rate-limit-freeze", "bull", "limited", {}),
+    ("priority-starvation", "bullmq5", "backlog", {"starvation_minutes": 0}),
+    ("missing-job-hash", "evicted", "bench", {}),
+    ("retry-storm", "bullmq5", "mail", {"retry_storm_jobs": 1, "retry_storm_share": 0}),
+    ("unbounded-attempts", "bullmq5", "backlog", {}),
+    ("unbounded-attempts", "bull", "backlog", {}),
+    ("no-backoff", "bullmq5", "convert", {}),
+    ("non-retryable-retried", "bullmq5", "api", {}),
+    ("non-retryable-retried", "bull", "api", {}),
+    ("error-hotspot", "bullmq5", "mail", {"hotspot_min_failures": 3}),
+    ("high-failure-rate", "bullmq5", "mail", {"failure_rate_min_finished": 5}),
+    ("oversized-payload", "bullmq5", "heavy", {}),
+    ("oversized-payload", "bull", "heavy", {}),
+    ("binary-payload", "bullmq5", "mail", {}),
+    ("binary-payload", "bullmq6", "heavy", {}),
+    ("oversized-returnvalue", "bullmq5", "heavy", {}),
+    ("stacktrace-bloat", "bullmq5", "mail", {"stacktrace_max_entries": 2}),
+    ("log-bloat", "bullmq5", "mail", {"log_lines_max": 0}),
+    ("unbounded-retention", "bullmq5", "mail", {"retention_max_jobs": 3}),
+    ("events-stream-bloat", "bullmq5", "mail", {"events_max_entries": 10}),
+    ("eviction-policy", "evicted", None, {}),
+    ("memory-pressure", "evicted", None, {}),
+    ("orphan-job-hashes", "orphan", "jobs", {}),
+    ("missing-timeout", "bull", "mail", {}),
+    ("timeout-failures", "bull", "slowjobs", {}),
+    ("high-concurrency", "live", "busy", {"max_concurrency": 0}),
+    ("no-progress", "live", "busy", {"no_progress_minutes": 0}),
+]
+SILENT = [
+    ("stalled-active", "bullmq5", "render"),          # its lock is alive
+    ("hung-active", "live", "busy"),                  # running, but not for 30 min
+    ("stall-failures", "bullmq5", "mail"),
+    ("no-workers", "live", "busy"),                   # jobs wait, but a worker is connected
+    ("paused-backlog", "bullmq5", "backlog"),
+    ("overdue-delayed", "bullmq5", "backlog"),        # due in an hour
+    ("stale-backlog", "live", "busy"),
+    ("blocked-parent", "healthy-bullmq5", "orders"),
+    ("rate-limit-freeze", "bullmq5", "backlog"),
+    ("priority-starvation", "bullmq5", "backlog"),    # not waiting 15 min yet
+    ("missing-job-hash", "bullmq5", None),
+    ("retry-storm", "bullmq5", "mail"),
+    ("unbounded-attempts", "bullmq5", "mail"),
+    ("no-backoff", "bullmq5", "mail"),                # exponential, or fixed 1 h
+    ("non-retryable-retried", "bullmq5", "mail"),     # 503s are worth retrying
+    ("error-hotspot", "bullmq5", "mail"),             # 3 failures < 10
+    ("high-failure-rate", "healthy-bullmq5", "orders"),
+    ("oversized-payload", "bullmq5", "mail"),
+    ("binary-payload", "bullmq5", "convert"),
+    ("oversized-returnvalue", "bullmq5", "mail"),
+    ("stacktrace-bloat", "bullmq5", "mail"),
+    ("log-bloat", "bullmq5", "mail"),
+    ("unbounded-retention", "bullmq5", "mail"),
+    ("events-stream-bloat", "bullmq5", "mail"),
+    ("eviction-policy", "bullmq5", None),             # the test Redis runs noeviction
+    ("memory-pressure", "bullmq5", None),
+    ("orphan-job-hashes", "bullmq5", None),
+    ("missing-timeout", "bullmq5", "mail"),           # BullMQ has no timeout option
+    ("missing-timeout", "healthy-bull", "orders"),    # every job sets one
+    ("timeout-failures", "bull", "mail"),
+    ("high-concurrency", "live", "busy"),
+    ("no-progress", "live", "busy"),
+]
+
+
+@pytest.fixture(scope="module")
+def sources(redis_server, captured, tmp_path_factory):
+    """source name -> Snapshot, built on first use."""
+    cache: dict[str, forensics.Snapshot] = {}
+    url = redis_server.url(0)
+
+    def live():
+        run_node("fill.js", "bullmq5", url, "diag-live", "busy", "5")
+        proc = subprocess.Popen(["node", str(NODE_DIR / "worker.js"), "bullmq5", url, "diag-live", "busy", "30000"],
+                                cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout.readline().startswith("started")
+            return forensics.capture(url, prefix="diag-live")
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def healthy(lib):
+        prefix = f"diag-healthy-{lib}"
+        proc = subprocess.Popen(["node", str(NODE_DIR / "healthy.js"), lib, url, prefix], cwd=NODE_DIR,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            return forensics.capture(url, prefix=prefix)
+        finally:
+            proc.stdin.close()
+            proc.wait(30)
+
+    def evicted():
+        srv = RedisServer(tmp_path_factory.mktemp("evict"), "--maxmemory", "3mb",
+                          "--maxmemory-policy", "allkeys-lru")
+        try:
+            run_node("fill.js", "bullmq5", srv.url(), "bull", "bench", "20000", "200", timeout=300)
+            assert int(srv.client().info("stats")["evicted_keys"]) > 0
+            return forensics.capture(srv.url(), prefix="bull")
+        finally:
+            srv.stop()
+
+    def orphan():
+        run_node("fill.js", "bullmq5", url, "diag-orphan", "jobs", "3")
+        redis_server.client().lrem("diag-orphan:jobs:wait", 0, "2")  # a crashed script's half-done move
+        return forensics.capture(url, prefix="diag-orphan")
+
+    def get(name: str):
+        if name not in cache:
+            if name in ("bull", "bullmq5", "bullmq6"):
+                cache[name] = captured(name)[0]
+            elif name == "live":
+                cache[name] = live()
+            elif name.startswith("healthy-"):
+                cache[name] = healthy(name.split("-", 1)[1])
+            elif name == "evicted":
+                cache[name] = evicted()
+            elif name == "orphan":
+                cache[name] = orphan()
+        return cache[name]
+    return get
+
+
+def _findings(sources, source, thresholds=None):
+    return forensics.diagnose(sources(source), thresholds=thresholds).findings
+
+
+@pytest.mark.parametrize("det,source,queue,thresholds", FIRES,
+                         ids=[f"{d}-{s}-{q}" for d, s, q, _ in FIRES])
+def test_detector_fires(sources, det, source, queue, thresholds):
+    f = _findings(sources, source, thresholds)
+    hit = f[(f["id"] == det) & ((f["queue"] == queue) if queue else f["queue"].isna())]
+    assert len(hit) == 1, f[["id", "queue", "title"]].to_string()
+    row = hit.iloc[0]
+    assert row["count"] >= 1 or queue is None  # Redis-wide findings count no jobs
+    assert row["remediation"] and row["title"] and row["evidence"]
+    assert row["family"] == REGISTRY[det].family
+    assert len(row["job_ids"]) <= 20
+
+
+@pytest.mark.parametrize("det,source,queue", SILENT, ids=[f"{d}-{s}-{q}" for d, s, q in SILENT])
+def test_detector_stays_silent(sources, det, source, queue):
+    f = _findings(sources, source)
+    sel = f[f["id"] == det]
+    if queue:
+        sel = sel[sel["queue"] == queue]
+    assert not len(sel), sel[["id", "queue", "title"]].to_string()
+
+
+def test_every_detector_has_a_firing_and_a_silent_test():
+    fires = {d for d, *_ in FIRES}
+    silent = {d for d, *_ in SILENT}
+    assert fires == set(REGISTRY), set(REGISTRY) ^ fires
+    assert silent == set(REGISTRY), set(REGISTRY) ^ silent
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bull"])
+def test_healthy_system_looks_healthy(sources, lib):
+    d = forensics.diagnose(sources(f"healthy-{lib}"))
+    assert not len(d.at_least("high")), d.to_table()
+    assert d.errors == []
+    verdicts = d.checklist.set_index("item")["verdict"].to_dict()
+    for item in ("retry-strategy", "payload-size", "cleanup", "dead-letter", "monitoring", "health-checks"):
+        assert verdicts[item] == "pass", (item, d.checklist.to_string())
+    assert verdicts["timeout"] == ("pass" if lib == "bull" else "unknown")
+    assert verdicts["memory-leak"] == "unknown"
+    assert set(d.checklist["verdict"]) <= {"pass", "unknown"}, d.checklist.to_string()
+
+
+def test_incident_checklist_verdicts(sources):
+    c = forensics.diagnose(sources("bullmq5")).checklist.set_index(["queue", "item"])["verdict"]
+    assert c[("backlog", "retry-strategy")] == "fail"      # attempts: 1000
+    assert c[("mail", "retry-strategy")] == "fail"         # fixed backoff on a retried job
+    assert c[("heavy", "payload-size")] == "fail"          # 1.2 MB of data
+    assert c[("backlog", "health-checks")] == "fail"       # waiting, no worker
+    assert c[("mail", "monitoring")] == "pass"             # events + metrics
+    assert c[("convert", "monitoring")] == "warn"          # events only
+    assert c[("mail", "cleanup")] == "warn"                # no removeOnComplete
+    bull = forensics.diagnose(sources("bull")).checklist.set_index(["queue", "item"])["verdict"]
+    assert bull[("mail", "timeout")] == "fail" and bull[("slowjobs", "timeout")] == "pass"
+
+
+def test_severity_and_remediation_follow_the_library(sources):
+    mq = forensics.diagnose(sources("bullmq5")).findings.set_index(["id", "queue"])
+    bull = forensics.diagnose(sources("bull")).findings.set_index(["id", "queue"])
+    assert mq.loc[("stalled-active", "convert"), "severity"] == "critical"   # and no worker left
+    assert "UnrecoverableError" in mq.loc[("non-retryable-retried", "api"), "remediation"]
+    assert "job.discard()" in bull.loc[("non-retryable-retried", "api"), "remediation"]
+    assert "removeRateLimitKey" in mq.loc[("rate-limit-freeze", "limited"), "remediation"]
+    assert "duration" in bull.loc[("rate-limit-freeze", "limited"), "remediation"]
+    assert mq.loc[("oversized-payload", "heavy"), "severity"] == "high"       # a 1.2 MB job
+    ev = mq.loc[("oversized-payload", "heavy"), "evidence"]
+    assert ev["over_1mb"] == 1 and ev["over_100kb"] == 1
+    hung_mq = forensics.diagnose(sources("live"), thresholds={"hung_active_minutes": 0}).findings
+    hung_bull = forensics.diagnose(sources("bull"), thresholds={"hung_active_minutes": 0}).findings
+    assert "no job timeout" in hung_mq[hung_mq["id"] == "hung-active"]["remediation"].iloc[0]
+    assert "`timeout`" in hung_bull[hung_bull["id"] == "hung-active"]["remediation"].iloc[0]
+
+
+def test_errors_are_grouped_by_fingerprint(sources):
+    f = forensics.diagnose(sources("bullmq5"), thresholds={"hotspot_min_failures": 3}).findings
+    hot = f[(f["id"] == "error-hotspot") & (f["queue"] == "mail")].iloc[0]
+    assert hot["evidence"]["fingerprint"] == "upstream <n> for user <id>"
+    assert hot["count"] == 3 and hot["evidence"]["example_stack"].startswith("Error: upstream 503")
+
+
+def test_thresholds_from_python_and_validation():
+    t = forensics.Thresholds().replace(max_attempts="20")
+    assert t.max_attempts == 20
+    with pytest.raises(forensics.UsageError, match="unknown threshold"):
+        forensics.Thresholds.coerce({"nope": 1})
+
+
+def test_cli_formats_and_fail_on(sources, tmp_path):
+    path = sources("bullmq5").save(tmp_path / "incident")
+    table = forensics_cli("diagnose", path)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:4] == ["SEVERITY", "ID", "QUEUE", "COUNT"]
+    assert lines[2].startswith("CRITICAL")                  # worst first
+    assert "What to do:" in table.stdout and "Checklist" in table.stdout
+    js = forensics_cli("diagnose", path, "--format", "json")
+    doc = json.loads(js.stdout)
+    assert doc["schema"] == "forensics.diagnosis/1" and doc["snapshot"]["complete"] is True
+    first = doc["findings"][0]
+    assert set(first) >= {"id", "family", "severity", "queue", "title", "count", "job_ids", "evidence", "remediation"}
+    assert {c["item"] for c in doc["checklist"]} >= {"retry-strategy", "cleanup", "memory-leak"}
+    md = forensics_cli("diagnose", path, "--format", "markdown")
+    assert "## Findings" in md.stdout and "| critical | `" in md.stdout
+    assert forensics_cli("diagnose", path, "--fail-on", "critical").returncode == 1
+    healthy = sources("healthy-bullmq5").save(tmp_path / "healthy")
+    assert forensics_cli("diagnose", healthy, "--fail-on", "high").returncode == 0
+    res = forensics_cli("diagnose", path, "--threshold", "max_attempts=lots")
+    assert res.returncode == 2 and "needs a int" in res.stderr
+    assert forensics_cli("diagnose", path, "--fail-on", "worst").returncode == 2
+
+
+def test_snapshot_without_queues(redis_server, tmp_path):
+    path = forensics.capture(redis_server.url(0), prefix="nothing-here").save(tmp_path / "empty")
+    res = forensics_cli("diagnose", path, "--fail-on", "info")
+    assert res.returncode == 0 and "No findings." in res.stdout
+    doc = json.loads(forensics_cli("diagnose", path, "--format", "json").stdout)
+    assert doc["findings"] == [] and doc["checklist"] == []
+
+
+def test_html_and_json_escape_nothing_away(sources):
+    d = forensics.diagnose(sources("bullmq5"))
+    html = d._repr_html_()
+    assert isinstance(html, str) and "stalled-active" in html
+    assert json.loads(d.to_json())["findings"][0]["severity"] == "critical"

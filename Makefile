@@ -30,6 +30,8 @@ test: setup node
 
 demo: setup
 	$(BIN)/forensics summary $(EXAMPLE)
+	@echo
+	$(BIN)/forensics diagnose $(EXAMPLE)
 
 # Regenerate the shipped example snapshot from a real incident (needs node + redis-server).
 example: setup node

@@ -123,3 +123,16 @@ def forensics_cli(*args: str, env: dict | None = None, cwd=None, timeout: int = 
     exe = shutil.which("forensics", path=str(Path(os.sys.executable).parent)) or "forensics"
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def wait_for_worker_connection(srv: RedisServer, prefix: str, timeout: float = 10.0) -> None:
+    """Block until a connection named for a queue under ``prefix`` is in CLIENT LIST.
+
+    A BullMQ worker may take its first job on its ordinary connection before its named
+    blocking connection has finished connecting; capture only once the worker is visible."""
+    admin = srv.client()
+    deadline = time.time() + timeout
+    while not any(c.get("name", "").startswith(prefix + ":") for c in admin.client_list()):
+        if time.time() > deadline:
+            raise RuntimeError(f"no worker connection under {prefix!r} appeared")
+        time.sleep(0.02)

@@ -19,7 +19,7 @@ import pytest
 import forensics
 from forensics.detectors import REGISTRY
 
-from conftest import NODE_DIR, RedisServer, forensics_cli, run_node
+from conftest import NODE_DIR, RedisServer, forensics_cli, run_node, wait_for_worker_connection
 
 FIRES = [
     ("stalled-active", "bullmq5", "convert", {}),
@@ -112,6 +112,7 @@ def sources(redis_server, captured, tmp_path_factory):
                                 cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert proc.stdout.readline().startswith("started")
+            wait_for_worker_connection(redis_server, "diag-live")
             return forensics.capture(url, prefix="diag-live")
         finally:
             proc.kill()
@@ -123,6 +124,7 @@ def sources(redis_server, captured, tmp_path_factory):
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
+            wait_for_worker_connection(redis_server, prefix)
             return forensics.capture(url, prefix=prefix)
         finally:
             proc.stdin.close()

@@ -7,7 +7,7 @@ import pytest
 
 import forensics
 
-from conftest import NODE_DIR, run_node
+from conftest import NODE_DIR, run_node, wait_for_worker_connection
 
 
 @pytest.mark.parametrize("lib,named", [("bull", False), ("bullmq5", True), ("bullmq6", True)])
@@ -21,6 +21,7 @@ def test_live_node_worker_and_its_job(redis_server, lib, named):
                             cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout.readline().startswith("started"), "worker did not take the job"
+        wait_for_worker_connection(redis_server, prefix)
         snap = forensics.capture(url, prefix=prefix)
         w = snap.workers
         assert list(w["queue"]) == ["busy q"] and list(w["role"]) == ["worker"]

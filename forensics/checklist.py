@@ -114,6 +114,9 @@ def cleanup(ctx: Context, q, jq, found):
     if rc and rf:
         return "pass", f"removeOnComplete and removeOnFail set; {nc:,} completed / {nf:,} failed kept"
     missing = " and ".join(n for n, ok in (("removeOnComplete", rc), ("removeOnFail", rf)) if not ok)
+    kept = (nc if not rc else 0) + (nf if not rf else 0)
+    if q["flavor"] == "bull" and kept:  # Bull has no worker-level option: nothing trims these
+        return "fail", f"no {missing} on the jobs: {nc:,} completed / {nf:,} failed kept and never trimmed"
     where = "" if q["flavor"] == "bull" else " (unless set on the Worker, which Redis does not show)"
     return "warn", f"no {missing} on the jobs{where}; {nc:,} completed / {nf:,} failed kept"
 

@@ -218,6 +218,9 @@ def test_incident_checklist_verdicts(sources):
     assert c[("mail", "cleanup")] == "warn"                # no removeOnComplete
     bull = forensics.diagnose(sources("bull")).checklist.set_index(["queue", "item"])["verdict"]
     assert bull[("mail", "timeout")] == "fail" and bull[("slowjobs", "timeout")] == "pass"
+    assert bull[("mail", "cleanup")] == "fail"             # Bull never trims without the options
+    f = forensics.diagnose(sources("bull")).findings.set_index(["id", "queue"])
+    assert f.loc[("unbounded-attempts", "backlog"), "title"] == "2 job(s) with unbounded attempts (1 infinite, up to 1000)"
 
 
 def test_severity_and_remediation_follow_the_library(sources):

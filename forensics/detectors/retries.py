@@ -86,7 +86,10 @@ def unbounded_attempts(ctx: Context):
         sev = "high" if inf.any() or (worst or 0) > 10 * t.max_attempts else "medium"
         yield ctx.finding(
             "unbounded-attempts", sev,
-            f"{len(hit)} job(s) with {'infinite' if inf.any() else worst} attempts", q, hit,
+            f"{len(hit)} job(s) with unbounded attempts ("
+            + ", ".join(x for x in (f"{int(inf.sum())} infinite" if inf.any() else "",
+                                    f"up to {worst}" if worst and worst > t.max_attempts else "") if x)
+            + ")", q, hit,
             order="attempts_made", ascending=False,
             evidence={"infinite": int(inf.sum()), "max_configured": worst, "threshold": t.max_attempts},
             remediation="Use `attempts: 3` to `5` with exponential backoff; a job that still fails belongs "

@@ -15,7 +15,7 @@ STATE_COLS = [("n_wait", "wait"), ("n_active", "active"), ("n_paused", "paused")
               ("n_completed", "done"), ("n_orphan", "orphan"), ("n_missing_hash", "no-hash")]
 
 
-def _size(n) -> str:
+def human_bytes(n) -> str:
     if n is None or pd.isna(n):
         return "?"
     n = float(n)
@@ -52,7 +52,7 @@ def queue_overview(snap) -> pd.DataFrame:
     q["queue"] = queue_label(q)
     cols = ["queue", "flavor", "library_version", "paused", "workers"] + [c for c, _ in STATE_COLS if c in q]
     out = q[cols].rename(columns=dict(STATE_COLS))
-    out["memory"] = q["memory_bytes"].map(_size) if "memory_bytes" in q else "?"
+    out["memory"] = q["memory_bytes"].map(human_bytes) if "memory_bytes" in q else "?"
     return out.set_index("queue")
 
 
@@ -93,7 +93,7 @@ def observations(snap) -> list[str]:
             notes.append(f"{row['queue']}: {waiting} job(s) waiting and no worker connection seen")
     big = jobs[jobs["data_bytes"].fillna(0) > 100_000]
     if len(big):
-        notes.append(f"{len(big)} job(s) carry more than 100 KB of data (largest {_size(big['data_bytes'].max())})")
+        notes.append(f"{len(big)} job(s) carry more than 100 KB of data (largest {human_bytes(big['data_bytes'].max())})")
     if jobs["data_has_buffer"].fillna(False).any():
         notes.append(f"{int(jobs['data_has_buffer'].fillna(False).sum())} job(s) carry a Node Buffer serialized as JSON")
     r = snap.redis.iloc[0] if len(snap.redis) else {}
@@ -112,8 +112,8 @@ def summary(snap) -> str:
         f"  source      {m.get('source')}  prefixes {', '.join(m.get('options', {}).get('prefixes', []))}",
         f"  captured    {m.get('captured_at')}  in {m.get('duration_s')} s"
         f"  {'complete' if snap.complete else 'INCOMPLETE: ' + str(m.get('incomplete_reason'))}",
-        f"  redis       {r.get('redis_version')}  used {_size(r.get('used_memory'))}"
-        f"  maxmemory {_size(r.get('maxmemory')) if r.get('maxmemory') else 'unlimited'}"
+        f"  redis       {r.get('redis_version')}  used {human_bytes(r.get('used_memory'))}"
+        f"  maxmemory {human_bytes(r.get('maxmemory')) if r.get('maxmemory') else 'unlimited'}"
         f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}",
         f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
         f" {len(snap.workers)} worker connections",

@@ -68,6 +68,11 @@ def minutes(td) -> float:
     return round(pd.Timedelta(td).total_seconds() / 60, 1)
 
 
+def is_bull(q) -> bool:
+    """The queue was written by Bull (v3/v4), not BullMQ."""
+    return q["flavor"] == "bull"
+
+
 def version_tuple(v) -> tuple[int, ...] | None:
     if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v):
         return None

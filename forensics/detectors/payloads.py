@@ -3,15 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..summary import human_bytes
 from . import Context, detector
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 @detector("oversized-payload", "payloads", "job data above 1 KB / 100 KB / 1 MB")
@@ -28,8 +21,8 @@ def oversized_payload(ctx: Context):
         by_name = hit.groupby("name", observed=True)["data_bytes"].max().sort_values(ascending=False)
         yield ctx.finding(
             "oversized-payload", sev,
-            f"{len(hit)} job(s) carry more than {_size(t.payload_guideline_bytes)} of data "
-            f"(largest {_size(float(size.max()))})", q, hit, order="data_bytes", ascending=False,
+            f"{len(hit)} job(s) carry more than {human_bytes(t.payload_guideline_bytes)} of data "
+            f"(largest {human_bytes(float(size.max()))})", q, hit, order="data_bytes", ascending=False,
             evidence={"over_1kb_guideline": len(hit) - large - huge, "over_100kb": large, "over_1mb": huge,
                       "p50_bytes": int(size.median()), "p95_bytes": int(size.quantile(0.95)),
                       "max_bytes": int(size.max()), "total_bytes": int(size.sum()),
@@ -77,7 +70,7 @@ def oversized_returnvalue(ctx: Context):
             continue
         yield ctx.finding(
             "oversized-returnvalue", "high" if size.max() > t.payload_huge_bytes else "medium",
-            f"{len(hit)} job(s) returned more than {_size(t.returnvalue_large_bytes)}", q, hit,
+            f"{len(hit)} job(s) returned more than {human_bytes(t.returnvalue_large_bytes)}", q, hit,
             order="returnvalue_bytes", ascending=False,
             evidence={"max_bytes": int(size.max()), "total_bytes": int(size[hit.index].sum())},
             remediation="Return a small result (an id, a URL, a count) and store big results elsewhere; "

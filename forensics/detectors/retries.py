@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from . import Context, detector
+from . import Context, detector, is_bull
 
 UNFINISHED = ["wait", "active", "paused", "prioritized", "delayed", "waiting-children"]
 RETRY_WAIT = ["wait", "paused", "prioritized", "delayed"]
@@ -19,13 +19,9 @@ NON_RETRYABLE = re.compile(
     re.IGNORECASE)
 
 
-def _is_bull(q) -> bool:
-    return q["flavor"] == "bull"
-
-
 def _unrecoverable(q) -> str:
     return ("call `job.discard()` before throwing (Bull) so no retry is made"
-            if _is_bull(q) else "throw `new UnrecoverableError(message)` (from 'bullmq') so no retry is made")
+            if is_bull(q) else "throw `new UnrecoverableError(message)` (from 'bullmq') so no retry is made")
 
 
 def _retrying(jq: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +64,7 @@ def retry_storm(ctx: Context):
                       "max_attempts_made": int(r["attempts_made"].max()),
                       "top_errors": _top_reasons(ctx, r), "retry_events_per_minute": per_min},
             remediation="Back off exponentially (`backoff: {type: 'exponential', delay: 2000}`"
-                        + ("" if _is_bull(q) else ", plus `jitter`") + "), keep `attempts` at 3-5, "
+                        + ("" if is_bull(q) else ", plus `jitter`") + "), keep `attempts` at 3-5, "
                         + _unrecoverable(q) + " for errors no retry fixes, and pause the queue or "
                         "rate-limit the worker while the dependency is down.")
 

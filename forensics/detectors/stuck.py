@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import Context, detector, minutes
+from . import Context, detector, is_bull, minutes
 
 WAITING = ["wait", "prioritized"]
-
-
-def _is_bull(q) -> bool:
-    return q["flavor"] == "bull"
 
 
 def _waiting_count(q) -> int:
@@ -34,7 +30,7 @@ def stalled_active(ctx: Context):
         workers = int(q["workers"]) if ctx.workers_known else None
         sev = "critical" if workers == 0 else "high"
         checker = ("a Queue with a process() handler runs the stalled check every "
-                   "settings.stalledInterval (30 s)") if _is_bull(q) else \
+                   "settings.stalledInterval (30 s)") if is_bull(q) else \
             "a running Worker's stalled checker moves them back to wait every stalledInterval (30 s)"
         yield ctx.finding(
             "stalled-active", sev, f"{len(hit)} active job(s) without a lock: their worker died", q, hit,
@@ -82,7 +78,7 @@ def hung_active(ctx: Context):
             remediation=("The worker is alive (it renews the lock) but the processor never returns. "
                          + ("Set `timeout` in the job options (Bull fails the job after that many ms, "
                             "but the promise keeps running: make the work cancellable)."
-                            if _is_bull(q) else
+                            if is_bull(q) else
                             "BullMQ has no job timeout: race the work against a timer inside the "
                             "processor and throw, or use a sandboxed processor you can kill.")
                          + " Find what it waits on: a hung HTTP call without a timeout, a lock, a stream."))
@@ -131,7 +127,7 @@ def no_workers(ctx: Context):
             evidence={"waiting": waiting, "workers_connected": 0,
                       "oldest_waiting_since": _iso(w["added_at"].min())},
             remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take "
-                         "these jobs. Start workers (" + ("`queue.process(...)`" if _is_bull(q) else "`new Worker(...)`")
+                         "these jobs. Start workers (" + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
                          + ") against this Redis, db and prefix; check their logs for connection errors."))
 
 
@@ -165,7 +161,7 @@ def overdue_delayed(ctx: Context):
                       "workers_connected": int(q["workers"]) if ctx.workers_known else None},
             remediation=("Nothing promotes delayed jobs: " + (
                 "Bull promotes them from a Queue instance with a process() handler"
-                if _is_bull(q) else "BullMQ >= 2 promotes them from running Workers (v1: a QueueScheduler)")
+                if is_bull(q) else "BullMQ >= 2 promotes them from running Workers (v1: a QueueScheduler)")
                 + ". Start a worker; if one runs, check its clock and its connection to this Redis."))
 
 
@@ -220,10 +216,10 @@ def rate_limit_freeze(ctx: Context):
     for q, jq in ctx.by_queue(ctx.jobs):
         ttl = q["limiter_ttl_ms"]
         # Bull's limiter parks the jobs it holds back in delayed; BullMQ leaves them waiting.
-        waiting = int(q["n_wait"]) + int(q["n_prioritized"]) + (int(q["n_delayed"]) if _is_bull(q) else 0)
+        waiting = int(q["n_wait"]) + int(q["n_prioritized"]) + (int(q["n_delayed"]) if is_bull(q) else 0)
         if pd.isna(ttl) or ttl <= ctx.t.rate_limit_freeze_s * 1000 or not waiting:
             continue
-        w = jq[jq["state"].isin(WAITING + (["delayed"] if _is_bull(q) else []))]
+        w = jq[jq["state"].isin(WAITING + (["delayed"] if is_bull(q) else []))]
         yield ctx.finding(
             "rate-limit-freeze", "high",
             f"rate limiter blocks {waiting} waiting job(s) for another {float(ttl) / 60000:.0f} min",
@@ -234,7 +230,7 @@ def rate_limit_freeze(ctx: Context):
             remediation=("The limiter key lives far longer than a normal rate-limit window: a manual "
                          "`worker.rateLimit(ms)` / `queue.rateLimit(ms)` with a huge value, or "
                          "`limiter: {max, duration}` with a long duration. Fix the duration; "
-                         "`await queue.removeRateLimitKey()` lifts a manual limit." if not _is_bull(q) else
+                         "`await queue.removeRateLimitKey()` lifts a manual limit." if not is_bull(q) else
                          "Bull's `limiter: {max, duration}` has a window of minutes: shorten `duration` "
                          "(milliseconds) or raise `max`."))
 
@@ -243,7 +239,7 @@ def rate_limit_freeze(ctx: Context):
 def priority_starvation(ctx: Context):
     limit = pd.Timedelta(minutes=ctx.t.starvation_minutes)
     for q, jq in ctx.by_queue(ctx.jobs):
-        if _is_bull(q):
+        if is_bull(q):
             cand = jq[(jq["state"] == "wait") & (jq["priority"] > 0)]
         else:  # BullMQ >= 4 runs every priority-0 job before any prioritized one
             cand = jq[jq["state"] == "prioritized"]
@@ -251,7 +247,7 @@ def priority_starvation(ctx: Context):
         if not len(starving):
             continue
         oldest = starving["added_at"].min()
-        if _is_bull(q):
+        if is_bull(q):
             better = jq[(jq["priority"].fillna(0) < starving["priority"].max())]
         else:
             better = jq[jq["priority"].fillna(0) == 0]
@@ -267,7 +263,7 @@ def priority_starvation(ctx: Context):
                       "oldest_waiting_minutes": minutes(ctx.now - oldest)},
             remediation=("BullMQ >= 4 takes every un-prioritized (priority 0) job before any prioritized "
                          "one. Give every job of this queue a priority, or put prioritized work in its own queue."
-                         if not _is_bull(q) else
+                         if not is_bull(q) else
                          "Lower priority numbers always go first: jobs with high numbers starve while "
                          "urgent work keeps coming. Use fewer priority levels or separate queues."))
 

@@ -19,7 +19,7 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
-NODE_LIBS = ["bull", "bull3", "bullmq4", "bullmq5", "bullmq6"]
+NODE_LIBS = ["bull", "bull3", "bullmq2", "bullmq3", "bullmq4", "bullmq5", "bullmq6"]
 
 
 def free_port() -> int:

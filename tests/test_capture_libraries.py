@@ -33,13 +33,20 @@ def test_state_counts_equal_library_counts(captured, lib):
     assert set(snap.queues["queue"]) == set(report["queues"])
     for qname, info in report["queues"].items():
         ours = snap.jobs[snap.jobs["queue"] == qname]["state"].value_counts()
+        markers = int(snap.queues.set_index("queue").loc[qname, "markers"])
         for name, n in info["counts"].items():
             state = COUNT_NAMES[name]
-            assert int(ours.get(state, 0)) == n, f"{lib} {qname} {name}: ours {ours.to_dict()} lib {info['counts']}"
+            got = int(ours.get(state, 0))
+            if lib in ("bullmq2", "bullmq3") and state in ("wait", "paused") and markers:
+                # BullMQ 2 counts marker entries ("0") as waiting jobs; 3 drops one only
+                # when it sits at the tail. Markers are not jobs: we skip them all.
+                assert got <= n <= got + markers, f"{lib} {qname} {name}: ours {got} + {markers} markers, lib {n}"
+                continue
+            assert got == n, f"{lib} {qname} {name}: ours {ours.to_dict()} lib {info['counts']}"
         qrow = snap.queues.set_index("queue").loc[qname]
         for name, n in info["counts"].items():
             col = "n_" + COUNT_NAMES[name].replace("-", "_")
-            assert int(qrow[col]) == n
+            assert int(qrow[col]) == int(ours.get(COUNT_NAMES[name], 0))
 
 
 @pytest.mark.parametrize("lib", NODE_LIBS)
@@ -68,7 +75,7 @@ def test_every_job_row_equals_the_library_view(captured, lib):
             assert (None if pd.isna(row["failed_reason"]) else row["failed_reason"]) == lj["failedReason"], where
             assert int(row["priority"]) == int(lj["priority"] or 0), where
             assert int(row["stacktrace_count"] if pd.notna(row["stacktrace_count"]) else 0) == lj["stacktraceLength"], where
-            if lib == "bullmq4":  # attemptsMade counted starts before v5
+            if lib in ("bullmq2", "bullmq3", "bullmq4"):  # attemptsMade counted starts before v5
                 assert int(row["attempts_started"]) == lj["attemptsMade"], where
             else:
                 assert int(row["attempts_made"]) == lj["attemptsMade"], where
@@ -185,6 +192,6 @@ def test_options_and_metrics_as_each_library_stores_them(captured, lib):
         forever = jobs[jobs["name"] == "forever"].iloc[0]   # attempts: Infinity -> null
         assert forever["attempts_infinite"] and pd.isna(forever["attempts_configured"])
     assert not jobs.loc[jobs["name"] != "forever", "attempts_infinite"].any()
-    if lib == "bullmq4":  # delay/priority markers ("0:<ms>") in wait lists are skipped
+    if lib in ("bullmq2", "bullmq3", "bullmq4"):  # markers ("0", "0:<ms>") in wait lists are skipped
         assert q["markers"].sum() > 0
-        assert not jobs["job_id"].str.startswith("0:").any()
+        assert not (jobs["job_id"].str.startswith("0:") | (jobs["job_id"] == "0")).any()

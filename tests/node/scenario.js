@@ -192,7 +192,7 @@ async function main() {
   const limited = queue('limited');
   if (isMQ) {
     const lw = new mod.Worker('limited', processor, { connection: conn(), prefix, autorun: false });
-    await lw.rateLimit(3600000);
+    if (typeof lw.rateLimit === 'function') await lw.rateLimit(3600000); // BullMQ >= 3
     await lw.close();
     for (let i = 0; i < 3; i++) await limited.add('sync', { i });
   } else {

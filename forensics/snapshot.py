@@ -8,7 +8,6 @@ is read from disk only when first used (``snap.payloads``).
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import os
 import shutil
@@ -200,7 +199,3 @@ def attach_spool(snap: Snapshot, spool: Path) -> None:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def escape(text: Any) -> str:
-    return html.escape(str(text))

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..fingerprint import fingerprints
@@ -71,15 +70,6 @@ def minutes(td) -> float:
 def is_bull(q) -> bool:
     """The queue was written by Bull (v3/v4), not BullMQ."""
     return q["flavor"] == "bull"
-
-
-def version_tuple(v) -> tuple[int, ...] | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)) or pd.isna(v):
-        return None
-    try:
-        return tuple(int(x) for x in str(v).split("-")[0].split(".")[:3])
-    except ValueError:
-        return None
 
 
 class Context:

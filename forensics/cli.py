@@ -64,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _capture(args) -> int:
+    from pathlib import Path
+
     from .capture import capture
+    from .errors import UsageError
+    from .snapshot import MANIFEST
+    out = Path(args.out) if args.out else None
+    # Refuse a bad destination before a long capture, not after it.
+    if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise UsageError(f"--out {out} exists and is not a snapshot folder; choose a new path")
     snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
                    redact=not args.no_redact, memory_samples=args.memory_samples,
                    progress=False if args.quiet else (True if args.progress else None))

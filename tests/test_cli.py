@@ -76,3 +76,13 @@ def test_unknown_queue_is_reported_not_fatal(redis_server, scenario, tmp_path):
     assert res.returncode == 0
     assert "warning: queue 'no-such-queue' not found under prefix" in res.stderr
     assert list(forensics.load(tmp_path / "s").queues["queue"]) == ["mail"]
+
+
+def test_bad_out_is_refused_before_capturing(tmp_path):
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "todo.txt").write_text("mine")
+    # Unreachable Redis on purpose: the destination must be refused first (exit 2, not 3).
+    res = forensics_cli("capture", "--redis", "redis://127.0.0.1:1/0", "--out", str(keep))
+    assert res.returncode == 2 and "is not a snapshot folder" in res.stderr
+    assert (keep / "todo.txt").read_text() == "mine"

@@ -1,0 +1,187 @@
+"""Plotly figures of a snapshot, shared by notebooks, reports and scripts.
+
+Every function takes a Snapshot (and optional arguments) and returns a
+``plotly.graph_objects.Figure`` with a title, axis units and fixed colours for job states,
+so a figure reads without explanation. A snapshot without the data a figure needs gives
+a figure that says so, never an exception.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .fingerprint import fingerprints
+from .summary import queue_label
+
+STATE_COLORS = {
+    "wait": "#5dade2", "prioritized": "#af7ac5", "paused": "#aab7b8", "delayed": "#85c1e9",
+    "waiting-children": "#76d7c4", "active": "#f5b041", "completed": "#58d68d",
+    "failed": "#e74c3c", "orphan": "#7f8c8d", "missing-hash": "#17202a",
+}
+SEVERITY_COLORS = {"critical": "#7b0000", "high": "#c0392b", "medium": "#d68910", "low": "#2874a6",
+                   "info": "#7f8c8d"}
+SIZE_LINES = [(1024, "1 KB guideline"), (100 * 1024, "100 KB"), (1024 * 1024, "1 MB")]
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False},
+                      annotations=[{"text": why, "showarrow": False, "font": {"size": 14}}])
+    return fig
+
+
+def _labelled(df: pd.DataFrame) -> pd.Series:
+    return queue_label(df.astype({"prefix": "str", "queue": "str"})) if len(df) else pd.Series(dtype="str")
+
+
+def jobs_by_state(snap) -> go.Figure:
+    """Stacked bars: jobs per state for every queue."""
+    title = "Jobs per state per queue"
+    q = snap.queues
+    if not len(q):
+        return _empty(title, "no queues in this snapshot")
+    label = _labelled(q)
+    fig = go.Figure()
+    for state, color in STATE_COLORS.items():
+        col = "n_" + state.replace("-", "_")
+        if col in q and q[col].sum():
+            fig.add_bar(name=state, y=label, x=q[col], orientation="h", marker_color=color)
+    fig.update_layout(title=title, barmode="stack", xaxis_title="jobs", yaxis_title="queue",
+                      legend_title="state", height=max(300, 40 * len(q) + 150))
+    return fig
+
+
+def active_timeline(snap, limit: int = 200) -> go.Figure:
+    """Each active job: waiting (added → started) then running (started → capture),
+    red when its lock is gone (stalled), orange while the lock is held."""
+    title = "Active jobs: waited, then running until the capture (red = lock gone)"
+    j = snap.jobs
+    act = j[(j["state"] == "active") & j["processed_at"].notna()].copy()
+    if not len(act):
+        return _empty(title, "no active jobs")
+    now = snap.captured_at
+    act["running_min"] = (now - act["processed_at"]).dt.total_seconds() / 60
+    act = act.sort_values("running_min", ascending=False).head(limit)
+    act["label"] = _labelled(act).to_numpy() + " #" + act["job_id"].astype("str")
+    waited = ((act["processed_at"] - act["added_at"]).dt.total_seconds() / 60).clip(lower=0).fillna(0)
+    locked = act["lock_present"].fillna(False).astype(bool)
+    fig = go.Figure()
+    fig.add_bar(name="waiting", y=act["label"], x=waited, base=-(act["running_min"] + waited),
+                orientation="h", marker_color=STATE_COLORS["wait"])
+    for is_locked, name, color in ((True, "running, lock held", STATE_COLORS["active"]),
+                                   (False, "running, lock gone", STATE_COLORS["failed"])):
+        sel = act[locked == is_locked]
+        if len(sel):
+            fig.add_bar(name=name, y=sel["label"], x=sel["running_min"], base=-sel["running_min"],
+                        orientation="h", marker_color=color,
+                        customdata=sel[["lock_ttl_ms"]].astype("float64").to_numpy(),
+                        hovertemplate="%{y}<br>running %{x:.1f} min<br>lock ttl %{customdata[0]} ms<extra></extra>")
+    fig.update_layout(title=title, barmode="overlay", xaxis_title="minutes before the capture (0 = capture)",
+                      yaxis_title="job", height=max(300, 22 * len(act) + 150))
+    return fig
+
+
+def failures_over_time(snap) -> go.Figure:
+    """Failures, retries and stalls per minute, from BullMQ's events stream (or, without
+    one, from the failed jobs' finish times)."""
+    title = "Failures and retries per minute"
+    ev = snap.events
+    series: dict[str, pd.Series] = {}
+    if len(ev):
+        retry = (ev["event"] == "delayed") | ((ev["event"] == "waiting") &
+                                              ev["fields"].str.contains('"prev":"active"', regex=False, na=False))
+        for name, mask in (("failed", ev["event"] == "failed"), ("retried", retry),
+                           ("stalled", ev["event"] == "stalled")):
+            if mask.any():
+                series[name] = ev.loc[mask, "time"].dt.floor("min").value_counts().sort_index()
+        source = "events stream"
+    if not series:
+        j = snap.jobs
+        f = j.loc[(j["state"] == "failed") & j["finished_at"].notna(), "finished_at"]
+        if len(f):
+            series["failed (finish time of failed jobs)"] = f.dt.floor("min").value_counts().sort_index()
+        source = "failed jobs"
+    if not series:
+        return _empty(title, "no failures in this snapshot")
+    fig = go.Figure()
+    colors = {"failed": STATE_COLORS["failed"], "retried": STATE_COLORS["delayed"], "stalled": STATE_COLORS["active"]}
+    for name, s in series.items():
+        fig.add_scatter(name=name, x=s.index, y=s.to_numpy(), mode="lines+markers",
+                        line_color=colors.get(name.split(" ")[0], STATE_COLORS["failed"]))
+    fig.update_layout(title=f"{title} ({source})", xaxis_title="time (UTC)", yaxis_title="per minute")
+    return fig
+
+
+def attempts_histogram(snap) -> go.Figure:
+    """How many attempts jobs have made, split by state."""
+    title = "Attempts made per job"
+    j = snap.jobs
+    j = j[j["attempts_made"].notna()]
+    if not len(j):
+        return _empty(title, "no attempt counters in this snapshot")
+    fig = go.Figure()
+    for state, grp in j.groupby(j["state"].astype("str")):
+        fig.add_histogram(name=state, x=grp["attempts_made"].astype("float64"), marker_color=STATE_COLORS.get(state))
+    fig.update_layout(title=title, barmode="stack", xaxis_title="attempts made", yaxis_title="jobs",
+                      yaxis_type="log")
+    return fig
+
+
+def error_fingerprints(snap, top: int = 15) -> go.Figure:
+    """The most frequent error fingerprints among failed and retrying jobs."""
+    title = "Errors by fingerprint"
+    j = snap.jobs
+    failing = j[j["failed_reason"].notna()]
+    if not len(failing):
+        return _empty(title, "no failed reasons in this snapshot")
+    counts = fingerprints(failing["failed_reason"]).value_counts().head(top).sort_values()
+    fig = go.Figure(go.Bar(x=counts.to_numpy(), y=[str(s)[:80] for s in counts.index], orientation="h",
+                           marker_color=STATE_COLORS["failed"]))
+    fig.update_layout(title=f"{title} (top {len(counts)})", xaxis_title="jobs", yaxis_title="error",
+                      height=max(300, 30 * len(counts) + 150))
+    return fig
+
+
+def payload_sizes(snap) -> go.Figure:
+    """Job data size per job name, log scale, with the 1 KB / 100 KB / 1 MB lines."""
+    title = "Job data size by job name"
+    j = snap.jobs
+    j = j[j["data_bytes"].fillna(0) > 0]
+    if not len(j):
+        return _empty(title, "no job data in this snapshot")
+    fig = go.Figure()
+    for name, grp in j.groupby(j["name"].astype("str")):
+        fig.add_box(name=name, x=grp["data_bytes"].astype("float64"), boxpoints="outliers", orientation="h")
+    for size, label in SIZE_LINES:
+        fig.add_vline(x=size, line_dash="dash", line_color="#c0392b", annotation_text=label)
+    fig.update_layout(title=title, xaxis_type="log", xaxis_title="bytes (log scale)", yaxis_title="job name",
+                      showlegend=False, height=max(300, 30 * j["name"].nunique() + 150))
+    return fig
+
+
+def memory_breakdown(snap) -> go.Figure:
+    """Where Redis memory goes: queue → key family (MEMORY USAGE; sampled families marked ~)."""
+    title = "Redis memory by queue and key family"
+    m = snap.memory
+    if not len(m):
+        return _empty(title, "memory was not measured (MEMORY USAGE refused or no queues)")
+    m = m.copy()
+    m["q"] = _labelled(m).to_numpy()
+    m["fam"] = m["family"].astype("str") + m["estimated"].map({True: " ~", False: ""})
+    queues = m.groupby("q")["bytes"].sum()
+    ids = ["all"] + [f"q/{q}" for q in queues.index] + [f"q/{r.q}/{r.fam}" for r in m.itertuples()]
+    labels = ["all queues"] + list(queues.index) + list(m["fam"])
+    parents = [""] + ["all"] * len(queues) + [f"q/{q}" for q in m["q"]]
+    values = [int(queues.sum())] + [int(v) for v in queues] + [int(v) for v in m["bytes"]]
+    fig = go.Figure(go.Treemap(ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
+                               hovertemplate="%{label}<br>%{value:,} bytes<extra></extra>"))
+    fig.update_layout(title=f"{title} (bytes; ~ = sampled)")
+    return fig
+
+
+FIGURES = {
+    "jobs_by_state": jobs_by_state, "active_timeline": active_timeline,
+    "failures_over_time": failures_over_time, "attempts_histogram": attempts_histogram,
+    "error_fingerprints": error_fingerprints, "payload_sizes": payload_sizes,
+    "memory_breakdown": memory_breakdown,
+}

@@ -32,6 +32,9 @@ demo: setup
 	$(BIN)/forensics summary $(EXAMPLE)
 	@echo
 	$(BIN)/forensics diagnose $(EXAMPLE)
+	@echo
+	@echo "rendering the postmortem (papermill + nbconvert) ..."
+	$(BIN)/forensics report $(EXAMPLE) --out build/postmortem.html
 
 # Regenerate the shipped example snapshot from a real incident (needs node + redis-server).
 example: setup node

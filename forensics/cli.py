@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a threshold, e.g. max_attempts=20 (repeatable; see forensics.Thresholds)")
     d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    r = sub.add_parser("report", help="render the postmortem of a snapshot as one HTML file",
+                       description="Execute notebooks/postmortem.ipynb on a snapshot (papermill) and "
+                                   "convert it to a self-contained HTML file; its path is printed last.")
+    r.add_argument("path", metavar="PATH", help="snapshot folder")
+    r.add_argument("--out", metavar="FILE.html", help="where to write (default: PATH/report.html)")
+    r.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
+    r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder")
@@ -98,6 +106,15 @@ def _diagnose(args) -> int:
     return EXIT_OK
 
 
+def _report(args) -> int:
+    from .report import render
+    from .thresholds import Thresholds
+    changes = {k: v for k, v in Thresholds.parse(args.threshold).as_dict().items()
+               if v != getattr(Thresholds(), k)}
+    print(render(args.path, args.out, thresholds=changes))
+    return EXIT_OK
+
+
 def _summary(args) -> int:
     from .snapshot import load
     from .summary import summary
@@ -110,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
-        return {"capture": _capture, "diagnose": _diagnose, "summary": _summary}[args.command](args)
+        return {"capture": _capture, "diagnose": _diagnose, "report": _report,
+                "summary": _summary}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

@@ -1,0 +1,95 @@
+"""Helpers that keep the notebooks thin: one call per cell.
+
+``setup()`` makes plotly embed its JavaScript in the first figure, so an executed
+notebook (and the HTML report made from it) opens offline. ``open_snapshot()`` takes the
+notebook parameters: a snapshot folder, or a Redis URL to capture live.
+"""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+
+def setup() -> None:
+    """Figures render offline: plotly.js inlined by the first figure, no CDN, no MathJax."""
+    import plotly.io as pio
+    pio.renderers["forensics"] = _OfflineRenderer()
+    pio.renderers.default = "forensics"
+    pd.set_option("display.max_colwidth", 120)
+
+
+_PLOTLY_JS_SENT = False
+
+
+def _offline_renderer_base():
+    from plotly.io._base_renderers import MimetypeRenderer
+    return MimetypeRenderer
+
+
+class _OfflineRenderer(_offline_renderer_base()):
+    """HTML with plotly.js inlined once per kernel (for nbconvert/reports), plus plotly's
+    JSON mimetype (JupyterLab renders that natively)."""
+
+    def to_mimebundle(self, fig_dict):
+        import plotly.io as pio
+        global _PLOTLY_JS_SENT  # plotly copies renderer objects: the flag lives here
+        html_out = pio.to_html(fig_dict, include_plotlyjs=not _PLOTLY_JS_SENT, full_html=False,
+                               include_mathjax=False, validate=False)
+        _PLOTLY_JS_SENT = True
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig_dict)
+        bundle["text/html"] = html_out
+        return bundle
+
+
+def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull", queue: str = ""):
+    """Load ``snapshot`` or, when it is empty, capture ``redis_url`` live (read-only)."""
+    import forensics
+    if snapshot:
+        snap = forensics.load(snapshot)
+    elif redis_url:
+        snap = forensics.capture(redis_url, prefix=prefix, queues=[queue] if queue else None)
+    else:
+        raise forensics.UsageError("set the `snapshot` parameter (a folder) or `redis_url` (to capture live)")
+    if queue:
+        snap = only_queue(snap, queue)
+    return snap
+
+
+def only_queue(snap, queue: str):
+    """A view of the snapshot restricted to one queue (by name, or prefix:name)."""
+    from .snapshot import TABLES, Snapshot
+    tables = {}
+    for name in TABLES:
+        df = getattr(snap, name)
+        if "queue" in df.columns:
+            label = df["queue"].astype("str")
+            full = df["prefix"].astype("str") + ":" + label if "prefix" in df.columns else label
+            df = df[(label == queue) | (full == queue)]
+        tables[name] = df
+    return Snapshot(tables, snap.manifest, path=snap.path)
+
+
+class _HTML:
+    def __init__(self, text: str):
+        self.text = text
+
+    def _repr_html_(self) -> str:
+        return self.text
+
+
+def header(snap) -> _HTML:
+    """The snapshot's manifest as a report header: source, time, completeness."""
+    m = snap.manifest
+    e = html.escape
+    state = ("<b style='color:#1e8449'>complete</b>" if snap.complete else
+             f"<b style='color:#c0392b'>INCOMPLETE</b>: {e(str(m.get('incomplete_reason')))}")
+    warn = "".join(f"<li>{e(str(w))}</li>" for w in m.get("warnings", []))
+    return _HTML(
+        f"<table><tr><th>snapshot</th><td>{e(str(snap.path or '(live capture)'))}</td></tr>"
+        f"<tr><th>source</th><td>{e(str(m.get('source')))} (prefixes {e(', '.join(m.get('options', {}).get('prefixes', [])))})</td></tr>"
+        f"<tr><th>captured</th><td>{e(str(m.get('captured_at')))} in {e(str(m.get('duration_s')))} s — {state}</td></tr>"
+        f"<tr><th>Redis</th><td>{e(str(m.get('redis_version')))}</td></tr>"
+        f"<tr><th>contents</th><td>{len(snap.queues)} queues, {snap.row_count('jobs'):,} jobs</td></tr>"
+        f"<tr><th>tool</th><td>queue-forensics {e(str(m.get('tool_version')))}</td></tr></table>"
+        + (f"<p>Warnings:</p><ul>{warn}</ul>" if warn else ""))

@@ -1,0 +1,65 @@
+"""forensics report: execute the postmortem notebook on a snapshot, convert it to one
+self-contained HTML file (code hidden, plots interactive, plotly.js embedded, no external
+script), headed by the snapshot's manifest."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ForensicsError, UsageError
+
+PACKAGE = Path(__file__).resolve().parent
+NOTEBOOKS = PACKAGE.parent / "notebooks"
+TEMPLATE = PACKAGE / "templates" / "report"
+
+
+class ReportError(ForensicsError):
+    """A notebook cell failed while rendering the report."""
+
+
+def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict | None = None,
+           notebook: str | Path | None = None) -> Path:
+    """Render the postmortem of ``snapshot`` to HTML; returns the HTML path.
+
+    ``out`` defaults to ``<snapshot>/report.html``. A failing cell raises ReportError
+    naming the cell; the executed notebook is kept beside the HTML for debugging."""
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    from .snapshot import load
+    from .thresholds import Thresholds
+    snap = load(snapshot)  # a damaged snapshot fails here, with the usual clear message
+    Thresholds.coerce(thresholds)  # and so do unknown thresholds
+    nb_in = Path(notebook) if notebook else NOTEBOOKS / "postmortem.ipynb"
+    if not nb_in.exists():
+        raise UsageError(f"notebook {nb_in} not found (is queue-forensics installed from its repository?)")
+    out = Path(out) if out else Path(snapshot) / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    executed = Path(tempfile.mkdtemp(prefix="forensics-report-")) / "postmortem.ipynb"
+    params = {"snapshot": str(Path(snapshot).resolve()), "redis_url": "", "interactive": False,
+              "thresholds": dict(thresholds or {})}
+    try:
+        papermill.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name="python3",
+                                   progress_bar=False, cwd=str(nb_in.parent), log_output=False)
+    except papermill.PapermillExecutionError as e:
+        source = ""
+        try:  # papermill inserts cells (parameters, an error banner): find the one that failed
+            cells = nbformat.read(str(executed), as_version=4).cells
+            failed = [c for c in cells if c.cell_type == "code"
+                      and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+            source = failed[0].source.strip().splitlines()[0][:80] if failed else ""
+        except Exception:
+            pass
+        raise ReportError(f"report failed in cell {e.exec_count} ({source}): {e.ename}: "
+                          f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (executed notebook: {executed})") from None
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata["title"] = f"Postmortem — {snap.manifest.get('source')} at {snap.manifest.get('captured_at')}"
+    exporter = HTMLExporter(extra_template_paths=[str(TEMPLATE)], template_file="forensics_report.html.j2",
+                            exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    out.write_text(body, encoding="utf-8")
+    shutil.rmtree(executed.parent, ignore_errors=True)  # kept only when a cell failed
+    return out

@@ -1,0 +1,132 @@
+"""ipywidgets explorers for live incidents, with static fallbacks for reports.
+
+With ``interactive=False`` (papermill runs, HTML reports: no live kernel front end) every
+explorer returns plain, escaped HTML instead of widgets.
+"""
+from __future__ import annotations
+
+import html
+import json
+
+import pandas as pd
+
+from .notebook import _HTML
+from .summary import queue_label
+
+PAYLOAD_CHARS = 2000
+
+
+def _queues(snap) -> list[str]:
+    return sorted(queue_label(snap.queues).tolist()) if len(snap.queues) else []
+
+
+def _jobs_of(snap, queue: str) -> pd.DataFrame:
+    j = snap.jobs
+    return j[queue_label(j.astype({"prefix": "str", "queue": "str"})) == queue] if len(j) else j
+
+
+def _pretty(text) -> str:
+    if text is None or (isinstance(text, float) and text != text):
+        return ""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)[:PAYLOAD_CHARS]
+    except (ValueError, TypeError):
+        return str(text)[:PAYLOAD_CHARS]
+
+
+def job_card(snap, queue: str, job_id: str) -> str:
+    """One job as HTML: fields, timeline, data, options, stack trace (all escaped)."""
+    e = html.escape
+    jobs = _jobs_of(snap, queue)
+    row = jobs[jobs["job_id"].astype("str") == str(job_id)]
+    if not len(row):
+        return f"<p>No job {e(str(job_id))} in {e(queue)}.</p>"
+    r = row.iloc[0]
+    pay = snap.payloads
+    p = pay[(pay["prefix"].astype("str") == str(r["prefix"])) & (pay["queue"].astype("str") == str(r["queue"]))
+            & (pay["job_id"].astype("str") == str(job_id))]
+    p = p.iloc[0] if len(p) else pd.Series(dtype=object)
+    fields = ["state", "name", "added_at", "processed_at", "finished_at", "due_at", "attempts_made",
+              "attempts_started", "attempts_configured", "backoff_type", "stalled_count", "failed_reason",
+              "lock_present", "lock_ttl_ms", "processed_by", "progress", "log_count", "data_bytes"]
+    rows = "".join(f"<tr><th>{f}</th><td>{e(str(r[f]))}</td></tr>" for f in fields if f in r and pd.notna(r[f]))
+    blocks = "".join(f"<h5>{t}</h5><pre>{e(_pretty(p.get(k)))}</pre>"
+                     for t, k in (("data", "data"), ("options", "opts"), ("return value", "returnvalue"),
+                                  ("stack traces", "stacktrace")) if pd.notna(p.get(k)))
+    return f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>{blocks}</div>"
+
+
+def job_inspector(snap, interactive: bool = True, per_queue: int = 3):
+    """Pick a queue, then a job: its fields, data, options and stack trace.
+    Static fallback: the newest ``per_queue`` jobs of every queue."""
+    queues = _queues(snap)
+    if not interactive:
+        cards = []
+        for q in queues:
+            jobs = _jobs_of(snap, q).sort_values("added_at", ascending=False, na_position="last").head(per_queue)
+            cards += [job_card(snap, q, j) for j in jobs["job_id"].astype("str")]
+        return _HTML("<h3>Newest jobs per queue</h3>" + ("".join(cards) or "<p>No jobs.</p>"))
+    import ipywidgets as w
+    qpick = w.Dropdown(options=queues, description="queue")
+    jpick = w.Dropdown(options=[], description="job")
+    out = w.HTML()
+
+    def jobs_for(_=None):
+        jobs = _jobs_of(snap, qpick.value).sort_values("added_at", ascending=False, na_position="last")
+        jpick.options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
+
+    def show(_=None):
+        out.value = job_card(snap, qpick.value, jpick.value) if jpick.value else ""
+    qpick.observe(jobs_for, "value")
+    jpick.observe(show, "value")
+    if queues:
+        jobs_for()
+        show()
+    return w.VBox([w.HBox([qpick, jpick]), out])
+
+
+def queue_picker(snap, interactive: bool = True):
+    """Pick a queue: its state counts and the figures of its jobs."""
+    from . import plots
+    from .notebook import only_queue
+    queues = _queues(snap)
+    if not interactive or not queues:
+        from .summary import queue_overview
+        ov = queue_overview(snap)
+        return _HTML(ov.to_html(escape=True) if len(ov) else "<p>No queues.</p>")
+    import ipywidgets as w
+    pick = w.Dropdown(options=queues, description="queue")
+    out = w.Output()
+
+    def show(_=None):
+        out.clear_output()
+        with out:
+            sub = only_queue(snap, pick.value.split(":", 1)[1] if snap.queues["prefix"].nunique() > 1 else pick.value)
+            plots.jobs_by_state(sub).show()
+            plots.active_timeline(sub).show()
+    pick.observe(show, "value")
+    show()
+    return w.VBox([pick, out])
+
+
+def threshold_controls(snap, thresholds: dict | None = None, interactive: bool = True):
+    """Sliders for the main thresholds; moving one re-runs the detectors."""
+    from .diagnosis import diagnose
+    from .thresholds import Thresholds
+    base = Thresholds.coerce(thresholds)
+    if not interactive:
+        return diagnose(snap, thresholds=base)
+    import ipywidgets as w
+    knobs = {"stale_backlog_minutes": (0, 240), "hung_active_minutes": (0, 240), "max_attempts": (1, 100),
+             "retry_storm_jobs": (1, 10000), "retention_max_jobs": (100, 1_000_000)}
+    sliders = {k: (w.IntSlider if isinstance(getattr(base, k), int) else w.FloatSlider)(
+        value=getattr(base, k), min=lo, max=hi, description=k, style={"description_width": "initial"},
+        continuous_update=False) for k, (lo, hi) in knobs.items()}
+    out = w.HTML()
+
+    def run(_=None):
+        out.value = diagnose(snap, thresholds=base.replace(**{k: s.value for k, s in sliders.items()}))._repr_html_()
+    for s in sliders.values():
+        s.observe(run, "value")
+    run()
+    return w.VBox(list(sliders.values()) + [out])

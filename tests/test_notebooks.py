@@ -1,0 +1,103 @@
+"""Notebooks (papermill, parameters) and the HTML postmortem report.
+
+nbval also runs every notebook with its default parameters (pytest addopts); here they
+run under papermill with injected parameters, and the report is rendered and read."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from forensics.report import ReportError, render
+
+from conftest import forensics_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXAMPLE = ROOT / "snapshots" / "example"
+PARAMS = {"snapshot": "str", "redis_url": "str", "prefix": "str", "queue": "str", "logs": "str",
+          "thresholds": "dict", "interactive": "bool"}
+
+
+def test_the_six_notebooks_exist():
+    assert {p.stem for p in NOTEBOOKS} == {"triage", "stuck-jobs", "retry-storms", "payloads",
+                                            "memory-growth", "postmortem"}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_stored_clean_and_thin(nb):
+    doc = json.loads(nb.read_text())
+    code = [c for c in doc["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    tagged = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1
+    body = [c for c in code if c is not tagged[0] and "notebook.setup()" not in "".join(c["source"])]
+    assert all(len("".join(c["source"]).strip().splitlines()) == 1 for c in body)  # one call per cell
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_parameters_are_documented(nb):
+    params = papermill.inspect_notebook(str(nb))
+    assert {k: v["inferred_type_name"] for k, v in params.items()} == PARAMS
+    assert all(v["help"] for v in params.values())
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_under_papermill(nb, tmp_path):
+    out = tmp_path / nb.name
+    papermill.execute_notebook(str(nb), str(out), kernel_name="python3", progress_bar=False, cwd=str(nb.parent),
+                               parameters={"snapshot": str(EXAMPLE), "queue": "mail", "interactive": False,
+                                           "thresholds": {"max_attempts": 20}})
+    done = nbformat.read(str(out), as_version=4)
+    outputs = [o for c in done.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("text/html" in o.get("data", {}) for o in outputs)
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "postmortem.html"
+    res = forensics_cli("report", str(EXAMPLE), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == str(out)
+    return out.read_text()
+
+
+def test_report_holds_findings_plots_and_header(report_html):
+    assert "stalled-active" in report_html and "paused-backlog" in report_html
+    assert report_html.count('class="plotly-graph-div"') >= 5
+    assert "Jobs per state per queue" in report_html
+    assert "captured" in report_html and "complete" in report_html           # manifest header
+    assert "notebook.open_snapshot" not in report_html                        # code hidden
+
+
+def test_report_opens_offline(report_html):
+    assert not re.findall(r"<script[^>]+src=[\"']?(?:https?:)?//", report_html)
+    assert report_html.count("plotly.js v") == 1                              # inlined once
+
+
+def test_report_escapes_job_payloads(report_html):
+    # snapshots/example holds a job whose data is '<script>alert("pwned")</script>'
+    assert "&lt;script&gt;alert(" in report_html
+    assert "<script>alert(" not in report_html
+
+
+def test_a_failing_cell_is_named(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('snapshot: str = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0  # boom")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, str(path))
+    with pytest.raises(ReportError, match=r"cell \d+ \(1 / 0  # boom\): ZeroDivisionError"):
+        render(EXAMPLE, tmp_path / "out.html", notebook=path)
+
+
+def test_report_of_a_damaged_snapshot_is_refused(tmp_path):
+    res = forensics_cli("report", str(tmp_path), "--out", str(tmp_path / "x.html"))
+    assert res.returncode == 2 and "not a snapshot" in res.stderr

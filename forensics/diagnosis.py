@@ -159,10 +159,11 @@ class Diagnosis:
                     f"<th>sample jobs</th></tr>{rows}</table>") if rows else "<p>No findings.</p>"
         checks = "".join(
             f"<tr><td>{e(self._label(r.prefix, r.queue))}</td><td>{e(r.item)}</td>"
-            f"<td style='color:{vcolor[r.verdict]}'><b>{e(r.verdict)}</b></td><td><small>{e(r.evidence)}</small></td></tr>"
+            f"<td style='text-align:left;color:{vcolor[r.verdict]}'><b>{e(r.verdict)}</b></td><td><small>{e(r.evidence)}</small></td></tr>"
             for r in self.checklist.itertuples())
-        return (f"<div><h4>Diagnosis — {e(str(self.snapshot.get('path') or 'live capture'))}</h4>{findings}"
-                f"<details><summary>Checklist</summary><table>{checks}</table></details></div>")
+        from .notebook import left
+        return left(f"<div><h4>Diagnosis — {e(str(self.snapshot.get('path') or 'live capture'))}</h4>{findings}"
+                    f"<details open><summary>Checklist</summary><table>{checks}</table></details></div>")
 
     def __repr__(self) -> str:
         return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"

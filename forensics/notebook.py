@@ -70,9 +70,15 @@ def only_queue(snap, queue: str):
     return Snapshot(tables, snap.manifest, path=snap.path)
 
 
+def left(html_text: str) -> str:
+    """Inline left alignment on bare table cells: reports use JupyterLab's CSS, which
+    right-aligns table cells (fine for numbers, hard to read for text)."""
+    return html_text.replace("<td>", '<td style="text-align:left">').replace("<th>", '<th style="text-align:left">')
+
+
 class _HTML:
     def __init__(self, text: str):
-        self.text = text
+        self.text = left(text)
 
     def _repr_html_(self) -> str:
         return self.text

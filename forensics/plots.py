@@ -105,10 +105,11 @@ def failures_over_time(snap) -> go.Figure:
         return _empty(title, "no failures in this snapshot")
     fig = go.Figure()
     colors = {"failed": STATE_COLORS["failed"], "retried": STATE_COLORS["delayed"], "stalled": STATE_COLORS["active"]}
-    for name, s in series.items():
-        fig.add_scatter(name=name, x=s.index, y=s.to_numpy(), mode="lines+markers",
-                        line_color=colors.get(name.split(" ")[0], STATE_COLORS["failed"]))
-    fig.update_layout(title=f"{title} ({source})", xaxis_title="time (UTC)", yaxis_title="per minute")
+    for name, s in series.items():  # bars: readable even when everything fell in one minute
+        fig.add_bar(name=name, x=s.index, y=s.to_numpy(),
+                    marker_color=colors.get(name.split(" ")[0], STATE_COLORS["failed"]))
+    fig.update_layout(title=f"{title} ({source})", xaxis_title="minute (UTC)", yaxis_title="per minute",
+                      barmode="group", xaxis={"type": "date", "tickformat": "%H:%M\n%b %d"})
     return fig
 
 
@@ -123,7 +124,7 @@ def attempts_histogram(snap) -> go.Figure:
     for state, grp in j.groupby(j["state"].astype("str")):
         fig.add_histogram(name=state, x=grp["attempts_made"].astype("float64"), marker_color=STATE_COLORS.get(state))
     fig.update_layout(title=title, barmode="stack", xaxis_title="attempts made", yaxis_title="jobs",
-                      yaxis_type="log")
+                      xaxis={"dtick": 1})
     return fig
 
 

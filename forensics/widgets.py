@@ -34,6 +34,15 @@ def _pretty(text) -> str:
         return str(text)[:PAYLOAD_CHARS]
 
 
+def _stack(text) -> str:
+    """Stack traces (a JSON array, one per failed attempt) as text, newest first."""
+    try:
+        entries = [e for e in json.loads(text) if isinstance(e, str)]
+    except (ValueError, TypeError):
+        return _pretty(text)
+    return "\n\n".join(reversed(entries))[:PAYLOAD_CHARS]
+
+
 def job_card(snap, queue: str, job_id: str) -> str:
     """One job as HTML: fields, timeline, data, options, stack trace (all escaped)."""
     e = html.escape
@@ -50,9 +59,11 @@ def job_card(snap, queue: str, job_id: str) -> str:
               "attempts_started", "attempts_configured", "backoff_type", "stalled_count", "failed_reason",
               "lock_present", "lock_ttl_ms", "processed_by", "progress", "log_count", "data_bytes"]
     rows = "".join(f"<tr><th>{f}</th><td>{e(str(r[f]))}</td></tr>" for f in fields if f in r and pd.notna(r[f]))
-    blocks = "".join(f"<h5>{t}</h5><pre>{e(_pretty(p.get(k)))}</pre>"
-                     for t, k in (("data", "data"), ("options", "opts"), ("return value", "returnvalue"),
-                                  ("stack traces", "stacktrace")) if pd.notna(p.get(k)))
+    blocks = "".join(f"<h5>{t}</h5><pre>{e(show(p.get(k)))}</pre>"
+                     for t, k, show in (("data", "data", _pretty), ("options", "opts", _pretty),
+                                        ("return value", "returnvalue", _pretty),
+                                        ("stack traces, newest first", "stacktrace", _stack))
+                     if pd.notna(p.get(k)))
     return f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>{blocks}</div>"
 
 

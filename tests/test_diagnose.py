@@ -5,8 +5,9 @@ silent (the meta-test enforces it). Sources:
   bull / bullmq5 / bullmq6   tests/node/scenario.js (the incident), captured once
   live      a real BullMQ worker alive and hanging on a job, 4 jobs waiting behind it
   healthy-* a well-configured queue with a live worker (tests/node/healthy.js)
-  evicted   a Redis with allkeys-lru and a tiny maxmemory, filled until it evicted jobs
-  orphan    a job hash whose id was removed from the wait list
+  evicted   a Redis with allkeys-lru and a tiny maxmemory, filled until it evicted keys
+  damaged   a job hash deleted (as eviction does) and another whose id left the wait list
+            (eviction itself is random: it may take the wait list instead of hashes)
 Thresholds are overridden only where the incident is real but smaller than the defaults.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ FIRES = [
     ("rate-limit-freeze", "bullmq5", "limited", {}),
     ("rate-limit-freeze", "bull", "limited", {}),
     ("priority-starvation", "bullmq5", "backlog", {"starvation_minutes": 0}),
-    ("missing-job-hash", "evicted", "bench", {}),
+    ("missing-job-hash", "damaged", "jobs", {}),
     ("retry-storm", "bullmq5", "mail", {"retry_storm_jobs": 1, "retry_storm_share": 0}),
     ("unbounded-attempts", "bullmq5", "backlog", {}),
     ("unbounded-attempts", "bull", "backlog", {}),
@@ -58,7 +59,7 @@ FIRES = [
     ("events-stream-bloat", "bullmq5", "mail", {"events_max_entries": 10}),
     ("eviction-policy", "evicted", None, {}),
     ("memory-pressure", "evicted", None, {}),
-    ("orphan-job-hashes", "orphan", "jobs", {}),
+    ("orphan-job-hashes", "damaged", "jobs", {}),
     ("missing-timeout", "bull", "mail", {}),
     ("timeout-failures", "bull", "slowjobs", {}),
     ("high-concurrency", "live", "busy", {"max_concurrency": 0}),
@@ -140,10 +141,12 @@ def sources(redis_server, captured, tmp_path_factory):
         finally:
             srv.stop()
 
-    def orphan():
-        run_node("fill.js", "bullmq5", url, "diag-orphan", "jobs", "3")
-        redis_server.client().lrem("diag-orphan:jobs:wait", 0, "2")  # a crashed script's half-done move
-        return forensics.capture(url, prefix="diag-orphan")
+    def damaged():
+        run_node("fill.js", "bullmq5", url, "diag-damaged", "jobs", "4")
+        admin = redis_server.client()
+        admin.lrem("diag-damaged:jobs:wait", 0, "2")  # a crashed script's half-done move
+        admin.delete("diag-damaged:jobs:3")           # what eviction does to a job hash
+        return forensics.capture(url, prefix="diag-damaged")
 
     def get(name: str):
         if name not in cache:
@@ -155,8 +158,8 @@ def sources(redis_server, captured, tmp_path_factory):
                 cache[name] = healthy(name.split("-", 1)[1])
             elif name == "evicted":
                 cache[name] = evicted()
-            elif name == "orphan":
-                cache[name] = orphan()
+            elif name == "damaged":
+                cache[name] = damaged()
         return cache[name]
     return get
 

@@ -48,6 +48,7 @@ PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
 CHUNK = 20000         # jobs decoded (and payloads spooled) at a time
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
+LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 
 # State structures in precedence order: a job seen in two (it moved while we read) keeps
 # the first. (key suffix, redis type, state name)
@@ -533,6 +534,9 @@ class _Capture:
                 g[c] = gone[c].astype("str").to_numpy()
             g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
             jobs = pd.concat([jobs, g], ignore_index=True)
+        lines = getattr(self, "_log_lines", None)
+        if lines is not None and len(payloads):
+            payloads["logs"] = payloads["job_id"].map(lines).astype("str")
         self._payload_writer.write(payloads)
         try:
             jobs = self._recheck(q, jobs, extras.budget)
@@ -618,8 +622,14 @@ class _Capture:
                      pd.Series([_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64"))
         log_ids = mine.loc[mine["family"] == "logs", "job_id"].astype("str").unique()
         if len(log_ids):
-            res = self._results([("LLEN", f"{q.base}{j}:logs") for j in log_ids], essential=False)
-            logs = pd.Series([_int(x) or 0 for x in res], index=log_ids, dtype="Int64")
+            cmds = []
+            for j in log_ids:  # the count, and the newest LOG_LINES lines for the job inspector
+                cmds += [("LLEN", f"{q.base}{j}:logs"), ("LRANGE", f"{q.base}{j}:logs", -LOG_LINES, -1)]
+            res = self._results(cmds, essential=False)
+            logs = pd.Series([_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
+            self._log_lines = pd.Series([_json(x) if x else None for x in res[1::2]], index=log_ids, dtype="str")
+        else:
+            self._log_lines = None
         return locks, logs
 
     def set_job_dtypes(self) -> None:

@@ -49,7 +49,7 @@ JOB_COLUMNS: dict[str, str] = {
 }
 PAYLOAD_COLUMNS: dict[str, str] = {
     "prefix": "str", "queue": "str", "job_id": "str", "data": "str", "returnvalue": "str",
-    "stacktrace": "str", "opts": "str",
+    "stacktrace": "str", "opts": "str", "logs": "str",
 }
 
 
@@ -288,6 +288,6 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
     jobs = pd.DataFrame({c: pd.Series(out[c], index=ids.index).astype(t) for c, t in JOB_COLUMNS.items()})
     payloads = pd.DataFrame({
         "prefix": out["prefix"], "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
-        "stacktrace": st, "opts": opts,
+        "stacktrace": st, "opts": opts, "logs": pd.Series(pd.NA, index=ids.index, dtype="str"),
     }).astype(PAYLOAD_COLUMNS)
     return jobs, payloads

@@ -62,9 +62,36 @@ def job_card(snap, queue: str, job_id: str) -> str:
     blocks = "".join(f"<h5>{t}</h5><pre>{e(show(p.get(k)))}</pre>"
                      for t, k, show in (("data", "data", _pretty), ("options", "opts", _pretty),
                                         ("return value", "returnvalue", _pretty),
-                                        ("stack traces, newest first", "stacktrace", _stack))
+                                        ("stack traces, newest first", "stacktrace", _stack),
+                                        ("log (newest lines)", "logs", _lines))
                      if pd.notna(p.get(k)))
-    return f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>{blocks}</div>"
+    return (f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>"
+            f"{_timeline(snap, r)}{blocks}</div>")
+
+
+def _lines(text) -> str:
+    try:
+        return "\n".join(str(x) for x in json.loads(text))[:PAYLOAD_CHARS]
+    except (ValueError, TypeError):
+        return str(text)[:PAYLOAD_CHARS]
+
+
+def _timeline(snap, r) -> str:
+    """The job's moments: its timestamps and its events from the stream (BullMQ)."""
+    e = html.escape
+    moments = [(r[c], c.replace("_at", "")) for c in ("added_at", "processed_at", "finished_at", "due_at")
+               if pd.notna(r.get(c))]
+    ev = snap.events
+    if len(ev):
+        mine = ev[(ev["prefix"].astype("str") == str(r["prefix"])) & (ev["queue"].astype("str") == str(r["queue"]))
+                  & (ev["job_id"].astype("str") == str(r["job_id"]))]
+        moments += [(t, f"event {x}" + (f" {f}" if isinstance(f, str) else ""))
+                    for t, x, f in zip(mine["time"], mine["event"], mine["fields"])]
+    if not moments:
+        return ""
+    moments.sort(key=lambda m: m[0])
+    rows = "".join(f"<tr><td>{e(str(t))}</td><td>{e(str(what))[:200]}</td></tr>" for t, what in moments)
+    return f"<h5>timeline</h5><table>{rows}</table>"
 
 
 def job_inspector(snap, interactive: bool = True, per_queue: int = 3):

@@ -131,6 +131,8 @@ def test_incident_facts_are_visible(captured, lib):
     assert data["password"] == "[REDACTED]" and data["apiKey"] == "[REDACTED]"
     assert data["nested"]["authorization"] == "[REDACTED]" and data["user"].startswith("u")
     assert not pay["data"].str.contains("hunter2").any()
+    logs = pay.set_index("job_id")["logs"]                          # newest log lines, captured
+    assert all(json.loads(logs[j]) == [f"processing {j}"] for j in welcome["job_id"])
     # Flavor and version.
     flavors = set(snap.queues["flavor"])
     assert flavors == {"bullmq" if bullmq else "bull"}

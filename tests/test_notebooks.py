@@ -101,3 +101,15 @@ def test_a_failing_cell_is_named(tmp_path):
 def test_report_of_a_damaged_snapshot_is_refused(tmp_path):
     res = forensics_cli("report", str(tmp_path), "--out", str(tmp_path / "x.html"))
     assert res.returncode == 2 and "not a snapshot" in res.stderr
+
+
+def test_job_inspector_card_shows_timeline_logs_and_escaped_data():
+    import forensics
+    from forensics import widgets
+    snap = forensics.load(EXAMPLE)
+    card = widgets.job_card(snap, "bull:mail", "1")
+    assert "timeline" in card and "event completed" in card and "processing 1" in card
+    injected = widgets.job_card(snap, "bull:mail", "10")
+    assert "&lt;script&gt;" in injected and "<script>" not in injected
+    static = widgets.job_inspector(snap, interactive=False)._repr_html_()
+    assert "Newest jobs per queue" in static and "<script>alert" not in static

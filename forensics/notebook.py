@@ -57,7 +57,8 @@ def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull",
 
 
 def only_queue(snap, queue: str):
-    """A view of the snapshot restricted to one queue (by name, or prefix:name)."""
+    """A view of the snapshot restricted to one queue: ``prefix:name`` selects exactly one;
+    a bare name selects that queue under every prefix."""
     from .snapshot import TABLES, Snapshot
     tables = {}
     for name in TABLES:

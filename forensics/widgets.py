@@ -139,7 +139,7 @@ def queue_picker(snap, interactive: bool = True):
     def show(_=None):
         out.clear_output()
         with out:
-            sub = only_queue(snap, pick.value.split(":", 1)[1] if snap.queues["prefix"].nunique() > 1 else pick.value)
+            sub = only_queue(snap, pick.value)  # the label, prefix-qualified when prefixes differ
             plots.jobs_by_state(sub).show()
             plots.active_timeline(sub).show()
     pick.observe(show, "value")

@@ -113,3 +113,13 @@ def test_job_inspector_card_shows_timeline_logs_and_escaped_data():
     assert "&lt;script&gt;" in injected and "<script>" not in injected
     static = widgets.job_inspector(snap, interactive=False)._repr_html_()
     assert "Newest jobs per queue" in static and "<script>alert" not in static
+
+
+def test_queue_filter_keeps_prefixes_apart():
+    import forensics
+    from forensics.notebook import only_queue
+    snap = forensics.load(EXAMPLE)
+    one = only_queue(snap, "bull:mail")
+    assert set(one.jobs["prefix"].astype("str")) == {"bull"} and set(one.queues["queue"]) == {"mail"}
+    both = only_queue(snap, "mail")
+    assert set(both.jobs["prefix"].astype("str")) == {"bull", "legacy"}

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .detectors import Context
+from .detectors import Context, option_set, retried_jobs
 
 ITEMS = ["retry-strategy", "timeout", "concurrency", "progress", "payload-size", "cleanup",
          "dead-letter", "monitoring", "health-checks", "memory-leak"]
@@ -23,11 +23,6 @@ def check(item: str):
     return wrap
 
 
-def _set(series: pd.Series) -> pd.Series:
-    """removeOnComplete/removeOnFail given and not 'keep everything'."""
-    return series.notna() & ~series.isin(["false", "null"])
-
-
 @check("retry-strategy")
 def retry_strategy(ctx: Context, q, jq, found):
     if not len(jq):
@@ -35,7 +30,7 @@ def retry_strategy(ctx: Context, q, jq, found):
     t = ctx.t
     inf = int(jq["attempts_infinite"].fillna(False).sum())
     big = int((jq["attempts_configured"].fillna(0) > t.max_attempts).sum())
-    retried = jq[(jq["attempts_configured"].fillna(0) > 1) | jq["attempts_infinite"].fillna(False).astype(bool)]
+    retried = retried_jobs(jq)
     not_exp = int((retried["backoff_type"].fillna("none") != "exponential").sum())
     if inf or big:
         return "fail", f"{inf} job(s) with infinite and {big} with more than {t.max_attempts} attempts"
@@ -107,7 +102,7 @@ def payload_size(ctx: Context, q, jq, found):
 def cleanup(ctx: Context, q, jq, found):
     if not len(jq):
         return "unknown", "no jobs to read options from"
-    rc, rf = bool(_set(jq["remove_on_complete"]).any()), bool(_set(jq["remove_on_fail"]).any())
+    rc, rf = bool(option_set(jq["remove_on_complete"]).any()), bool(option_set(jq["remove_on_fail"]).any())
     nc, nf, cap = int(q["n_completed"]), int(q["n_failed"]), ctx.t.retention_max_jobs
     if "unbounded-retention" in found:
         return "fail", f"{nc:,} completed / {nf:,} failed kept (over {cap:,})"
@@ -129,9 +124,9 @@ def dead_letter(ctx: Context, q, jq, found):
     nf = int(q["n_failed"])
     if len(rf) and rf.isin(["true", "0", '{"count":0}']).all():
         return "warn", "removeOnFail deletes failed jobs at once: permanent failures cannot be reviewed"
-    if nf > ctx.t.retention_max_jobs and not _set(jq["remove_on_fail"]).any():
+    if nf > ctx.t.retention_max_jobs and not option_set(jq["remove_on_fail"]).any():
         return "fail", f"{nf:,} failed jobs kept without bound"
-    if _set(jq["remove_on_fail"]).any():
+    if option_set(jq["remove_on_fail"]).any():
         return "pass", f"failed jobs kept, bounded by removeOnFail {rf.iloc[0]}; {nf:,} now"
     return "warn", f"failed jobs kept without a bound ({nf:,} now)"
 

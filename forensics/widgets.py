@@ -148,12 +148,18 @@ def queue_picker(snap, interactive: bool = True):
 
 
 def threshold_controls(snap, thresholds: dict | None = None, interactive: bool = True):
-    """Sliders for the main thresholds; moving one re-runs the detectors."""
+    """Sliders for the main thresholds; moving one re-runs the detectors.
+    Static fallback: the thresholds in force and which differ from the defaults (the
+    diagnosis itself is already shown by the notebook; running it again adds nothing)."""
     from .diagnosis import diagnose
     from .thresholds import Thresholds
     base = Thresholds.coerce(thresholds)
     if not interactive:
-        return diagnose(snap, thresholds=base)
+        default = Thresholds()
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td>"
+                       f"<td>{'' if v == getattr(default, k) else 'overridden'}</td></tr>"
+                       for k, v in base.as_dict().items())
+        return _HTML(f"<h4>Thresholds in force</h4><table>{rows}</table>")
     import ipywidgets as w
     knobs = {"stale_backlog_minutes": (0, 240), "hung_active_minutes": (0, 240), "max_attempts": (1, 100),
              "retry_storm_jobs": (1, 10000), "retention_max_jobs": (100, 1_000_000)}

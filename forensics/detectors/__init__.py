@@ -67,6 +67,16 @@ def minutes(td) -> float:
     return round(pd.Timedelta(td).total_seconds() / 60, 1)
 
 
+def option_set(series: pd.Series) -> pd.Series:
+    """removeOnComplete/removeOnFail given and not 'keep everything' (absent, false, null)."""
+    return series.notna() & ~series.isin(["false", "null"])
+
+
+def retried_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Jobs configured to be tried more than once (attempts > 1, or infinite)."""
+    return jobs[(jobs["attempts_configured"].fillna(0) > 1) | jobs["attempts_infinite"].fillna(False).astype(bool)]
+
+
 def is_bull(q) -> bool:
     """The queue was written by Bull (v3/v4), not BullMQ."""
     return q["flavor"] == "bull"
@@ -85,10 +95,8 @@ class Context:
 
     @cached_property
     def jobs(self) -> pd.DataFrame:
-        j = self.snap.jobs.copy()
-        for col in ("prefix", "queue", "state", "flavor"):
-            j[col] = j[col].astype("str")
-        return j
+        # Plain strings for the categoricals; the other columns are shared, not copied.
+        return self.snap.jobs.astype({col: "str" for col in ("prefix", "queue", "state", "flavor")})
 
     @cached_property
     def failed_fp(self) -> pd.Series:

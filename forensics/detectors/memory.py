@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import Context, detector
+from . import Context, detector, option_set
 
 
 def _mem(ctx: Context, q, families: list[str]) -> int | None:
@@ -23,7 +23,7 @@ def unbounded_retention(ctx: Context):
             if n <= t.retention_max_jobs:
                 continue
             fin = jq[jq["state"] == state]
-            unset = fin[opt].isna() | fin[opt].isin(["false", "null"])
+            unset = ~option_set(fin[opt])
             yield ctx.finding(
                 "unbounded-retention", "high" if n > 10 * t.retention_max_jobs else "medium",
                 f"{n:,} {state} jobs kept" + (" (no " + ("removeOnComplete" if state == "completed"

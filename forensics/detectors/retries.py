@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from . import Context, detector, is_bull
+from . import Context, detector, is_bull, retried_jobs
 
 UNFINISHED = ["wait", "active", "paused", "prioritized", "delayed", "waiting-children"]
 RETRY_WAIT = ["wait", "paused", "prioritized", "delayed"]
@@ -97,7 +97,7 @@ def unbounded_attempts(ctx: Context):
 def no_backoff(ctx: Context):
     t = ctx.t
     for q, jq in ctx.by_queue(ctx.jobs):
-        retried = jq[(jq["attempts_configured"].fillna(0) > 1) | jq["attempts_infinite"].fillna(False).astype(bool)]
+        retried = retried_jobs(jq)
         hit = retried[_weak_backoff(retried, t.min_backoff_ms)]
         if not len(hit):
             continue

@@ -5,14 +5,21 @@
     snap = forensics.load("snapshots/incident")
     snap.jobs, snap.queues, snap.events, snap.payloads, ...
     result = forensics.diagnose(snap)            # result.findings, result.checklist
+    series = forensics.load_series("snapshots/watch")   # captures over time
+    logs = forensics.read_logs("worker.log")            # pino / winston / text
+    forensics.diagnose(series, logs=logs); forensics.diff(old, new)
 """
 from ._version import __version__
 from .capture import capture
 from .diagnosis import Diagnosis, diagnose
+from .diff import Diff, diff
 from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .logs import join_logs, read_logs
+from .series import Series, load_series
 from .snapshot import Snapshot, load
 from .summary import summary
 from .thresholds import Thresholds
 
 __all__ = ["__version__", "capture", "load", "Snapshot", "summary", "diagnose", "Diagnosis",
+           "load_series", "Series", "read_logs", "join_logs", "diff", "Diff",
            "Thresholds", "ForensicsError", "ConnectError", "SnapshotError", "UsageError"]

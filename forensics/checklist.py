@@ -164,11 +164,44 @@ def health_checks(ctx: Context, q, jq, found):
 
 @check("memory-leak")
 def memory_leak(ctx: Context, q, jq, found):
-    return "unknown", "needs a series of captures (`--every`) or worker memory logs"
+    """Redis memory flat over a series, and the queue's workers' memory flat in their logs."""
+    from .detectors import trend
+    from .detectors.trends import duration, memory_trend
+    from .summary import human_bytes
+    t, bad, good = ctx.t, [], []
+    if "redis-memory-growth" in ctx.redis_wide:
+        bad.append("Redis used_memory grows over the series (redis-memory-growth)")
+    if "worker-memory-growth" in found:
+        bad.append("this queue's workers' memory grows (worker-memory-growth)")
+    elif "worker-memory-growth" in ctx.redis_wide:
+        bad.append("a worker's memory grows (worker-memory-growth; its queue is not named in the logs)")
+    s = ctx.series
+    if s is not None and len(s) >= t.series_min_points:
+        mine = s.queues[(s.queues["prefix"].astype(str) == str(q["prefix"])) & (s.queues["queue"].astype(str) == str(q["queue"]))]
+        tr = trend(mine["captured_at"], mine["memory_bytes"].astype("float64")) if len(mine) >= 2 else None
+        if tr and tr["slope_per_s"] > 0 and tr["r2"] >= t.trend_min_r2 and \
+                tr["last"] - tr["first"] >= max(t.memory_growth_min_share * max(tr["first"], 1), 64 * 1024):
+            bad.append(f"the queue's keys grew {human_bytes(tr['observed_first'])} → "
+                       f"{human_bytes(tr['observed_last'])} in {duration(tr['span_s'])}")
+        rt = memory_trend(s)
+        if rt and "redis-memory-growth" not in ctx.redis_wide:
+            good.append(f"Redis memory flat over {len(s)} captures in {duration(rt['span_s'])}")
+    logs = ctx.logs
+    if len(logs):
+        mem = logs[(logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna())]
+        mine = mem[(mem["queue"] == q["queue"]) | mem["queue"].isna()]
+        if len(mine) >= t.worker_memory_min_points and not bad:
+            good.append(f"worker memory flat in {len(mine):,} log records of {mine['worker'].nunique()} worker(s)")
+    if bad:
+        return "fail", "; ".join(bad)
+    if good:
+        return "pass", "; ".join(good)
+    return "unknown", "needs a series of captures (`capture --every`) or worker memory logs (`--logs`)"
 
 
 def evaluate(ctx: Context, findings: pd.DataFrame) -> pd.DataFrame:
     rows = []
+    ctx.redis_wide = set(findings.loc[findings["queue"].isna(), "id"]) if len(findings) else set()
     for q, jq in ctx.by_queue(ctx.jobs):
         mine = findings[(findings["prefix"] == q["prefix"]) & (findings["queue"] == q["queue"])] \
             if len(findings) else findings

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefix", action="append", metavar="P", help="key prefix (default: bull); repeatable")
     c.add_argument("--queue", action="append", metavar="Q", help="only this queue; repeatable")
     c.add_argument("--out", metavar="DIR", help="snapshot folder (default: snapshots/<UTC timestamp>)")
+    c.add_argument("--every", type=float, metavar="SECONDS",
+                   help="capture a series: one snapshot every SECONDS into --out (a series folder)")
+    c.add_argument("--count", type=int, metavar="N",
+                   help="with --every: stop after N snapshots (default: until Ctrl-C)")
+    c.add_argument("--logs", action="append", metavar="FILE",
+                   help="attach worker logs to the snapshot (pino/winston JSON lines or text; .gz; - for stdin)")
     c.add_argument("--no-redact", action="store_true",
                    help="keep job data fields that look like secrets (password, token, ...)")
     c.add_argument("--memory-samples", type=int, default=1000, metavar="N",
@@ -48,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diagnose", help="findings and checklist verdicts for a snapshot",
                        description="Run every detector and the production checklist over a saved "
                                    "snapshot. Exit 1 when --fail-on is met.")
-    d.add_argument("path", metavar="PATH", help="snapshot folder")
+    d.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
+    d.add_argument("--logs", action="append", metavar="FILE",
+                   help="worker logs to read with it (JSON lines or text; .gz; - for stdin); repeatable")
     d.add_argument("--format", choices=["table", "json", "markdown"], default="table")
     d.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
                    help=f"exit 1 if a finding this severe or worse exists ({', '.join(SEVERITIES)})")
@@ -59,14 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="render the postmortem of a snapshot as one HTML file",
                        description="Execute notebooks/postmortem.ipynb on a snapshot (papermill) and "
                                    "convert it to a self-contained HTML file; its path is printed last.")
-    r.add_argument("path", metavar="PATH", help="snapshot folder")
+    r.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
     r.add_argument("--out", metavar="FILE.html", help="where to write (default: PATH/report.html)")
+    r.add_argument("--logs", action="append", metavar="FILE", help="worker logs to include (repeatable)")
     r.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    x = sub.add_parser("diff", help="what changed between two snapshots",
+                       description="Compare two snapshots of the same Redis: jobs stuck in both (same lock), "
+                                   "queues that grew or drained, new failures by error fingerprint, bytes added.")
+    x.add_argument("old", metavar="OLD", help="the earlier snapshot folder")
+    x.add_argument("new", metavar="NEW", help="the later snapshot folder")
+    x.add_argument("--format", choices=["table", "json"], default="table")
+    x.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
-    s.add_argument("path", metavar="PATH", help="snapshot folder")
+    s.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
     s.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -77,6 +94,14 @@ def _capture(args) -> int:
     from .capture import capture
     from .errors import UsageError
     from .snapshot import MANIFEST
+    from .logs import describe, read_logs
+    if args.count is not None and args.every is None:
+        raise UsageError("--count needs --every SECONDS (a series)")
+    logs = read_logs(args.logs) if args.logs else None
+    if logs is not None:
+        print(f"logs: {describe(logs)}", file=sys.stderr)
+    if args.every is not None:
+        return _capture_series(args, logs)
     out = Path(args.out) if args.out else None
     # Refuse a bad destination before a long capture, not after it.
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
@@ -84,6 +109,8 @@ def _capture(args) -> int:
     snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
                    redact=not args.no_redact, memory_samples=args.memory_samples,
                    progress=False if args.quiet else (True if args.progress else None))
+    if logs is not None:
+        snap.attach_logs(logs)
     path = snap.save(args.out)
     m = snap.manifest
     for w in m.get("warnings", []):
@@ -94,11 +121,33 @@ def _capture(args) -> int:
     return EXIT_OK if snap.complete else EXIT_INCOMPLETE
 
 
+def _capture_series(args, logs) -> int:
+    from .series import capture_series, progress_line
+    quiet = args.quiet
+
+    def tick(i, snap, error):
+        if not quiet or error:
+            print(progress_line(i, args.count, snap, error), file=sys.stderr, flush=True)
+    if not quiet:
+        print(f"series: one capture every {args.every:g} s"
+              + (f", {args.count} in all" if args.count else ", until Ctrl-C"), file=sys.stderr, flush=True)
+    series, reason = capture_series(
+        args.redis, prefix=args.prefix or ["bull"], queues=args.queue, every=args.every, count=args.count,
+        out=args.out, redact=not args.no_redact, memory_samples=args.memory_samples,
+        progress=True if args.progress else False, logs=logs, on_tick=tick)
+    gaps = len(series.manifest.get("gaps", []))
+    print(f"series: {len(series)} snapshots over {series.span.total_seconds():.0f} s"
+          + (f", {gaps} gap(s)" if gaps else "") + f"; stopped: {reason}", file=sys.stderr)
+    print(series.path)
+    cut_short = (args.count is not None and len(series) < args.count) or not series.complete
+    return EXIT_INCOMPLETE if cut_short else EXIT_OK
+
+
 def _diagnose(args) -> int:
     from .diagnosis import diagnose
     from .thresholds import Thresholds
     thresholds = Thresholds.parse(args.threshold)
-    result = diagnose(args.path, thresholds=thresholds)
+    result = diagnose(args.path, logs=args.logs, thresholds=thresholds)
     out = {"table": result.to_table, "json": result.to_json, "markdown": result.to_markdown}[args.format]()
     print(out)
     if args.fail_on and len(result.at_least(args.fail_on)):
@@ -111,14 +160,26 @@ def _report(args) -> int:
     from .thresholds import Thresholds
     changes = {k: v for k, v in Thresholds.parse(args.threshold).as_dict().items()
                if v != getattr(Thresholds(), k)}
-    print(render(args.path, args.out, thresholds=changes))
+    print(render(args.path, args.out, thresholds=changes, logs=args.logs))
+    return EXIT_OK
+
+
+def _diff(args) -> int:
+    from .diff import diff
+    d = diff(args.old, args.new)
+    print(d.to_table() if args.format == "table" else d.to_json())
     return EXIT_OK
 
 
 def _summary(args) -> int:
-    from .snapshot import load
+    from .series import Series, open_path
     from .summary import summary
-    print(summary(load(args.path)))
+    src = open_path(args.path)
+    if isinstance(src, Series):
+        print(f"series {src.path}: {len(src)} snapshots, {src.first.captured_at} to {src.latest.captured_at}"
+              + "".join(f"\n! {w}" for w in src.warnings) + "\nlatest:")
+        src = src.latest
+    print(summary(src))
     return EXIT_OK
 
 
@@ -127,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
-        return {"capture": _capture, "diagnose": _diagnose, "report": _report,
+        return {"capture": _capture, "diagnose": _diagnose, "report": _report, "diff": _diff,
                 "summary": _summary}[args.command](args)
     except ForensicsError as e:
         if debug:

@@ -93,6 +93,7 @@ class Diagnosis:
         s = self.snapshot
         lines = [f"forensics diagnose: {s.get('path') or '(live capture)'} captured {s.get('captured_at')}"
                  + ("" if s.get("complete", True) else "  INCOMPLETE snapshot: counts are lower bounds")]
+        lines += self._context_lines()
         if not len(self.findings):
             lines.append("No findings.")
         else:
@@ -115,6 +116,20 @@ class Diagnosis:
             lines.append(f"! detector {e['id']} could not run: {e['error']}")
         return "\n".join(lines)
 
+    def _context_lines(self) -> list[str]:
+        s, out = self.snapshot, []
+        if "series" in s:
+            se = s["series"]
+            out.append(f"series of {se['snapshots']} snapshots, {se['first']} to {se['last']} "
+                       "(trends over all of them, everything else on the latest)")
+            out += [f"! {w}" for w in se.get("warnings", [])]
+        if "logs" in s:
+            lg = s["logs"]
+            out.append(f"logs: {lg['records']:,} records from {', '.join(lg['sources']) or '(attached)'}"
+                       + (f"; {lg['unparsed']:,} line(s) could not be read, e.g. {lg['unparsed_examples'][0]}"
+                          if lg.get("unparsed") else ""))
+        return out
+
     def _pivot(self) -> pd.DataFrame:
         c = self.checklist.copy()
         c["q"] = [self._label(p, q) for p, q in zip(c["prefix"], c["queue"])]
@@ -128,6 +143,7 @@ class Diagnosis:
         s = self.snapshot
         out = [f"# Diagnosis of `{s.get('path') or 'live capture'}`", "",
                f"Captured {s.get('captured_at')}" + ("" if s.get("complete", True) else " — **incomplete snapshot**"), "",
+               *[f"- {cell(x)}" for x in self._context_lines()], "",
                "## Findings", ""]
         if not len(self.findings):
             out.append("No findings.")
@@ -162,23 +178,51 @@ class Diagnosis:
             f"<td style='text-align:left;color:{vcolor[r.verdict]}'><b>{e(r.verdict)}</b></td><td><small>{e(r.evidence)}</small></td></tr>"
             for r in self.checklist.itertuples())
         from .notebook import left
-        return left(f"<div><h4>Diagnosis — {e(str(self.snapshot.get('path') or 'live capture'))}</h4>{findings}"
+        ctx_lines = "".join(f"<li>{e(x)}</li>" for x in self._context_lines())
+        return left(f"<div><h4>Diagnosis — {e(str(self.snapshot.get('path') or 'live capture'))}</h4>"
+                    + (f"<ul>{ctx_lines}</ul>" if ctx_lines else "") + f"{findings}"
                     f"<details open><summary>Checklist</summary><table>{checks}</table></details></div>")
 
     def __repr__(self) -> str:
         return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"
 
 
-def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
-    """Run every registered detector and the production checklist over a snapshot.
+def _logs_of(logs, snap) -> pd.DataFrame | None:
+    """Explicit logs (a DataFrame, or file paths for read_logs) plus any the snapshot carries."""
+    from .logs import read_logs
+    parts = []
+    if snap.has_logs:
+        parts.append(snap.logs)
+    if logs is not None:
+        parts.append(logs if isinstance(logs, pd.DataFrame) else read_logs(logs))
+    parts = [p for p in parts if len(p)] or parts[:1]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    out = pd.concat(parts, ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
+    out.attrs = {"sources": [x for p in parts for x in p.attrs.get("sources", [])],
+                 "lines": sum(p.attrs.get("lines", 0) for p in parts),
+                 "unparsed": sum(p.attrs.get("unparsed", 0) for p in parts),
+                 "unparsed_examples": [x for p in parts for x in p.attrs.get("unparsed_examples", [])][:5]}
+    return out
 
-    ``snapshot`` is a Snapshot or a snapshot folder path. ``logs`` is accepted for the
-    log detectors (not part of this release; ignored). A detector that fails is reported
-    in ``errors`` and the others still run."""
-    from .snapshot import Snapshot, load
-    snap = snapshot if isinstance(snapshot, Snapshot) else load(snapshot)
+
+def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
+    """Run every registered detector and the production checklist.
+
+    ``snapshot``: a Snapshot, a Series, or a snapshot or series folder. On a series, the
+    trend detectors read every capture and the others the latest one. ``logs``: worker
+    logs, as a DataFrame from ``read_logs`` or file path(s) (a snapshot's own attached logs
+    are always used). A detector that fails is reported in ``errors``; the others still run."""
+    from .series import Series, open_path
+    from .snapshot import Snapshot
+    src = snapshot if isinstance(snapshot, (Snapshot, Series)) else open_path(snapshot)
+    series = src if isinstance(src, Series) else None
+    snap = series.latest if series is not None else src
     t = Thresholds.coerce(thresholds)
-    ctx = Context(snap, t)
+    log_df = _logs_of(logs, snap)
+    ctx = Context(snap, t, series=series, logs=log_df)
     found: list[Finding] = []
     errors: list[dict] = []
     for det in REGISTRY.values():
@@ -195,6 +239,13 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
         findings = findings.sort_values(["_rank", "count", "_fam"], ascending=[True, False, True],
                                         kind="stable").drop(columns=["_rank", "_fam"]).reset_index(drop=True)
     checklist = checklist_mod.evaluate(ctx, findings)
-    meta = {"path": snap.path, "captured_at": snap.manifest.get("captured_at"),
-            "complete": snap.complete}
+    meta = {"path": series.path if series is not None else snap.path,
+            "captured_at": snap.manifest.get("captured_at"), "complete": snap.complete}
+    if series is not None:
+        meta["series"] = {"snapshots": len(series), "first": series.first.captured_at.isoformat(),
+                          "last": series.latest.captured_at.isoformat(), "warnings": series.warnings}
+    if log_df is not None:
+        a = log_df.attrs
+        meta["logs"] = {"records": len(log_df), "sources": a.get("sources", []), "unparsed": a.get("unparsed", 0),
+                        "unparsed_examples": a.get("unparsed_examples", [])}
     return Diagnosis(findings, checklist, meta, t, errors)

@@ -45,8 +45,11 @@ class _OfflineRenderer(_offline_renderer_base()):
 def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull", queue: str = ""):
     """Load ``snapshot`` or, when it is empty, capture ``redis_url`` live (read-only)."""
     import forensics
+    from .series import Series, open_path
     if snapshot:
-        snap = forensics.load(snapshot)
+        snap = open_path(snapshot)
+        if isinstance(snap, Series):  # a series folder: the latest capture
+            snap = snap.latest
     elif redis_url:
         snap = forensics.capture(redis_url, prefix=prefix, queues=[queue] if queue else None)
     else:
@@ -54,6 +57,27 @@ def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull",
     if queue:
         snap = only_queue(snap, queue)
     return snap
+
+
+def open_series(snapshot: str = "", queue: str = ""):
+    """The series when ``snapshot`` is a series folder, else None (figures then say a series
+    is needed). ``queue`` restricts every capture to that queue, as ``open_snapshot`` does."""
+    from .series import Series, is_series, load_series
+    if not snapshot or not is_series(snapshot):
+        return None
+    series = load_series(snapshot)
+    if queue:
+        series = Series([only_queue(s, queue) for s in series], path=series.path, manifest=series.manifest,
+                        warnings=series.warnings)
+    return series
+
+
+def open_logs(logs: str = ""):
+    """Worker logs from the ``logs`` parameter (comma separated files), or None."""
+    if not logs or not logs.strip():
+        return None
+    from .logs import read_logs
+    return read_logs(logs)
 
 
 def only_queue(snap, queue: str):
@@ -68,6 +92,8 @@ def only_queue(snap, queue: str):
             full = df["prefix"].astype("str") + ":" + label if "prefix" in df.columns else label
             df = df[(label == queue) | (full == queue)]
         tables[name] = df
+    if snap.has_logs:
+        tables["logs"] = snap.logs
     return Snapshot(tables, snap.manifest, path=snap.path)
 
 

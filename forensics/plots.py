@@ -128,18 +128,25 @@ def attempts_histogram(snap) -> go.Figure:
     return fig
 
 
-def error_fingerprints(snap, top: int = 15) -> go.Figure:
-    """The most frequent error fingerprints among failed and retrying jobs."""
+def error_fingerprints(snap, logs: pd.DataFrame | None = None, top: int = 15) -> go.Figure:
+    """The most frequent error fingerprints among failed and retrying jobs, and beside them
+    the worker log records with the same fingerprint (one error reads as one thing)."""
     title = "Errors by fingerprint"
     j = snap.jobs
     failing = j[j["failed_reason"].notna()]
-    if not len(failing):
-        return _empty(title, "no failed reasons in this snapshot")
-    counts = fingerprints(failing["failed_reason"]).value_counts().head(top).sort_values()
-    fig = go.Figure(go.Bar(x=counts.to_numpy(), y=[str(s)[:80] for s in counts.index], orientation="h",
-                           marker_color=STATE_COLORS["failed"]))
-    fig.update_layout(title=f"{title} (top {len(counts)})", xaxis_title="jobs", yaxis_title="error",
-                      height=max(300, 30 * len(counts) + 150))
+    jobs = fingerprints(failing["failed_reason"]).value_counts() if len(failing) else pd.Series(dtype="int64")
+    logged = logs["fingerprint"].dropna().value_counts() if logs is not None and len(logs) else pd.Series(dtype="int64")
+    if not len(jobs) and not len(logged):
+        return _empty(title, "no failed reasons in this snapshot" + ("" if logs is None else " and no errors in the logs"))
+    both = pd.DataFrame({"jobs": jobs, "log records": logged}).fillna(0)
+    both = both.loc[both.sum(axis=1).sort_values(ascending=False).index[:top]].iloc[::-1]
+    labels = [str(s)[:80] for s in both.index]
+    fig = go.Figure()
+    fig.add_bar(name="jobs (failed reason)", x=both["jobs"], y=labels, orientation="h", marker_color=STATE_COLORS["failed"])
+    if len(logged):
+        fig.add_bar(name="worker log records", x=both["log records"], y=labels, orientation="h", marker_color="#566573")
+    fig.update_layout(title=f"{title} (top {len(both)})", xaxis_title="jobs / records", yaxis_title="error",
+                      barmode="group", height=max(300, 30 * len(both) * (2 if len(logged) else 1) + 150))
     return fig
 
 
@@ -180,9 +187,132 @@ def memory_breakdown(snap) -> go.Figure:
     return fig
 
 
+NEEDS_SERIES = "one snapshot only: capture a series (forensics capture --every 30 --count 20) to see this over time"
+NEEDS_LOGS = "no worker logs: pass them with --logs (or the notebook's logs parameter)"
+
+
+def memory_over_time(series) -> go.Figure:
+    """Redis used_memory at each capture, maxmemory, and the straight-line projection to it."""
+    from .detectors import trend
+    from .detectors.trends import duration
+    title = "Redis memory over time"
+    if series is None or len(series) < 2:
+        return _empty(title, NEEDS_SERIES)
+    r = series.redis
+    if not len(r) or r["used_memory"].notna().sum() < 2:
+        return _empty(title, "INFO memory was not readable in these captures")
+    mb = 1024 * 1024
+    fig = go.Figure()
+    fig.add_scatter(name="used_memory", x=r["captured_at"], y=r["used_memory"] / mb, mode="lines+markers",
+                    line_color="#2874a6")
+    limit = r["maxmemory"].iloc[-1]
+    tr = trend(r["captured_at"], r["used_memory"])
+    last_t, last_v = r["captured_at"].iloc[-1], float(r["used_memory"].iloc[-1])
+    note = ""
+    if tr and tr["slope_per_s"] > 0:
+        eta = (float(limit) - last_v) / tr["slope_per_s"] if pd.notna(limit) and limit else None
+        horizon = eta if eta is not None and eta < 30 * 86400 else max(tr["span_s"], 3600)
+        end_t = last_t + pd.Timedelta(seconds=max(horizon, 0))
+        fig.add_scatter(name="projection (straight line)", x=[last_t, end_t],
+                        y=[last_v / mb, (last_v + tr["slope_per_s"] * max(horizon, 0)) / mb],
+                        mode="lines", line={"dash": "dash", "color": "#c0392b"})
+        note = f"; +{tr['slope_per_s'] * 3600 / mb:,.1f} MB/h" + (f", full in ~{duration(eta)}" if eta is not None else "")
+    if pd.notna(limit) and limit:
+        fig.add_hline(y=float(limit) / mb, line_dash="dot", line_color="#7b0000",
+                      annotation_text=f"maxmemory {float(limit) / mb:,.0f} MB")
+    fig.update_layout(title=title + note, xaxis_title="time (UTC)", yaxis_title="MB", yaxis_rangemode="tozero")
+    return fig
+
+
+def backlog_over_time(series, top: int = 10) -> go.Figure:
+    """Waiting + paused + prioritized + delayed jobs per queue at each capture."""
+    title = "Backlog over time (waiting + paused + prioritized + delayed)"
+    if series is None or len(series) < 2:
+        return _empty(title, NEEDS_SERIES)
+    q = series.queues
+    if not len(q):
+        return _empty(title, "no queues in these captures")
+    q = q.assign(backlog=q[["n_wait", "n_paused", "n_prioritized", "n_delayed"]].sum(axis=1),
+                 label=_labelled(q).to_numpy())
+    biggest = q.groupby("label")["backlog"].max().sort_values(ascending=False)
+    biggest = biggest[biggest > 0].head(top)
+    if not len(biggest):
+        return _empty(title, "no queue had a backlog in any capture")
+    fig = go.Figure()
+    for label in biggest.index:
+        g = q[q["label"] == label].sort_values("captured_at")
+        fig.add_scatter(name=label, x=g["captured_at"], y=g["backlog"], mode="lines+markers")
+    fig.update_layout(title=title, xaxis_title="time (UTC)", yaxis_title="jobs", yaxis_rangemode="tozero")
+    return fig
+
+
+def worker_memory(logs: pd.DataFrame | None) -> go.Figure:
+    """Each worker's heap used (solid) and RSS (dotted) from its memory log lines."""
+    title = "Worker memory from the logs"
+    if logs is None or not len(logs):
+        return _empty(title, NEEDS_LOGS)
+    mem = logs[(logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()) & logs["time"].notna()]
+    if not len(mem):
+        return _empty(title, "the logs hold no memory figures (e.g. pino logs of process.memoryUsage())")
+    mb = 1024 * 1024
+    fig = go.Figure()
+    for worker, g in mem.groupby("worker"):
+        for col, dash, what in (("heap_used_bytes", "solid", "heap"), ("rss_bytes", "dot", "RSS")):
+            pts = g[g[col].notna()]
+            if len(pts):
+                fig.add_scatter(name=f"{worker} {what}", x=pts["time"], y=pts[col] / mb, mode="lines",
+                                line={"dash": dash})
+    fig.update_layout(title=title, xaxis_title="time (UTC)", yaxis_title="MB", yaxis_rangemode="tozero")
+    return fig
+
+
+def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Figure:
+    """Queue events (BullMQ's events stream, else job timestamps) and worker log records on
+    one time axis; hover shows the job and the message."""
+    title = "Timeline: queue events and worker logs"
+    lanes = []
+    ev = snap.events
+    if len(ev):
+        e = ev.tail(limit)
+        lanes.append(pd.DataFrame({"time": e["time"], "lane": "event: " + e["event"].astype("str"),
+                                   "text": _labelled(e).to_numpy() + " job " + e["job_id"].astype("str").fillna("")}))
+    else:
+        j = snap.jobs
+        for col, what in (("added_at", "added"), ("processed_at", "started"), ("finished_at", "finished")):
+            sel = j[j[col].notna()].tail(limit)
+            if len(sel):
+                lanes.append(pd.DataFrame({"time": sel[col], "lane": f"job {what}",
+                                           "text": _labelled(sel).to_numpy() + " job " + sel["job_id"].astype("str")}))
+    if logs is not None and len(logs):
+        lg = logs[logs["time"].notna()].tail(limit)
+        lanes.append(pd.DataFrame({"time": lg["time"], "lane": "log: " + lg["level"].fillna("?").astype("str"),
+                                   "text": (lg["worker"].fillna("").astype("str") + ": "
+                                            + lg["message"].fillna("").astype("str").str.slice(0, 160)
+                                            + lg["job_id"].map(lambda x: f" (job {x})" if isinstance(x, str) else ""))}))
+    if not lanes:
+        return _empty(title, "no events, job timestamps or log records")
+    df = pd.concat(lanes, ignore_index=True)
+    df["time"] = pd.to_datetime(df["time"], utc=True)
+    colors = {"failed": STATE_COLORS["failed"], "error": STATE_COLORS["failed"], "fatal": "#7b0000",
+              "warn": STATE_COLORS["active"], "stalled": STATE_COLORS["active"], "completed": STATE_COLORS["completed"]}
+    fig = go.Figure()
+    for lane, g in df.groupby("lane", sort=True):
+        fig.add_scatter(name=lane, x=g["time"], y=[lane] * len(g), mode="markers", text=g["text"],
+                        marker={"color": colors.get(lane.split(": ")[-1]), "size": 7, "opacity": 0.7},
+                        hovertemplate="%{x}<br>%{text}<extra>%{y}</extra>")
+    fig.add_vline(x=snap.captured_at, line_dash="dash", line_color="#7f8c8d")
+    fig.update_layout(title=title + " (dashed line: the capture)", xaxis_title="time (UTC)", yaxis_title="what",
+                      showlegend=False,
+                      height=max(300, 30 * df["lane"].nunique() + 150))
+    return fig
+
+
 FIGURES = {
     "jobs_by_state": jobs_by_state, "active_timeline": active_timeline,
     "failures_over_time": failures_over_time, "attempts_histogram": attempts_histogram,
     "error_fingerprints": error_fingerprints, "payload_sizes": payload_sizes,
-    "memory_breakdown": memory_breakdown,
+    "memory_breakdown": memory_breakdown, "timeline": timeline,
 }
+# Figures of a Series (None: a figure saying a series is needed) and of worker logs.
+SERIES_FIGURES = {"memory_over_time": memory_over_time, "backlog_over_time": backlog_over_time}
+LOG_FIGURES = {"worker_memory": worker_memory}

@@ -4,6 +4,7 @@ script), headed by the snapshot's manifest."""
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,8 +20,9 @@ class ReportError(ForensicsError):
 
 
 def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict | None = None,
-           notebook: str | Path | None = None) -> Path:
-    """Render the postmortem of ``snapshot`` to HTML; returns the HTML path.
+           notebook: str | Path | None = None, logs: list[str] | str | None = None) -> Path:
+    """Render the postmortem of ``snapshot`` (a snapshot or series folder) to HTML; returns
+    the HTML path. ``logs``: worker log files to include ("-" reads stdin).
 
     ``out`` defaults to ``<snapshot>/report.html``. A failing cell raises ReportError
     naming the cell; the executed notebook is kept beside the HTML for debugging."""
@@ -28,18 +30,30 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
     import papermill
     from nbconvert import HTMLExporter
 
-    from .snapshot import load
+    from .logs import read_logs
+    from .series import Series, open_path
     from .thresholds import Thresholds
-    snap = load(snapshot)  # a damaged snapshot fails here, with the usual clear message
+    src = open_path(snapshot)  # a damaged snapshot fails here, with the usual clear message
+    snap = src.latest if isinstance(src, Series) else src
     Thresholds.coerce(thresholds)  # and so do unknown thresholds
+    work = Path(tempfile.mkdtemp(prefix="forensics-report-"))
+    log_files = []
+    for item in ([logs] if isinstance(logs, str) else list(logs or [])):
+        if item == "-":  # the notebook runs in another process: hand it a copy of stdin
+            copy = work / f"stdin-{len(log_files)}.log"
+            copy.write_bytes(sys.stdin.buffer.read())
+            item = str(copy)
+        log_files.append(str(Path(item).resolve()))
+    if log_files:
+        read_logs(log_files)  # a missing file fails now, not in a notebook cell
     nb_in = Path(notebook) if notebook else NOTEBOOKS / "postmortem.ipynb"
     if not nb_in.exists():
         raise UsageError(f"notebook {nb_in} not found (is queue-forensics installed from its repository?)")
     out = Path(out) if out else Path(snapshot) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    executed = Path(tempfile.mkdtemp(prefix="forensics-report-")) / "postmortem.ipynb"
+    executed = work / "postmortem.ipynb"
     params = {"snapshot": str(Path(snapshot).resolve()), "redis_url": "", "interactive": False,
-              "thresholds": dict(thresholds or {})}
+              "thresholds": dict(thresholds or {}), "logs": ",".join(log_files)}
     try:
         papermill.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name="python3",
                                    progress_bar=False, cwd=str(nb_in.parent), log_output=False)

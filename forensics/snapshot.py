@@ -29,6 +29,9 @@ MANIFEST = "manifest.json"
 TABLES = ("queues", "jobs", "payloads", "events", "workers", "redis", "metrics", "memory")
 
 
+# Tables a snapshot may have: worker logs attached at capture (``capture --logs``).
+OPTIONAL = ("logs",)
+
 # Big tables are read from their Parquet file on first use (loading or capturing a
 # million-job snapshot must not hold what nobody looked at).
 LAZY = ("jobs", "payloads", "events")
@@ -54,11 +57,25 @@ class Snapshot:
         files = self.__dict__.get("_files", {})
         if name in files:
             tables[name] = read_table(files[name], name)
+            if name == "logs":
+                tables[name].attrs.update(self.__dict__.get("manifest", {}).get("logs", {}))
             return tables[name]
+        if name in OPTIONAL:
+            from .logs import empty_logs
+            return empty_logs()
         raise AttributeError(f"Snapshot has no table {name!r}; tables: {', '.join(TABLES)}")
 
     def __dir__(self):
-        return sorted(set(super().__dir__()) | set(TABLES))
+        return sorted(set(super().__dir__()) | set(TABLES) | set(OPTIONAL))
+
+    def attach_logs(self, logs: pd.DataFrame) -> None:
+        """Keep worker log records with the snapshot (saved as logs.parquet)."""
+        self._tables["logs"] = logs
+        self.manifest = {**self.manifest, "logs": {k: v for k, v in logs.attrs.items()}}
+
+    @property
+    def has_logs(self) -> bool:
+        return "logs" in self._tables or "logs" in self._files
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -93,7 +110,7 @@ class Snapshot:
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path.parent))
         try:
             rows = {}
-            for name in TABLES:
+            for name in TABLES + tuple(n for n in OPTIONAL if self.has_logs):
                 target = tmp / f"{name}.parquet"
                 if name not in self._tables and name in self._files:
                     shutil.copyfile(self._files[name], target)
@@ -111,7 +128,7 @@ class Snapshot:
             raise
         self.manifest = manifest
         self.path = str(path)
-        self._files = {name: path / f"{name}.parquet" for name in TABLES}
+        self._files = {name: path / f"{name}.parquet" for name in rows}
         return str(path)
 
     # -- display ----------------------------------------------------------------------
@@ -143,6 +160,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise SnapshotError(f"{path} is a file; a snapshot is a folder holding {MANIFEST}")
     mf = path / MANIFEST
     if not mf.exists():
+        members = [c for c in path.iterdir() if c.is_dir() and (c / MANIFEST).exists()]
+        if members:
+            raise SnapshotError(f"{path} is a series folder ({len(members)} snapshots): "
+                                "use forensics.load_series() (the CLI commands take it as is)")
         raise SnapshotError(f"{path} is not a snapshot: it has no {MANIFEST}")
     try:
         manifest = json.loads(mf.read_text())
@@ -185,6 +206,9 @@ def load(path: str | os.PathLike) -> Snapshot:
             files[name] = file
         else:
             tables[name] = read_table(file, name)
+    for name in OPTIONAL:
+        if (path / f"{name}.parquet").exists():
+            files[name] = path / f"{name}.parquet"
     return Snapshot(tables, manifest, files=files, path=str(path))
 
 

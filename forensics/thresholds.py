@@ -77,6 +77,23 @@ class Thresholds:
     """used_memory / maxmemory above this is pressure (high) ..."""
     memory_critical_share: float = 0.95
     """... above this, critical."""
+    # --- trends (series of captures, worker logs) -------------------------------------
+    series_min_points: int = 3
+    """A trend needs at least this many captures (or memory log lines per worker: see below)."""
+    trend_min_r2: float = 0.5
+    """A trend counts only when a straight line explains this share of the variation (r2)."""
+    memory_growth_min_bytes: int = 1024 * 1024
+    """Redis used_memory must grow at least this much over the series ..."""
+    memory_growth_min_share: float = 0.05
+    """... and at least this share of where it started."""
+    backlog_growth_min_jobs: int = 100
+    """A queue's waiting + delayed jobs must grow at least this much over the series."""
+    worker_memory_min_points: int = 5
+    """Memory log lines needed per worker to judge its trend."""
+    worker_memory_growth_bytes: int = 50 * 1024 * 1024
+    """A worker's heap (or RSS) must grow at least this much over its log ..."""
+    worker_memory_growth_share: float = 0.25
+    """... and at least this share of where it started."""
     # --- config ----------------------------------------------------------------------
     max_concurrency: int = 50
     """More jobs active at once on one worker than this."""

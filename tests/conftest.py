@@ -118,10 +118,14 @@ def captured(redis_server, scenario):
     return get
 
 
+def forensics_exe() -> str:
+    """The installed console script (the virtualenv's, beside this Python)."""
+    return shutil.which("forensics", path=str(Path(os.sys.executable).parent)) or "forensics"
+
+
 def forensics_cli(*args: str, env: dict | None = None, cwd=None, timeout: int = 300):
     """Run the installed CLI as a user would; returns CompletedProcess (text)."""
-    exe = shutil.which("forensics", path=str(Path(os.sys.executable).parent)) or "forensics"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([forensics_exe(), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=cwd)
 
 
@@ -136,3 +140,47 @@ def wait_for_worker_connection(srv: RedisServer, prefix: str, timeout: float = 1
         if time.time() > deadline:
             raise RuntimeError(f"no worker connection under {prefix!r} appeared")
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def worker_logs(redis_server, tmp_path_factory):
+    """worker_logs(mode, lib) -> (prefix, log file): tests/node/logging.js run once per session.
+
+    Real workers of the pinned libraries writing real pino / winston logs while they leak
+    memory, lose their lock, fail jobs, or cannot reach Redis (see logging.js)."""
+    cache: dict[tuple[str, str], tuple[str, Path]] = {}
+    folder = tmp_path_factory.mktemp("worker-logs")
+
+    def get(mode: str, lib: str = "bullmq5", n: int = 30):
+        if (mode, lib) not in cache:
+            prefix = f"log-{mode}-{lib}"
+            path = folder / f"{prefix}.log"
+            url = redis_server.url(0)
+            if mode == "refused":
+                url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+            run_node("logging.js", mode, lib, url, prefix, "images" if mode in ("leak", "steady") else "jobs",
+                     str(path), str(n), timeout=120)
+            cache[(mode, lib)] = (prefix, path)
+        return cache[(mode, lib)]
+    return get
+
+
+@pytest.fixture(scope="session")
+def growing_series(tmp_path_factory):
+    """A series captured with the CLI (--every 1 --count 5) while a real BullMQ producer
+    fills a Redis (maxmemory 256 MB, noeviction) faster than a slow worker drains it.
+    Returns (series folder, the CLI's CompletedProcess, the Redis)."""
+    srv = RedisServer(tmp_path_factory.mktemp("grow"), "--maxmemory", "256mb", "--maxmemory-policy", "noeviction")
+    out = tmp_path_factory.mktemp("series") / "watch"
+    proc = subprocess.Popen(["node", str(NODE_DIR / "produce.js"), "bullmq5", srv.url(), "grow", "uploads",
+                             "300", "2000", "30", "20"], cwd=NODE_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "producing", proc.stderr.read() if proc.poll() else ""
+        res = forensics_cli("capture", "--redis", srv.url(), "--prefix", "grow", "--every", "1", "--count", "5",
+                            "--out", str(out))
+    finally:
+        proc.kill()
+        proc.wait()
+    yield out, res, srv
+    srv.stop()

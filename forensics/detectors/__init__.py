@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 
 from ..fingerprint import fingerprints
 from ..thresholds import Thresholds
 
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
-FAMILIES = ["stuck", "retries", "payloads", "memory", "config"]
+FAMILIES = ["stuck", "retries", "payloads", "memory", "config", "logs"]
 SAMPLE = 20  # job ids listed per finding (count holds the full number)
 
 
@@ -34,6 +35,10 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remediation: str = ""
     family: str = ""
+
+    def with_ids(self, ids: list[str]) -> "Finding":
+        self.job_ids = [str(i) for i in ids[:SAMPLE]]
+        return self
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,34 @@ def is_bull(q) -> bool:
     return q["flavor"] == "bull"
 
 
-class Context:
-    """The snapshot prepared once for all detectors."""
+def trend(times: pd.Series, values: pd.Series) -> dict | None:
+    """Least-squares line through (time, value): slope per second, fit quality (r2), the
+    fitted first and last values and the span. None with fewer than two distinct times."""
+    ok = times.notna() & values.notna()
+    t, v = times[ok], values[ok].astype("float64")
+    if len(t) < 2:
+        return None
+    x = (t - t.min()).dt.total_seconds().to_numpy()
+    y = v.to_numpy()
+    if x.max() <= 0:
+        return None
+    slope, icept = np.polyfit(x, y, 1)
+    fit = slope * x + icept
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - fit) ** 2).sum()) / ss_tot if ss_tot > 0 else 0.0
+    return {"slope_per_s": float(slope), "r2": round(r2, 3), "first": float(icept),
+            "last": float(slope * x.max() + icept), "span_s": float(x.max()), "points": int(len(x)),
+            "observed_first": float(y[np.argmin(x)]), "observed_last": float(y[np.argmax(x)])}
 
-    def __init__(self, snap, thresholds: Thresholds):
+
+class Context:
+    """The snapshot prepared once for all detectors (plus the series and the worker logs,
+    when given: detectors that need them report nothing without them)."""
+
+    def __init__(self, snap, thresholds: Thresholds, series=None, logs: pd.DataFrame | None = None):
         self.snap = snap
+        self.series = series
+        self._logs = logs
         self.t = thresholds
         self.now: pd.Timestamp = snap.captured_at
         self.manifest = snap.manifest
@@ -102,6 +130,12 @@ class Context:
     def failed_fp(self) -> pd.Series:
         """Fingerprint of each job's failed reason (NA where none)."""
         return fingerprints(self.jobs["failed_reason"])
+
+    @cached_property
+    def logs(self) -> pd.DataFrame:
+        """Worker log records joined to the snapshot's jobs (empty without logs)."""
+        from ..logs import empty_logs, join_logs
+        return join_logs(self._logs if self._logs is not None else empty_logs(), self.snap)
 
     @cached_property
     def payloads(self) -> pd.DataFrame:
@@ -139,7 +173,7 @@ class Context:
 
 
 def _load_all() -> None:
-    from . import config, memory, payloads, retries, stuck  # noqa: F401  (registration)
+    from . import config, memory, payloads, retries, stuck, trends, worker_logs  # noqa: F401  (registration)
 
 
 _load_all()

@@ -1,0 +1,224 @@
+"""Evidence that lives in worker logs (and where Bull leaves a trace, on the job hashes).
+
+Log records come joined to the snapshot's jobs (``Context.logs``): a record that names a
+job known to the snapshot carries its queue. Without logs, ``lock-lost`` and
+``redis-connection-errors`` still read the jobs' failed reasons, and ``missing-handler``
+needs only the snapshot.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ..summary import human_bytes
+from . import SAMPLE, Context, detector, trend
+from .trends import byte_rate, duration
+
+LOCK_LOST = re.compile(
+    r"Missing lock for job|could not renew lock|failed to (?:renew|extend) (?:the )?lock|"
+    r"lock (?:renewal|extension) failed|Lock mismatch for job|job lock (?:was )?(?:lost|expired)|"
+    r"lock (?:is )?missing for job", re.I)
+MISSING_HANDLER = "Missing process handler for job type"
+CONNECTION_KINDS = [
+    # (kind, pattern, severity, what it means and what to do)
+    ("oom", r"OOM command not allowed", "critical",
+     "Redis is at maxmemory with noeviction and refuses writes: jobs cannot be added, moved or finished. "
+     "Free memory now (bound retention with removeOnComplete/removeOnFail, trim events), then raise maxmemory."),
+    ("max-clients", r"max(?:imum)? number of clients reached", "high",
+     "Redis refused new connections at `maxclients`. Each BullMQ Worker/Queue/QueueEvents opens its own "
+     "connections (a blocking one per worker): share a connection for Queues, close them on shutdown, "
+     "and raise maxclients."),
+    ("connection-refused", r"ECONNREFUSED", "high",
+     "Workers could not reach Redis (down, restarting, failing over, or a wrong host/port). Jobs active then "
+     "stall; check Redis availability and the workers' REDIS_URL."),
+    ("max-retries", r"MaxRetriesPerRequestError|max retries per request", "high",
+     "ioredis gave up on a command. BullMQ needs `maxRetriesPerRequest: null` on the connection of a Worker "
+     "(and QueueEvents) so blocking calls survive a Redis restart."),
+    ("busy", r"\bBUSY\b.*(?:script|running)", "medium",
+     "Redis was busy running a long Lua script or function and answered nothing else; a huge `clean`, "
+     "`obliterate` or `drain` on a big queue does this. Run those in smaller batches (the limit argument)."),
+    ("crossslot", r"CROSSSLOT", "high",
+     "Redis Cluster: a queue's keys hash to different slots. Use a hash-tagged prefix, e.g. "
+     "`prefix: '{bull}'`, so every key of a queue lands on one slot."),
+    ("auth", r"NOAUTH|WRONGPASS|invalid (?:username-)?password|Authentication required", "high",
+     "Workers could not authenticate to Redis: check the password / ACL user in their connection settings."),
+    ("connection-lost", r"ECONNRESET|ETIMEDOUT|EPIPE|Connection is closed|Stream isn't writeable|"
+                        r"Socket closed unexpectedly", "medium",
+     "Connections to Redis dropped. Frequent drops leave jobs stalled; check network, Redis `timeout`, "
+     "and the proxy or load balancer between workers and Redis."),
+]
+_KINDS = [(k, re.compile(p, re.I), s, r) for k, p, s, r in CONNECTION_KINDS]
+
+
+def _text(df: pd.DataFrame) -> pd.Series:
+    """Message and error of each log record, as one string to match."""
+    return df["message"].fillna("") + " | " + df["error"].fillna("")
+
+
+def _job_text(jobs: pd.DataFrame) -> pd.Series:
+    return jobs["failed_reason"].fillna("") + " | " + jobs["stacktrace_top"].fillna("")
+
+
+def _examples(texts: pd.Series, n: int = 3) -> list[str]:
+    return [t.strip(" |")[:300] for t in texts.drop_duplicates().head(n)]
+
+
+def _when(df: pd.DataFrame) -> dict:
+    t = df["time"].dropna()
+    return {"first_seen": t.min().isoformat() if len(t) else None,
+            "last_seen": t.max().isoformat() if len(t) else None}
+
+
+def _queue_groups(ctx: Context, records: pd.DataFrame, jobs: pd.DataFrame):
+    """(queue row or None, that queue's log records, its jobs): records that name no known
+    queue form one Redis-wide group."""
+    known = {(str(q["prefix"]), str(q["queue"])): q for _, q in ctx.queues.iterrows()}
+    keys = set()
+    if len(records):
+        keys |= {(p, q) for p, q in zip(records["prefix"], records["queue"]) if (p, q) in known}
+    if len(jobs):
+        keys |= {(p, q) for p, q in zip(jobs["prefix"], jobs["queue"])}
+    for key in sorted(keys):
+        r = records[(records["prefix"] == key[0]) & (records["queue"] == key[1])] if len(records) else records
+        j = jobs[(jobs["prefix"] == key[0]) & (jobs["queue"] == key[1])] if len(jobs) else jobs
+        yield known.get(key), r, j
+    if len(records):
+        rest = records[[(p, q) not in known for p, q in zip(records["prefix"], records["queue"])]]
+        if len(rest):
+            yield None, rest, jobs.iloc[0:0]
+
+
+def _ids(records: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:
+    ids = list(dict.fromkeys([*jobs["job_id"].astype(str), *records["job_id"].dropna().astype(str)]))
+    return ids[:SAMPLE]
+
+
+@detector("worker-memory-growth", "memory", "a worker's memory grows job after job (a leak)")
+def worker_memory_growth(ctx: Context):
+    t = ctx.t
+    logs = ctx.logs
+    if not len(logs):
+        return
+    mem = logs[logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()]
+    for worker, g in mem.groupby("worker", sort=True):
+        metric = "heap_used_bytes" if g["heap_used_bytes"].notna().sum() >= t.worker_memory_min_points \
+            else "rss_bytes"
+        pts = g[g[metric].notna() & g["time"].notna()]
+        if len(pts) < t.worker_memory_min_points:
+            continue
+        tr = trend(pts["time"], pts[metric])
+        if tr is None or tr["slope_per_s"] <= 0 or tr["r2"] < t.trend_min_r2:
+            continue
+        grown = tr["last"] - tr["first"]
+        if grown < t.worker_memory_growth_bytes or grown < t.worker_memory_growth_share * max(tr["first"], 1):
+            continue
+        queues = g[["prefix", "queue"]].dropna().value_counts()
+        q = None
+        if len(queues):
+            (p, qn) = queues.index[0]
+            q = pd.Series({"prefix": p, "queue": qn})
+        elif g["queue"].notna().any():
+            q = pd.Series({"prefix": None, "queue": g["queue"].dropna().mode().iloc[0]})
+        jobs = g["job_id"].dropna().nunique()
+        label = "heap" if metric == "heap_used_bytes" else "RSS"
+        per_hour = tr["slope_per_s"] * 3600
+        f = ctx.finding(
+            "worker-memory-growth", "high" if grown >= tr["first"] else "medium",
+            f"worker {worker}: {label} grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
+            f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", over {jobs:,} jobs)" if jobs else ")"),
+            None, None, count=len(pts),
+            evidence={"worker": worker, "metric": metric, "points": tr["points"], "span_s": round(tr["span_s"], 1),
+                      "first_bytes": int(tr["observed_first"]), "last_bytes": int(tr["observed_last"]),
+                      "growth_bytes_per_hour": int(per_hour), "r2": tr["r2"], "jobs_seen": int(jobs),
+                      "last_rss_bytes": None if g["rss_bytes"].dropna().empty else int(g["rss_bytes"].dropna().iloc[-1]),
+                      **_when(pts)},
+            remediation="Memory that only grows across jobs is a leak in the processor: a cache or map keyed by "
+                        "job, listeners added per job (`worker.on(...)` inside the processor), clients or timers "
+                        "never closed. Compare two heap snapshots (`node --inspect`, `v8.writeHeapSnapshot()`) "
+                        "taken a few hundred jobs apart. Until it is fixed, restart workers before the OOM killer "
+                        "does: a killed worker leaves its jobs active until they stall.")
+        if q is not None:
+            f.prefix, f.queue = (None if q["prefix"] is None else str(q["prefix"])), str(q["queue"])
+        yield f
+
+
+@detector("lock-lost", "logs", "workers lost job locks (another worker may run the job too)")
+def lock_lost(ctx: Context):
+    logs = ctx.logs
+    records = logs[_text(logs).str.contains(LOCK_LOST, na=False)] if len(logs) else logs
+    jobs = ctx.jobs
+    traced = jobs[_job_text(jobs).str.contains(LOCK_LOST, na=False)] if len(jobs) else jobs
+    for q, r, j in _queue_groups(ctx, records, traced):
+        n = len(set(r["job_id"].dropna().astype(str)) | set(j["job_id"].astype(str))) or len(r)
+        where = []
+        if len(r):
+            where.append(f"{len(r):,} log record(s)")
+        if len(j):
+            where.append(f"{len(j):,} job hash(es) carry the error (Bull records it as the failed reason)")
+        bull = q is not None and q["flavor"] == "bull"
+        yield ctx.finding(
+            "lock-lost", "high", f"job locks lost: {' and '.join(where)}", q, None, count=n,
+            evidence={"log_records": len(r), "jobs_with_trace": len(j),
+                      "workers": sorted(r["worker"].dropna().unique().tolist())[:10],
+                      "examples": _examples(pd.concat([_text(r), _job_text(j)])), **_when(r)},
+            remediation="A worker held a job past its lock without renewing it: its event loop was blocked "
+                        "(CPU-bound or synchronous work in the processor) or the process paused. The stall "
+                        "checker may have handed the job to another worker, so it can run twice. Move CPU-heavy "
+                        "work to a sandboxed processor (a file path) or worker threads, raise "
+                        + ("`settings.lockDuration`" if bull else "the Worker's `lockDuration`")
+                        + ", and make the processor idempotent.").with_ids(_ids(r, j))
+
+
+@detector("redis-connection-errors", "logs", "workers hit Redis errors (refused, OOM, max clients, ...)")
+def redis_connection_errors(ctx: Context):
+    logs = ctx.logs
+    text = _text(logs) if len(logs) else pd.Series(dtype="str")
+    jtext = _job_text(ctx.jobs) if len(ctx.jobs) else pd.Series(dtype="str")
+    for kind, pattern, severity, remedy in _KINDS:
+        r = logs[text.str.contains(pattern, na=False)] if len(logs) else logs
+        j = ctx.jobs[jtext.str.contains(pattern, na=False)] if len(jtext) else ctx.jobs.iloc[0:0]
+        if not len(r) and not len(j):
+            continue
+        queues = {(p, q) for p, q in zip(r["prefix"], r["queue"]) if p is not None and q is not None} | \
+            {(p, q) for p, q in zip(j["prefix"], j["queue"])}
+        q = None
+        if len(queues) == 1 and not r["queue"].isna().any():
+            p, qn = next(iter(queues))
+            q = pd.Series({"prefix": p, "queue": qn})
+        parts = ([f"{len(r):,} log record(s)"] if len(r) else []) + ([f"{len(j):,} failed job(s)"] if len(j) else [])
+        yield ctx.finding(
+            "redis-connection-errors", severity, f"Redis {kind.replace('-', ' ')} errors: {' and '.join(parts)}",
+            q, None, count=len(r) + len(j),
+            evidence={"kind": kind, "log_records": len(r), "failed_jobs": len(j),
+                      "workers": sorted(r["worker"].dropna().unique().tolist())[:10],
+                      "queues": sorted(f"{p}:{qn}" for p, qn in queues)[:10],
+                      "examples": _examples(pd.concat([_text(r), _job_text(j)])), **_when(r)},
+            remediation=remedy).with_ids(_ids(r, j))
+
+
+@detector("missing-handler", "logs", "Bull jobs failed: no process handler for their name")
+def missing_handler(ctx: Context):
+    logs = ctx.logs
+    records = logs[_text(logs).str.contains(MISSING_HANDLER, case=False, regex=False, na=False)] if len(logs) else logs
+    jobs = ctx.jobs
+    failed = jobs[jobs["failed_reason"].fillna("").str.contains(MISSING_HANDLER, regex=False, na=False)]
+    for q, r, j in _queue_groups(ctx, records, failed):
+        if q is not None and q["flavor"] != "bull":
+            continue
+        names = j["name"].astype(str).value_counts().to_dict() if len(j) else {}
+        for text in _text(r):
+            m = re.search(r"Missing process handler for job type (\S+)", text)
+            if m:
+                names.setdefault(m.group(1), 0)
+        n = len(j) or len(r)
+        yield ctx.finding(
+            "missing-handler", "high",
+            f"{n:,} job(s) failed: no process handler for job name(s) {', '.join(map(str, list(names)[:5]))}",
+            q, None, count=n,
+            evidence={"failed_jobs": len(j), "log_records": len(r), "job_names": names,
+                      "examples": _examples(pd.concat([_text(r), j["failed_reason"].fillna("")])), **_when(r)},
+            remediation="Bull runs a named job only on a worker that called `queue.process('<name>', fn)` for that "
+                        "name. Register a handler for every name the producers use (or one `queue.process('*', fn)`) "
+                        "and deploy workers before producers add a new name; then retry the failed jobs "
+                        "(`job.retry()`).").with_ids(_ids(r, j))

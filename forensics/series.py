@@ -1,0 +1,258 @@
+"""A series: snapshots of the same Redis taken over time, in one folder.
+
+    forensics capture --every 30 --count 20 --out snapshots/watch     # writes the series
+    series = forensics.load_series("snapshots/watch")
+    series.redis          # every table stacked, with a leading captured_at column
+    series.latest         # the newest Snapshot
+
+Layout: ``<folder>/series.json`` (what was asked, what happened: gaps, why it stopped) and
+one snapshot folder per tick, ``0001-20261128T163000Z/`` and so on. Any folder whose
+sub-folders are snapshots loads as a series, so separate captures can be put side by side.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .snapshot import MANIFEST, TABLES, Snapshot, load, utcnow
+
+SERIES_FILE = "series.json"
+SERIES_KIND = "forensics.series/1"
+
+
+class Series:
+    """Snapshots ordered by capture time; tables stacked with ``captured_at``."""
+
+    def __init__(self, snapshots: list[Snapshot], path: str | None = None,
+                 manifest: dict | None = None, warnings: list[str] | None = None):
+        if not snapshots:
+            raise SnapshotError(f"{path or 'series'}: no readable snapshot in it")
+        self.snapshots = sorted(snapshots, key=lambda s: s.captured_at)
+        self.path = path
+        self.manifest = manifest or {}
+        self.warnings = list(warnings or [])
+        self._stacked: dict[str, pd.DataFrame] = {}
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def __iter__(self):
+        return iter(self.snapshots)
+
+    def __getitem__(self, i: int) -> Snapshot:
+        return self.snapshots[i]
+
+    @property
+    def latest(self) -> Snapshot:
+        return self.snapshots[-1]
+
+    @property
+    def first(self) -> Snapshot:
+        return self.snapshots[0]
+
+    @property
+    def captured_at(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex([s.captured_at for s in self.snapshots])
+
+    @property
+    def complete(self) -> bool:
+        return all(s.complete for s in self.snapshots)
+
+    @property
+    def span(self) -> pd.Timedelta:
+        return self.latest.captured_at - self.first.captured_at
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        if name.startswith("_") or name not in TABLES + ("logs",):
+            raise AttributeError(name)
+        if name not in self._stacked:
+            parts = []
+            for s in self.snapshots:
+                df = getattr(s, name)
+                df = df.drop(columns=["captured_at"], errors="ignore")  # redis has its own (the same)
+                parts.append(df.assign(captured_at=s.captured_at)[["captured_at", *df.columns]])
+            self._stacked[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        return self._stacked[name]
+
+    def __repr__(self) -> str:
+        return (f"<Series {len(self)} snapshots {self.first.captured_at.isoformat()} .. "
+                f"{self.latest.captured_at.isoformat()} path={self.path}>")
+
+    def _repr_html_(self) -> str:
+        import html
+        rows = "".join(
+            f"<tr><td>{html.escape(str(s.captured_at))}</td><td>{len(s.queues)}</td>"
+            f"<td style='text-align:right'>{s.row_count('jobs'):,}</td>"
+            f"<td>{'' if s.complete else 'INCOMPLETE'}</td></tr>" for s in self.snapshots)
+        from .notebook import left
+        return left(f"<div><b>Series of {len(self)} snapshots</b> ({html.escape(str(self.path))}), "
+                    f"span {html.escape(str(self.span))}<table><tr><th>captured</th><th>queues</th>"
+                    f"<th>jobs</th><th></th></tr>{rows}</table></div>")
+
+
+def is_series(path: str | os.PathLike) -> bool:
+    """A folder that is not itself a snapshot but holds series.json or snapshot folders."""
+    p = Path(path)
+    if not p.is_dir() or (p / MANIFEST).exists():
+        return False
+    return (p / SERIES_FILE).exists() or any((c / MANIFEST).exists() for c in p.iterdir() if c.is_dir())
+
+
+def load_series(path: str | os.PathLike) -> Series:
+    """Load every snapshot in a series folder, oldest first.
+
+    A damaged member is skipped with a warning in ``series.warnings`` (the others are
+    still evidence); a folder with no readable snapshot is a SnapshotError. A single
+    snapshot folder loads as a series of one."""
+    p = Path(path)
+    if not p.exists():
+        raise SnapshotError(f"{p}: no such series folder")
+    if not p.is_dir():
+        raise SnapshotError(f"{p} is a file; a series is a folder of snapshot folders")
+    if (p / MANIFEST).exists():
+        return Series([load(p)], path=str(p))
+    manifest: dict[str, Any] = {}
+    warnings: list[str] = []
+    if (p / SERIES_FILE).exists():
+        try:
+            manifest = json.loads((p / SERIES_FILE).read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            warnings.append(f"{SERIES_FILE} is damaged ({e}); reading the snapshot folders")
+    snaps = []
+    for child in sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")):
+        if not (child / MANIFEST).exists():
+            continue
+        try:
+            snaps.append(load(child))
+        except SnapshotError as e:
+            warnings.append(f"skipped {child.name}: {e}")
+    if not snaps:
+        raise SnapshotError(f"{p} holds no readable snapshot"
+                            + (f" ({warnings[0]})" if warnings else " (is it a series folder?)"))
+    return Series(snaps, path=str(p), manifest=manifest, warnings=warnings + list(manifest.get("warnings", [])))
+
+
+def open_path(path: str | os.PathLike) -> Snapshot | Series:
+    """A snapshot folder as a Snapshot, a series folder as a Series."""
+    return load_series(path) if is_series(path) else load(path)
+
+
+def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues: Iterable[str] | None = None, *,
+                   every: float, count: int | None, out: str | os.PathLike | None = None,
+                   redact: bool = True, memory_samples: int = 1000, progress: bool | None = None,
+                   logs: pd.DataFrame | None = None,
+                   on_tick: Callable[[int, Snapshot | None, str | None], None] | None = None) -> tuple[Series, str]:
+    """Capture every ``every`` seconds, ``count`` times (None: until Ctrl-C), into ``out``.
+
+    Ticks follow a fixed schedule from the start; a capture longer than ``every`` starts the
+    next one at once. A tick that cannot reach Redis is recorded as a gap and the series goes
+    on (the first one fails fast: wrong URL or password). Ctrl-C stops cleanly: between
+    ticks at once, during a capture after saving what it read. Returns (Series, reason)
+    where reason is why it stopped ("done", "interrupted (Ctrl-C)", ...)."""
+    from .capture import capture
+    if every <= 0:
+        raise UsageError("--every must be a positive number of seconds")
+    if count is not None and count < 1:
+        raise UsageError("--count must be at least 1")
+    root = Path(out) if out else Path("snapshots") / (utcnow().strftime("%Y%m%dT%H%M%SZ") + "-series")
+    if root.exists() and (root / MANIFEST).exists():
+        raise UsageError(f"--out {root} is a snapshot folder; a series needs a new or series folder")
+    if root.exists() and any(root.iterdir()) and not is_series(root):
+        raise UsageError(f"--out {root} exists and is not a series folder; choose a new path")
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
+    existing = sorted(c.name for c in root.iterdir() if (c / MANIFEST).exists())
+    meta: dict[str, Any] = {
+        "kind": SERIES_KIND, "started_at": utcnow().isoformat(), "every_s": every, "count": count,
+        "options": {"prefixes": prefixes, "queues": list(queues) if queues else None, "redact": redact},
+        "snapshots": existing, "gaps": [], "stopped": None}
+    stop = threading.Event()
+    reason = "done"
+
+    def write_meta():
+        (root / SERIES_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    write_meta()
+    t0 = time.monotonic()
+    tick = 0
+    try:
+        while count is None or tick < count:
+            due = t0 + tick * every
+            if stop.wait(max(0.0, due - time.monotonic())):
+                reason = "interrupted (Ctrl-C)"
+                break
+            tick += 1
+            try:
+                with warnings.catch_warnings():  # an incomplete tick is reported below, once
+                    warnings.simplefilter("ignore")
+                    snap = capture(url, prefix=prefixes, queues=queues, redact=redact,
+                                   memory_samples=memory_samples, progress=progress)
+            except ConnectError as e:
+                if not meta["snapshots"]:
+                    raise
+                meta["gaps"].append({"tick": tick, "at": utcnow().isoformat(), "error": str(e)})
+                write_meta()
+                if on_tick:
+                    on_tick(tick, None, str(e))
+                continue
+            if not snap.complete and "Ctrl-C" in str(snap.manifest.get("incomplete_reason")) and meta["snapshots"]:
+                # A tick cut short by the user is not a member: its counts are lower bounds and
+                # would read as a sudden drop. The complete snapshots before it are the series.
+                reason = f"interrupted (Ctrl-C) during capture {tick}; that partial capture was discarded"
+                break
+            if logs is not None:
+                snap.attach_logs(logs)
+            name = f"{len(meta['snapshots']) + 1:04d}-{snap.captured_at.strftime('%Y%m%dT%H%M%SZ')}"
+            snap.save(root / name)
+            meta["snapshots"].append(name)
+            write_meta()
+            if on_tick:
+                on_tick(tick, snap, None)
+            if not snap.complete:
+                reason = f"capture {name} cut short: {snap.manifest.get('incomplete_reason')}"
+                if "Ctrl-C" in str(snap.manifest.get("incomplete_reason")):
+                    reason = "interrupted (Ctrl-C)"
+                break
+            if stop.is_set():
+                reason = "interrupted (Ctrl-C)"
+                break
+    except KeyboardInterrupt:
+        reason = "interrupted (Ctrl-C, twice)"
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        meta["stopped"] = {"at": utcnow().isoformat(), "reason": reason, "ticks": tick}
+        write_meta()
+    if not meta["snapshots"]:
+        raise ForensicsError(f"series stopped before the first snapshot was saved ({reason})")
+    return load_series(root), reason
+
+
+def progress_line(tick: int, count: int | None, snap: Snapshot | None, error: str | None) -> str:
+    from .summary import human_bytes
+    of = f"{tick}/{count}" if count else f"{tick}"
+    if snap is None:
+        return f"series: [{of}] gap: {error}"
+    r = snap.redis.iloc[0] if len(snap.redis) else {}
+    used = r.get("used_memory") if hasattr(r, "get") else None
+    backlog = int(snap.queues[["n_wait", "n_paused", "n_prioritized", "n_delayed"]].sum().sum()) if len(snap.queues) else 0
+    return (f"series: [{of}] {snap.captured_at:%H:%M:%S} {len(snap.queues)} queues, "
+            f"{snap.row_count('jobs'):,} jobs, backlog {backlog:,}"
+            + (f", used_memory {human_bytes(used)}" if used is not None and pd.notna(used) else "")
+            + ("" if snap.complete else " (INCOMPLETE)"))

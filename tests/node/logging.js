@@ -1,0 +1,147 @@
+// Real workers writing real logs (pino, winston) while they get into trouble.
+// usage: node logging.js <mode> <lib> <redis-url> <prefix> <queue> <logfile> [n]
+//   leak          pino; each job retains ~4 MB of objects and logs process.memoryUsage()
+//   steady        pino; same work and memory logs, nothing retained
+//   locklost      pino; the processor blocks the event loop past lockDuration: the lock expires
+//   winston-json  winston JSON lines; jobs fail with upstream errors (Bull: also a job name
+//                 with no process handler)
+//   winston-text  the same through winston's printf format (plain text lines)
+//   refused       pino; a worker started against a Redis that is not there (ECONNREFUSED)
+//   oom           pino; a producer adding jobs until Redis (noeviction) refuses with OOM
+const [mode, lib, url, prefix, queueName, logfile, nArg] = process.argv.slice(2);
+const n = Number(nArg || 30);
+const mod = require(lib);
+const isMQ = lib.startsWith('bullmq');
+const IORedis = isMQ ? require(require.resolve('ioredis', { paths: [require.resolve(lib)] })) : null;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function pinoLogger() {
+  const pino = require('pino');
+  return pino({ base: { pid: process.pid, hostname: 'worker-a' } }, pino.destination({ dest: logfile, sync: true }));
+}
+
+function winstonLogger(text) {
+  const winston = require('winston');
+  const { combine, timestamp, json, printf } = winston.format;
+  const format = text
+    ? combine(timestamp(), printf((i) => `${i.timestamp} ${i.level}: ${i.message}`))
+    : combine(timestamp(), json());
+  return winston.createLogger({ level: 'info', format, transports: [new winston.transports.File({ filename: logfile })] });
+}
+
+function queueOf(extra = {}) {
+  if (isMQ) return new mod.Queue(queueName, { connection: new IORedis(url, { maxRetriesPerRequest: null }), prefix, ...extra });
+  return new mod(queueName, url, { prefix, ...extra });
+}
+
+// processor(job) -> result; returns { close } once the worker is running
+function workerOf(processor, opts, on) {
+  if (isMQ) {
+    const w = new mod.Worker(queueName, processor, {
+      connection: new IORedis(url, { maxRetriesPerRequest: null }), prefix, concurrency: 1,
+      name: `logging-${process.pid}`, ...opts });
+    for (const [ev, fn] of Object.entries(on)) w.on(ev, fn);
+    return w;
+  }
+  const q = new mod(queueName, url, { prefix, settings: opts.settings || {} });
+  for (const [ev, fn] of Object.entries(on)) q.on(ev, fn);
+  q.process(opts.handlerName || '*', 1, processor);
+  return q;
+}
+
+async function waitFinished(q, total, timeoutMs = 60000) {
+  const t0 = Date.now();
+  for (;;) {
+    const c = await q.getJobCounts();
+    if (c.completed + c.failed >= total) return;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timeout waiting for ${total} jobs: ${JSON.stringify(c)}`);
+    await sleep(50);
+  }
+}
+
+async function memoryRun(leak) {
+  const logger = pinoLogger();
+  const kept = [];
+  const q = queueOf();
+  const w = workerOf(async (job) => {
+    const junk = Array.from({ length: 100000 }, (_, i) => ({ i, job: job.id, s: `payload-${i}` }));
+    if (leak) kept.push(junk);  // the bug: a module-level cache that nobody empties
+    logger.info({ jobId: job.id, queue: queueName, memory: process.memoryUsage() }, 'job done');
+    return { rows: junk.length };
+  }, {}, { error: (err) => logger.error({ err }, 'worker error') });
+  for (let i = 0; i < n; i++) await q.add('render', { n: i }, { removeOnComplete: 100, attempts: 2 });
+  await waitFinished(q, n);
+  await w.close();
+  await q.close();
+}
+
+async function lockLost() {
+  const logger = pinoLogger();
+  const q = queueOf();
+  const busy = (ms) => { const end = Date.now() + ms; while (Date.now() < end) { /* CPU-bound, no await */ } };
+  const settings = { lockDuration: 1000, lockRenewTime: 500, stalledInterval: 600000 };
+  const w = workerOf(async (job) => {
+    logger.info({ jobId: job.id, queue: queueName }, 'started');
+    busy(2500);  // blocks the event loop: the lock is neither renewed nor kept
+    return 'done';
+  }, isMQ ? { lockDuration: 1000, stalledInterval: 600000 } : { settings }, {
+    error: (err) => logger.error({ err, queue: queueName }, 'worker error'),
+    failed: (job, err) => logger.error({ jobId: job && job.id, queue: queueName, err }, 'job failed'),
+    completed: (job) => logger.info({ jobId: job.id, queue: queueName }, 'job completed'),
+  });
+  await q.add('crunch', { n: 1 }, { attempts: 1 });
+  await sleep(4500);
+  await w.close(true);
+  await q.close();
+}
+
+async function winstonRun(text) {
+  const logger = winstonLogger(text);
+  const q = queueOf();
+  const fail = async (job) => { throw new Error(`upstream 503 for user u${job.data.n}`); };
+  const on = {
+    failed: (job, err) => (text
+      ? logger.error(`Job ${job.id} failed: ${err.message}`)
+      : logger.error('job failed', { jobId: job.id, queue: queueName, error: err.message })),
+    error: (err) => logger.error(`worker error: ${err.message}`),
+  };
+  const w = workerOf(fail, isMQ ? {} : { handlerName: 'sync' }, on);
+  let total = 0;
+  for (let i = 0; i < n; i++, total++) await q.add('sync', { n: i }, { attempts: 1 });
+  if (!isMQ) {  // a producer deployed before its worker: a job name nobody handles
+    for (let i = 0; i < 3; i++, total++) await q.add('export', { n: i }, { attempts: 1 });
+  }
+  await waitFinished(q, total);
+  await w.close();
+  await q.close();
+  await new Promise((resolve) => { logger.on('finish', resolve); logger.end(); });
+}
+
+async function refused() {
+  const logger = pinoLogger();
+  const w = workerOf(async () => 'never', {}, { error: (err) => logger.error({ err, queue: queueName }, 'worker error') });
+  await sleep(1500);
+  w.close(true).catch(() => {});
+  await sleep(100);
+}
+
+async function oom() {
+  const logger = pinoLogger();
+  const q = queueOf();
+  const pad = 'x'.repeat(20000);
+  for (let i = 0; i < 100000; i++) {
+    try {
+      await q.add('upload', { n: i, pad });
+    } catch (err) {
+      logger.error({ err, queue: queueName }, 'could not add job');
+      break;
+    }
+  }
+  await q.close();
+}
+
+const modes = {
+  leak: () => memoryRun(true), steady: () => memoryRun(false), locklost: lockLost,
+  'winston-json': () => winstonRun(false), 'winston-text': () => winstonRun(true), refused, oom,
+};
+modes[mode]().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

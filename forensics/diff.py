@@ -61,7 +61,7 @@ class Diff:
         cols = ["n_" + s.replace("-", "_") for s in STATES] + ["memory_bytes", "workers", "id_counter"]
         o = _strs(self.old.queues).set_index(KEY)[cols]
         n = _strs(self.new.queues).set_index(KEY)[cols]
-        both = o.join(n, how="outer", lsuffix="_old", rsuffix="_new")
+        both = o.join(n, how="outer", suffixes=("_old", "_new"))
         out = pd.DataFrame(index=both.index)
         for c in cols:
             out[f"{c}_old"] = both[f"{c}_old"]
@@ -130,7 +130,7 @@ class Diff:
         k = ["prefix", "queue", "family"]
         o = _strs(self.old.memory).set_index(k)[["keys", "bytes"]]
         n = _strs(self.new.memory).set_index(k)[["keys", "bytes"]]
-        both = o.join(n, how="outer", lsuffix="_old", rsuffix="_new").fillna(0)
+        both = o.join(n, how="outer", suffixes=("_old", "_new")).fillna(0)
         both["bytes_delta"] = both["bytes_new"] - both["bytes_old"]
         both["keys_delta"] = both["keys_new"] - both["keys_old"]
         both = both[both["bytes_delta"] != 0]

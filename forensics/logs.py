@@ -166,7 +166,7 @@ def _read_one(path: str, worker: str | None) -> tuple[list[dict], dict]:
                 row["format"] = "text"
             row["source"], row["line_no"] = source, n
             if not row.get("worker"):
-                row["worker"] = worker or source
+                row["worker"] = worker or source.removesuffix(".gz")
             rows.append(row)
     except (OSError, EOFError, gzip.BadGzipFile) as e:  # a truncated .gz: keep what was read
         stats["unparsed"] += 1

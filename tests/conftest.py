@@ -123,9 +123,12 @@ def forensics_exe() -> str:
     return shutil.which("forensics", path=str(Path(os.sys.executable).parent)) or "forensics"
 
 
-def forensics_cli(*args: str, env: dict | None = None, cwd=None, timeout: int = 300):
-    """Run the installed CLI as a user would; returns CompletedProcess (text)."""
+def forensics_cli(*args: str, env: dict | None = None, cwd=None, timeout: int = 300,
+                  input_bytes: bytes | None = None):
+    """Run the installed CLI as a user would (stdin from ``input_bytes``); returns
+    CompletedProcess (text)."""
     return subprocess.run([forensics_exe(), *args], capture_output=True, text=True, timeout=timeout,
+                          input=None if input_bytes is None else input_bytes.decode("utf-8", "replace"),
                           env={**os.environ, **(env or {})}, cwd=cwd)
 
 

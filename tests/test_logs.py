@@ -1,0 +1,140 @@
+"""Worker logs: real pino and winston output of real workers, and files gone wrong.
+
+The logs come from tests/node/logging.js (conftest.worker_logs): pino workers that leak
+memory or lose their lock, winston workers (JSON and printf text) whose jobs fail."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+import forensics
+from forensics.fingerprint import fingerprint
+from forensics.logs import LOG_COLUMNS, describe
+
+from conftest import forensics_cli
+
+
+def test_pino_memory_lines_become_columns(worker_logs):
+    prefix, path = worker_logs("leak")
+    logs = forensics.read_logs(path)
+    assert list(logs.columns[:len(LOG_COLUMNS)]) == LOG_COLUMNS
+    assert len(logs) == 30 and logs.attrs["unparsed"] == 0 and logs.attrs["lines"] == 30
+    assert set(logs["level"]) == {"info"} and set(logs["format"]) == {"json"}
+    now = pd.Timestamp.now(tz="UTC")
+    assert ((now - logs["time"]) < pd.Timedelta(minutes=30)).all()          # pino ms epoch, read as UTC
+    assert logs["time"].is_monotonic_increasing
+    assert sorted(logs["job_id"], key=int) == [str(i) for i in range(1, 31)]
+    assert set(logs["queue"]) == {"images"} and logs["worker"].str.startswith("worker-a/").all()
+    assert logs["heap_used_bytes"].notna().all() and logs["rss_bytes"].notna().all()
+    assert logs["heap_used_bytes"].iloc[-1] > logs["heap_used_bytes"].iloc[0] + 100e6   # it leaks
+
+
+def test_winston_json_and_text_read_the_same(worker_logs):
+    _, js = worker_logs("winston-json", "bull")
+    _, txt = worker_logs("winston-text", "bull")
+    a, b = forensics.read_logs(js), forensics.read_logs(txt)
+    assert len(a) == len(b) == 33 and a.attrs["unparsed"] == b.attrs["unparsed"] == 0
+    assert set(a["format"]) == {"json"} and set(b["format"]) == {"text"}
+    assert set(a["level"]) == set(b["level"]) == {"error"}                   # winston's string levels
+    assert a["time"].notna().all() and b["time"].notna().all()               # ISO timestamps
+    assert sorted(a["job_id"], key=int) == sorted(b["job_id"], key=int) == [str(i) for i in range(1, 34)]
+    assert a["fingerprint"].value_counts().to_dict() == b["fingerprint"].value_counts().to_dict()
+
+
+def test_log_errors_share_fingerprints_with_failed_reasons(redis_server, worker_logs):
+    prefix, path = worker_logs("winston-text", "bull")
+    snap = forensics.capture(redis_server.url(0), prefix=prefix)
+    logs = forensics.join_logs(forensics.read_logs(path), snap)
+    assert logs["queue"].eq("jobs").all() and logs["prefix"].eq(prefix).all()    # joined by "Job 12" alone
+    assert logs["job_state"].eq("failed").all()
+    jobs = snap.jobs.set_index("job_id")
+    for r in logs.itertuples():
+        assert r.fingerprint == fingerprint(jobs.loc[r.job_id, "failed_reason"])  # one error reads as one thing
+    assert {"upstream <n> for user <id>", "Missing process handler for job type export"} == set(logs["fingerprint"])
+
+
+def test_ambiguous_job_ids_are_not_guessed(redis_server, worker_logs, scenario):
+    """Job "3" can exist in many queues: a record naming no queue joins only a unique id."""
+    prefix, path = worker_logs("winston-text", "bull")
+    other, _ = scenario("bull")
+    snap = forensics.capture(redis_server.url(0), prefix=[prefix, other])
+    logs = forensics.join_logs(forensics.read_logs(path), snap)
+    ids = snap.jobs.groupby("job_id", observed=True).size()
+    shared = logs["job_id"].map(ids) > 1
+    assert shared.any() and (~shared).any()
+    assert logs.loc[shared, "queue"].isna().all()                       # not guessed
+    assert logs.loc[~shared, "prefix"].eq(prefix).all()                 # unique: joined, rightly
+
+
+GARBAGE = [
+    b"\x00\x01\x02\xff\xfe binary junk",
+    b'{"level":30,"time":17',                                 # truncated JSON
+    b"[1, 2, 3]",                                              # JSON, but not a record
+    b"",                                                       # blank lines are not errors
+    b"no timestamp, no json",
+    b"\xc3\x28 invalid utf-8",
+]
+
+
+def _mixed(worker_logs) -> bytes:
+    _, pino = worker_logs("locklost", "bullmq5")
+    _, text = worker_logs("winston-text", "bullmq5")
+    out = []
+    for a, b in zip(pino.read_bytes().splitlines(), text.read_bytes().splitlines()[:3]):
+        out += [a, b]
+    out.insert(2, b"    at Worker.processJob (worker.js:1:1)")   # a stack frame below a text line
+    return b"\n".join(out[:4] + GARBAGE + out[4:]) + b"\n"
+
+
+def test_malformed_and_mixed_lines_are_counted_not_fatal(worker_logs, tmp_path):
+    raw = _mixed(worker_logs)
+    plain = tmp_path / "mixed.log"
+    plain.write_bytes(raw)
+    gz = tmp_path / "mixed.log.gz"
+    gz.write_bytes(gzip.compress(raw))
+    a, b = forensics.read_logs(plain), forensics.read_logs(gz)
+    assert a.attrs["unparsed"] == b.attrs["unparsed"] == 5           # blank line not counted
+    assert len(a) == len(b) == 6 and set(a["format"]) == {"json", "text"}
+    assert a.drop(columns="source").equals(b.drop(columns="source"))
+    assert any("binary junk" in x for x in a.attrs["unparsed_examples"])
+    text_rows = a[a["format"] == "text"]
+    assert text_rows["stack"].fillna("").str.contains("at Worker.processJob").sum() == 1
+    assert "could not be read" in describe(a)
+    lock = a[a["message"].str.contains("worker error", na=False)]
+    assert lock["error"].str.startswith("Missing lock for job").all() and lock["job_id"].eq("1").all()
+
+
+def test_truncated_gzip_keeps_what_was_read(worker_logs, tmp_path):
+    _, path = worker_logs("leak")
+    data = gzip.compress(path.read_bytes())
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    logs = forensics.read_logs(cut)
+    assert 0 < len(logs) < 30 and logs.attrs["unparsed"] >= 1
+    assert "stopped reading" in logs.attrs["unparsed_examples"][-1]
+
+
+def test_cli_reads_logs_from_stdin_and_files(redis_server, worker_logs, tmp_path):
+    prefix, path = worker_logs("locklost", "bullmq5")
+    snap = forensics.capture(redis_server.url(0), prefix=prefix).save(tmp_path / "snap")
+    res = forensics_cli("diagnose", snap, "--format", "json", "--logs", "-", input_bytes=path.read_bytes())
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["snapshot"]["logs"]["records"] == 3 and doc["snapshot"]["logs"]["sources"] == ["-"]
+    assert "lock-lost" in {f["id"] for f in doc["findings"]}
+    res = forensics_cli("diagnose", snap, "--logs", str(tmp_path / "nope.log"))
+    assert res.returncode == 2 and res.stderr.strip() == f"forensics: log file {tmp_path / 'nope.log'} not found"
+    both = forensics_cli("diagnose", snap, "--logs", str(path), "--logs", str(path))
+    assert both.returncode == 0 and "logs: 6 records" in both.stdout
+
+
+def test_a_file_of_only_garbage_is_still_not_an_error(tmp_path):
+    bad = tmp_path / "bad.log"
+    bad.write_bytes(b"\n".join(GARBAGE))
+    logs = forensics.read_logs(bad)
+    assert len(logs) == 0 and logs.attrs["unparsed"] == 5
+    with pytest.raises(forensics.UsageError, match="is not a file"):
+        forensics.read_logs(tmp_path)

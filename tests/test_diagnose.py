@@ -8,6 +8,11 @@ silent (the meta-test enforces it). Sources:
   evicted   a Redis with allkeys-lru and a tiny maxmemory, filled until it evicted keys
   damaged   a job hash deleted (as eviction does) and another whose id left the wait list
             (eviction itself is random: it may take the wait list instead of hashes)
+  series-growing  a series captured while a producer fills Redis (conftest.growing_series)
+  series-quiet    a series of queues nobody touches
+  logs-MODE-LIB   a capture plus the pino/winston log of a real worker (tests/node/logging.js):
+                  leak, steady, locklost, winston-json, refused
+  oom       a producer's log when Redis (noeviction, tiny maxmemory) refuses writes
 Thresholds are overridden only where the incident is real but smaller than the defaults.
 """
 from __future__ import annotations
@@ -64,6 +69,15 @@ FIRES = [
     ("timeout-failures", "bull", "slowjobs", {}),
     ("high-concurrency", "live", "busy", {"max_concurrency": 0}),
     ("no-progress", "live", "busy", {"no_progress_minutes": 0}),
+    ("redis-memory-growth", "series-growing", None, {}),
+    ("backlog-growth", "series-growing", "uploads", {}),
+    ("worker-memory-growth", "logs-leak-bullmq5", "images", {}),
+    ("worker-memory-growth", "logs-leak-bull", "images", {}),
+    ("lock-lost", "logs-locklost-bullmq5", "jobs", {}),
+    ("lock-lost", "logs-locklost-bull", "jobs", {}),
+    ("redis-connection-errors", "logs-refused-bullmq5", None, {}),
+    ("redis-connection-errors", "oom", "jobs", {}),
+    ("missing-handler", "logs-winston-json-bull", "jobs", {}),
 ]
 SILENT = [
     ("stalled-active", "bullmq5", "render"),          # its lock is alive
@@ -98,11 +112,20 @@ SILENT = [
     ("timeout-failures", "bull", "mail"),
     ("high-concurrency", "live", "busy"),
     ("no-progress", "live", "busy"),
+    ("redis-memory-growth", "series-quiet", None),
+    ("backlog-growth", "series-quiet", None),
+    ("backlog-growth", "series-growing", "nothing-else"),  # only the queue that grows
+    ("worker-memory-growth", "logs-steady-bullmq5", None),  # same work, nothing retained
+    ("lock-lost", "logs-steady-bullmq5", None),
+    ("lock-lost", "logs-winston-json-bull", None),         # failures, but no lock trouble
+    ("redis-connection-errors", "logs-steady-bullmq5", None),
+    ("missing-handler", "logs-winston-json-bullmq5", None),  # BullMQ has no named handlers
+    ("missing-handler", "bull", None),
 ]
 
 
 @pytest.fixture(scope="module")
-def sources(redis_server, captured, tmp_path_factory):
+def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_series):
     """source name -> Snapshot, built on first use."""
     cache: dict[str, forensics.Snapshot] = {}
     url = redis_server.url(0)
@@ -148,8 +171,37 @@ def sources(redis_server, captured, tmp_path_factory):
         admin.delete("diag-damaged:jobs:3")           # what eviction does to a job hash
         return forensics.capture(url, prefix="diag-damaged")
 
+    def quiet_series():
+        from forensics.series import capture_series
+        run_node("fill.js", "bullmq5", url, "diag-quiet", "jobs", "20")
+        series, _ = capture_series(url, prefix="diag-quiet", every=0.3, count=4,
+                                   out=tmp_path_factory.mktemp("quiet") / "s", progress=False)
+        return series
+
+    def with_logs(mode: str, lib: str):
+        prefix, path = worker_logs(mode, lib)
+        return forensics.capture(url, prefix=prefix), forensics.read_logs(path)
+
+    def oom():
+        srv = RedisServer(tmp_path_factory.mktemp("oom"), "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+        try:
+            log = tmp_path_factory.mktemp("oom-log") / "producer.log"
+            run_node("logging.js", "oom", "bullmq5", srv.url(), "bull", "jobs", str(log))
+            return forensics.capture(srv.url(), prefix="bull"), forensics.read_logs(log)
+        finally:
+            srv.stop()
+
     def get(name: str):
         if name not in cache:
+            if name == "series-growing":
+                cache[name] = forensics.load_series(growing_series[0])
+            elif name == "series-quiet":
+                cache[name] = quiet_series()
+            elif name.startswith("logs-"):
+                mode, lib = name[5:].rsplit("-", 1)
+                cache[name] = with_logs(mode, lib)
+            elif name == "oom":
+                cache[name] = oom()
             if name in ("bull", "bullmq5", "bullmq6"):
                 cache[name] = captured(name)[0]
             elif name == "live":
@@ -165,7 +217,10 @@ def sources(redis_server, captured, tmp_path_factory):
 
 
 def _findings(sources, source, thresholds=None):
-    return forensics.diagnose(sources(source), thresholds=thresholds).findings
+    src = sources(source)
+    if isinstance(src, tuple):  # (snapshot, worker logs)
+        return forensics.diagnose(src[0], logs=src[1], thresholds=thresholds).findings
+    return forensics.diagnose(src, thresholds=thresholds).findings
 
 
 @pytest.mark.parametrize("det,source,queue,thresholds", FIRES,
@@ -294,3 +349,34 @@ def test_html_and_json_escape_nothing_away(sources):
     html = d._repr_html_()
     assert isinstance(html, str) and "stalled-active" in html
     assert json.loads(d.to_json())["findings"][0]["severity"] == "critical"
+
+
+def test_log_findings_carry_their_evidence(sources):
+    snap, logs = sources("logs-locklost-bull")
+    lock = forensics.diagnose(snap).findings.set_index("id").loc["lock-lost"]   # no logs: the hash alone
+    assert lock["evidence"]["jobs_with_trace"] == 1 and lock["evidence"]["log_records"] == 0
+    assert "settings.lockDuration" in lock["remediation"] and lock["job_ids"] == ["1"]
+    mq = _findings(sources, "logs-locklost-bullmq5").set_index("id").loc["lock-lost"]
+    assert mq["evidence"]["log_records"] == 2 and mq["job_ids"] == ["1"]
+    assert mq["evidence"]["examples"][0].startswith("worker error | Missing lock for job 1")
+    assert "the Worker's `lockDuration`" in mq["remediation"]
+    oom = _findings(sources, "oom").set_index("id").loc["redis-connection-errors"]
+    assert oom["severity"] == "critical" and oom["evidence"]["kind"] == "oom"
+    refused = _findings(sources, "logs-refused-bullmq5").set_index("id").loc["redis-connection-errors"]
+    assert refused["evidence"]["kind"] == "connection-refused" and refused["count"] >= 3
+    leak = _findings(sources, "logs-leak-bullmq5").set_index("id").loc["worker-memory-growth"]
+    ev = leak["evidence"]
+    assert ev["metric"] == "heap_used_bytes" and ev["jobs_seen"] == 30 and ev["worker"].startswith("worker-a/")
+    assert ev["last_bytes"] > ev["first_bytes"] + 100e6 and leak["severity"] == "high"
+    handler = _findings(sources, "logs-winston-json-bull").set_index("id").loc["missing-handler"]
+    assert handler["count"] == 3 and handler["evidence"]["job_names"] == {"export": 3}
+
+
+def test_memory_leak_verdict_reads_worker_logs(sources):
+    def verdict(source):
+        snap, logs = sources(source)
+        c = forensics.diagnose(snap, logs=logs).checklist.set_index(["queue", "item"])
+        return c.loc[("images", "memory-leak")]
+    assert verdict("logs-leak-bullmq5")["verdict"] == "fail"
+    steady = verdict("logs-steady-bullmq5")
+    assert steady["verdict"] == "pass" and "30 log records" in steady["evidence"]

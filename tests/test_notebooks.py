@@ -123,3 +123,38 @@ def test_queue_filter_keeps_prefixes_apart():
     assert set(one.jobs["prefix"].astype("str")) == {"bull"} and set(one.queues["queue"]) == {"mail"}
     both = only_queue(snap, "mail")
     assert set(both.jobs["prefix"].astype("str")) == {"bull", "legacy"}
+
+
+@pytest.mark.parametrize("name", ["memory-growth", "postmortem"])
+def test_trend_notebooks_show_the_series_and_the_logs(growing_series, worker_logs, tmp_path, name):
+    _, log = worker_logs("leak")
+    out = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3",
+                               progress_bar=False, cwd=str(ROOT / "notebooks"),
+                               parameters={"snapshot": str(growing_series[0]), "logs": str(log),
+                                           "interactive": False})
+    done = nbformat.read(str(out), as_version=4)
+    text = json.dumps([o for c in done.cells if c.cell_type == "code" for o in c.outputs])
+    assert "Redis memory over time" in text and "projection (straight line)" in text
+    assert "Backlog over time" in text and "uploads" in text
+    assert "Worker memory from the logs" in text and "worker-a/" in text
+    assert "redis-memory-growth" in text and "worker-memory-growth" in text
+    assert "capture a series" not in text and "no worker logs" not in text   # nothing says "missing"
+
+
+def test_report_of_a_series_with_worker_logs(growing_series, worker_logs, tmp_path):
+    _, leak = worker_logs("leak")
+    out = tmp_path / "r.html"
+    res = forensics_cli("report", str(growing_series[0]), "--logs", str(leak), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    html = out.read_text()
+    for text in ("redis-memory-growth", "backlog-growth", "worker-memory-growth", "Redis memory over time",
+                 "Backlog over time", "Worker memory from the logs", "Timeline: queue events and worker logs",
+                 "series of 5 snapshots", "logs: 30 records"):
+        assert text in html, text
+    assert html.count("plotly.js v") == 1 and not re.findall(r"<script[^>]+src=[\"']?(?:https?:)?//", html)
+
+
+def test_report_without_a_series_says_what_would_show_more(report_html):
+    assert "capture a series (forensics capture --every 30 --count 20)" in report_html
+    assert "no worker logs: pass them with --logs" in report_html

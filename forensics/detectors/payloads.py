@@ -44,8 +44,8 @@ def binary_payload(ctx: Context):
         pay = pay.astype({"prefix": "str", "queue": "str", "job_id": "str"})
         m = cand.merge(pay, on=["prefix", "queue", "job_id"], how="left")
         run = m["data"].str.extract(r"([A-Za-z0-9+/]{%d,}={0,2})" % t.base64_min_chars, expand=False)
-        # base64 of real bytes uses most of its alphabet; "xxxx…" padding or a long word does not
-        found = run.notna() & run.map(lambda r: isinstance(r, str) and len(set(r[:4096])) >= 32)
+        # base64 of bytes mixes several characters; "xxxx…" padding (one repeated letter) is not binary
+        found = run.notna() & run.map(lambda r: isinstance(r, str) and len(set(r[:4096])) >= 4)
         b64[m.loc[found.to_numpy(), "index"]] = True
     for q, jq in ctx.by_queue(jobs):
         buf = jq["data_has_buffer"].fillna(False).astype(bool)

@@ -74,9 +74,12 @@ def concurrency(ctx: Context, q, jq, found):
 
 @check("progress")
 def progress(ctx: Context, q, jq, found):
-    limit = pd.Timedelta(minutes=ctx.t.no_progress_minutes)
-    end = jq["finished_at"].where(jq["state"] != "active", ctx.now)
-    long = jq[jq["state"].isin(["active", "completed"]) & ((end - jq["processed_at"]) > limit)]
+    limit = ctx.t.no_progress_minutes * 60
+    # run time in seconds: until finished, or (active) until the capture; floats, because the
+    # capture time has a finer unit than the jobs' millisecond timestamps
+    ran = (jq["finished_at"] - jq["processed_at"]).dt.total_seconds().where(
+        jq["state"] != "active", (ctx.now - jq["processed_at"]).dt.total_seconds())
+    long = jq[jq["state"].isin(["active", "completed"]) & (ran > limit)]
     if not len(long):
         return "unknown", f"no job ran longer than {ctx.t.no_progress_minutes:g} min"
     silent = int((long["progress"].isna() | long["progress"].isin(["0", "null", "{}"])).sum())

@@ -73,6 +73,8 @@ class Diagnosis:
     def _label(self, prefix, queue) -> str:
         if queue is None or (isinstance(queue, float) and queue != queue):
             return "(redis)"
+        if prefix is None or (isinstance(prefix, float) and prefix != prefix):
+            return f"{queue} (not in the snapshot)"  # named by worker logs only
         return f"{prefix}:{queue}" if self._multi() else str(queue)
 
     # -- renderings -------------------------------------------------------------------
@@ -221,7 +223,8 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
     series = src if isinstance(src, Series) else None
     snap = series.latest if series is not None else src
     t = Thresholds.coerce(thresholds)
-    log_df = _logs_of(logs, snap)
+    carrier = next((s for s in series if s.has_logs), snap) if series is not None else snap
+    log_df = _logs_of(logs, carrier)
     ctx = Context(snap, t, series=series, logs=log_df)
     found: list[Finding] = []
     errors: list[dict] = []

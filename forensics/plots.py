@@ -194,7 +194,7 @@ NEEDS_LOGS = "no worker logs: pass them with --logs (or the notebook's logs para
 def memory_over_time(series) -> go.Figure:
     """Redis used_memory at each capture, maxmemory, and the straight-line projection to it."""
     from .detectors import trend
-    from .detectors.trends import duration
+    from .detectors.trends import byte_rate, duration
     title = "Redis memory over time"
     if series is None or len(series) < 2:
         return _empty(title, NEEDS_SERIES)
@@ -216,7 +216,7 @@ def memory_over_time(series) -> go.Figure:
         fig.add_scatter(name="projection (straight line)", x=[last_t, end_t],
                         y=[last_v / mb, (last_v + tr["slope_per_s"] * max(horizon, 0)) / mb],
                         mode="lines", line={"dash": "dash", "color": "#c0392b"})
-        note = f"; +{tr['slope_per_s'] * 3600 / mb:,.1f} MB/h" + (f", full in ~{duration(eta)}" if eta is not None else "")
+        note = f"; +{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", full in ~{duration(eta)}" if eta is not None else "")
     if pd.notna(limit) and limit:
         fig.add_hline(y=float(limit) / mb, line_dash="dot", line_color="#7b0000",
                       annotation_text=f"maxmemory {float(limit) / mb:,.0f} MB")
@@ -293,12 +293,17 @@ def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Fi
         return _empty(title, "no events, job timestamps or log records")
     df = pd.concat(lanes, ignore_index=True)
     df["time"] = pd.to_datetime(df["time"], utc=True)
-    colors = {"failed": STATE_COLORS["failed"], "error": STATE_COLORS["failed"], "fatal": "#7b0000",
-              "warn": STATE_COLORS["active"], "stalled": STATE_COLORS["active"], "completed": STATE_COLORS["completed"]}
+    colors = {"failed": STATE_COLORS["failed"], "retries-exhausted": STATE_COLORS["failed"],
+              "error": STATE_COLORS["failed"], "fatal": "#7b0000", "warn": STATE_COLORS["active"],
+              "stalled": STATE_COLORS["active"], "completed": STATE_COLORS["completed"],
+              "finished": STATE_COLORS["completed"], "added": STATE_COLORS["wait"], "waiting": STATE_COLORS["wait"],
+              "delayed": STATE_COLORS["delayed"], "active": "#f8c471", "started": "#f8c471",
+              "progress": STATE_COLORS["waiting-children"], "info": "#566573", "debug": "#aab7b8", "trace": "#d5dbdb"}
     fig = go.Figure()
     for lane, g in df.groupby("lane", sort=True):
         fig.add_scatter(name=lane, x=g["time"], y=[lane] * len(g), mode="markers", text=g["text"],
-                        marker={"color": colors.get(lane.split(": ")[-1]), "size": 7, "opacity": 0.7},
+                        marker={"color": colors.get(lane.split(": ")[-1].split(" ")[-1], "#7f8c8d"), "size": 7,
+                                "opacity": 0.7},
                         hovertemplate="%{x}<br>%{text}<extra>%{y}</extra>")
     fig.add_vline(x=snap.captured_at, line_dash="dash", line_color="#7f8c8d")
     fig.update_layout(title=title + " (dashed line: the capture)", xaxis_title="time (UTC)", yaxis_title="what",

@@ -216,8 +216,8 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                 # would read as a sudden drop. The complete snapshots before it are the series.
                 reason = f"interrupted (Ctrl-C) during capture {tick}; that partial capture was discarded"
                 break
-            if logs is not None:
-                snap.attach_logs(logs)
+            if logs is not None and not meta["snapshots"]:
+                snap.attach_logs(logs)  # once, with the first snapshot: the logs are the same for all
             name = f"{len(meta['snapshots']) + 1:04d}-{snap.captured_at.strftime('%Y%m%dT%H%M%SZ')}"
             snap.save(root / name)
             meta["snapshots"].append(name)

@@ -281,6 +281,12 @@ def test_incident_checklist_verdicts(sources):
     assert f.loc[("unbounded-attempts", "backlog"), "title"] == "2 job(s) with unbounded attempts (1 infinite, up to 1000)"
 
 
+def test_progress_verdict_on_a_long_silent_job(sources):
+    c = forensics.diagnose(sources("live"), thresholds={"no_progress_minutes": 0}).checklist
+    verdict = c.set_index(["queue", "item"]).loc[("busy", "progress")]
+    assert verdict["verdict"] == "warn" and "never reported progress" in verdict["evidence"]
+
+
 def test_severity_and_remediation_follow_the_library(sources):
     mq = forensics.diagnose(sources("bullmq5")).findings.set_index(["id", "queue"])
     bull = forensics.diagnose(sources("bull")).findings.set_index(["id", "queue"])

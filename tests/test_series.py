@@ -179,3 +179,14 @@ def test_logs_attached_at_capture_travel_with_the_snapshot(redis_server, worker_
     assert len(snap.logs) == 30 and snap.logs.attrs["unparsed"] == 0
     d = forensics.diagnose(snap)                                       # no --logs needed any more
     assert "worker-memory-growth" in set(d.findings["id"])
+
+
+def test_logs_attached_to_a_series_are_kept_once(redis_server, worker_logs, tmp_path):
+    prefix, log = worker_logs("leak")
+    res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", prefix, "--logs", str(log),
+                        "--every", "0.3", "--count", "3", "--out", str(tmp_path / "s"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    members = sorted(p for p in (tmp_path / "s").iterdir() if p.is_dir())
+    assert [(m / "logs.parquet").exists() for m in members] == [True, False, False]
+    d = forensics.diagnose(tmp_path / "s")
+    assert d.snapshot["logs"]["records"] == 30 and "worker-memory-growth" in set(d.findings["id"])

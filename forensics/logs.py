@@ -45,6 +45,10 @@ _MEM_HOLDERS = ("memory", "mem", "memoryUsage", "memory_usage", "process_memory"
 _MEM_FIELDS = {"rss_bytes": ("rss", "rssBytes", "rss_bytes"),
                "heap_used_bytes": ("heapUsed", "heap_used", "heapUsedBytes", "heap_used_bytes"),
                "heap_total_bytes": ("heapTotal", "heap_total", "heapTotalBytes", "heap_total_bytes")}
+# The same figures logged in megabytes: {"heapUsedMB": 312.5}
+_MEM_FIELDS_MB = {"rss_bytes": ("rssMB", "rssMb", "rss_mb"),
+                  "heap_used_bytes": ("heapUsedMB", "heapUsedMb", "heap_used_mb"),
+                  "heap_total_bytes": ("heapTotalMB", "heapTotalMb", "heap_total_mb")}
 
 # Plain text: a timestamp first (ISO 8601 or "2026-11-28 16:00:00,123", maybe in brackets),
 # then an optional level word, then the message.
@@ -57,12 +61,14 @@ _TEXT = re.compile(
 _JOB_IN_TEXT = re.compile(
     r"\bjob(?:[ _-]?id)?\s*(?:[#:=]\s*|\s+)[\"']?(?P<id>[\w:.-]*\d[\w:-]*|[0-9a-f-]{8,})[\"']?", re.I)
 _QUEUE_IN_TEXT = re.compile(r"\bqueue\s*(?:[:=]\s*|\s+)[\"']?(?P<q>[\w.-]+)[\"']?", re.I)
-_MEM_IN_TEXT = re.compile(r"\b(?P<k>rss|heapUsed|heap_used|heapTotal|heap_total)\s*[:=]\s*(?P<v>\d+(?:\.\d+)?)\s*(?P<u>[kmg]i?b|b|bytes)?\b",
-                          re.I)
-_UNITS = {"b": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000 ** 2, "mib": 1024 ** 2, "gb": 1000 ** 3,
+_MEM_IN_TEXT = re.compile(r"\b(?P<k>rss|heapUsed|heap[_ ]used|heapTotal|heap[_ ]total)\s*[:=]?\s*"
+                          r"(?P<v>\d+(?:\.\d+)?)\s*(?P<u>[kmg]i?b|b|bytes)?\b", re.I)
+# Node code writes "MB" for bytes / 1024 / 1024 (as process.memoryUsage() loggers do): binary units.
+_UNITS = {"b": 1, "bytes": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2, "gb": 1024 ** 3,
           "gib": 1024 ** 3}
 _TEXT_MEM_KEY = {"rss": "rss_bytes", "heapused": "heap_used_bytes", "heap_used": "heap_used_bytes",
-                 "heaptotal": "heap_total_bytes", "heap_total": "heap_total_bytes"}
+                 "heap used": "heap_used_bytes", "heaptotal": "heap_total_bytes", "heap_total": "heap_total_bytes",
+                 "heap total": "heap_total_bytes"}
 # "job 12 failed: upstream 503" -> the error is what follows the colon
 _FAILED_PREFIX = re.compile(r"^.*?\b(?:failed|error|errored|threw)\b\s*(?:with|:|-)\s*(?:error\s*:?\s*)?", re.I)
 
@@ -281,6 +287,11 @@ def _from_json(obj: dict) -> dict | None:
     holders = [obj] + [obj[h] for h in _MEM_HOLDERS if isinstance(obj.get(h), dict)]
     for col, keys in _MEM_FIELDS.items():
         row[col] = next((b for h in holders if (b := _bytes(_get(h, keys))) is not None), None)
+        if row[col] is None:
+            mb = next((b for h in holders if (b := _bytes(_get(h, _MEM_FIELDS_MB[col]))) is not None), None)
+            row[col] = None if mb is None else mb * 1024 * 1024
+    if all(row[c] is None for c in _MEM_FIELDS) and isinstance(row["message"], str):
+        _memory_from_text(row["message"], row)  # "memory: rss=512MB heapUsed=300MB" as the message
     if row["time"] is None and row["message"] is None and row["level"] is None:
         return None  # some other JSON document, not a log record
     return row
@@ -297,10 +308,14 @@ def _from_text(m: re.Match) -> dict | None:
     q = _QUEUE_IN_TEXT.search(msg)
     row["queue"] = q.group("q") if q else None
     row["worker"] = None
-    for mm in _MEM_IN_TEXT.finditer(msg):
+    _memory_from_text(msg, row)
+    return row
+
+
+def _memory_from_text(text: str, row: dict) -> None:
+    for mm in _MEM_IN_TEXT.finditer(text):
         key = _TEXT_MEM_KEY[mm.group("k").lower()]
         row[key] = float(mm.group("v")) * _UNITS[(mm.group("u") or "b").lower()]
-    return row
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

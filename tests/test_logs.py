@@ -138,3 +138,22 @@ def test_a_file_of_only_garbage_is_still_not_an_error(tmp_path):
     assert len(logs) == 0 and logs.attrs["unparsed"] == 5
     with pytest.raises(forensics.UsageError, match="is not a file"):
         forensics.read_logs(tmp_path)
+
+
+def test_memory_figures_in_the_shapes_node_code_logs_them(tmp_path):
+    """process.memoryUsage() spread flat, nested, in MB fields, or written into the message."""
+    mib = 1024 * 1024
+    path = tmp_path / "mem.log"
+    path.write_text("\n".join([
+        '{"level":30,"time":1795883721310,"pid":1,"rss":123,"heapUsed":45,"heapTotal":67,"msg":"flat"}',
+        '{"level":30,"time":1795883721311,"pid":1,"mem":{"rss":2000,"heapUsed":1000},"msg":"nested"}',
+        '{"level":30,"time":1795883721312,"pid":1,"heapUsedMB":312.5,"rssMB":500,"msg":"in MB fields"}',
+        '{"level":30,"time":1795883721313,"pid":1,"msg":"memory: rss=512MB heapUsed=300MB"}',
+        "2026-11-28T16:00:00Z info: memory usage rss 512 MB, heap used 300 MB",
+    ]) + "\n")
+    logs = forensics.read_logs(path).set_index("message")
+    assert logs.loc["flat", ["rss_bytes", "heap_used_bytes", "heap_total_bytes"]].tolist() == [123, 45, 67]
+    assert logs.loc["nested", ["rss_bytes", "heap_used_bytes"]].tolist() == [2000, 1000]
+    assert logs.loc["in MB fields", ["rss_bytes", "heap_used_bytes"]].tolist() == [500 * mib, 312.5 * mib]
+    for text in ("memory: rss=512MB heapUsed=300MB", "memory usage rss 512 MB, heap used 300 MB"):
+        assert logs.loc[text, ["rss_bytes", "heap_used_bytes"]].tolist() == [512 * mib, 300 * mib]

@@ -19,6 +19,9 @@ LOCK_LOST = re.compile(
     r"Missing lock for job|could not renew lock|failed to (?:renew|extend) (?:the )?lock|"
     r"lock (?:renewal|extension) failed|Lock mismatch for job|job lock (?:was )?(?:lost|expired)|"
     r"lock (?:is )?missing for job", re.I)
+# In logs only: a worker reporting a stalled job (its lock expired before it was renewed).
+# On job hashes the same words are Bull/BullMQ's stall failure, which stall-failures reports.
+LOG_STALLED = re.compile(r"\bjob\b[^|]*\bstalled\b|\bstalled\b[^|]*\bjob\b", re.I)
 MISSING_HANDLER = "Missing process handler for job type"
 CONNECTION_KINDS = [
     # (kind, pattern, severity, what it means and what to do)
@@ -146,7 +149,9 @@ def worker_memory_growth(ctx: Context):
 @detector("lock-lost", "logs", "workers lost job locks (another worker may run the job too)")
 def lock_lost(ctx: Context):
     logs = ctx.logs
-    records = logs[_text(logs).str.contains(LOCK_LOST, na=False)] if len(logs) else logs
+    text = _text(logs) if len(logs) else pd.Series(dtype="str")
+    records = logs[text.str.contains(LOCK_LOST, na=False) | text.str.contains(LOG_STALLED, na=False)] \
+        if len(logs) else logs
     jobs = ctx.jobs
     traced = jobs[_job_text(jobs).str.contains(LOCK_LOST, na=False)] if len(jobs) else jobs
     for q, r, j in _queue_groups(ctx, records, traced):

@@ -197,13 +197,20 @@ def _logs_of(logs, snap) -> pd.DataFrame | None:
         parts.append(snap.logs)
     if logs is not None:
         parts.append(logs if isinstance(logs, pd.DataFrame) else read_logs(logs))
+    return merge_logs(parts)
+
+
+def merge_logs(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """Several log frames as one, each record once (the same file given twice, or logs
+    attached to the snapshot and passed again, count once)."""
     parts = [p for p in parts if len(p)] or parts[:1]
     if not parts:
         return None
-    if len(parts) == 1:
+    if len(parts) == 1 and not parts[0].duplicated(["time", "source", "line_no", "message"]).any():
         return parts[0]
-    out = pd.concat(parts, ignore_index=True).sort_values("time", kind="stable").reset_index(drop=True)
-    out.attrs = {"sources": [x for p in parts for x in p.attrs.get("sources", [])],
+    out = pd.concat(parts, ignore_index=True).drop_duplicates(["time", "source", "line_no", "message"])
+    out = out.sort_values("time", kind="stable").reset_index(drop=True)
+    out.attrs = {"sources": list(dict.fromkeys(x for p in parts for x in p.attrs.get("sources", []))),
                  "lines": sum(p.attrs.get("lines", 0) for p in parts),
                  "unparsed": sum(p.attrs.get("unparsed", 0) for p in parts),
                  "unparsed_examples": [x for p in parts for x in p.attrs.get("unparsed_examples", [])][:5]}

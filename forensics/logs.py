@@ -89,7 +89,8 @@ def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker:
         lines += stats["lines"]
         examples += stats["examples"][:max(0, EXAMPLES - len(examples))]
     df = _frame([r for rows in frames for r in rows])
-    df.attrs.update({"sources": [str(i) for i in items], "lines": lines, "unparsed": unparsed,
+    df = df.drop_duplicates(["time", "source", "line_no", "message"]).reset_index(drop=True)  # a file given twice
+    df.attrs.update({"sources": list(dict.fromkeys(str(i) for i in items)), "lines": lines, "unparsed": unparsed,
                      "unparsed_examples": examples})
     return df
 

@@ -72,12 +72,15 @@ def open_series(snapshot: str = "", queue: str = ""):
     return series
 
 
-def open_logs(logs: str = ""):
-    """Worker logs from the ``logs`` parameter (comma separated files), or None."""
-    if not logs or not logs.strip():
-        return None
+def open_logs(logs: str = "", snap=None):
+    """Worker logs: the ``logs`` parameter (comma separated files) plus any the snapshot
+    carries (``capture --logs``); None when there are none."""
+    from .diagnosis import merge_logs
     from .logs import read_logs
-    return read_logs(logs)
+    parts = [snap.logs] if snap is not None and snap.has_logs else []
+    if logs and logs.strip():
+        parts.append(read_logs(logs))
+    return merge_logs(parts)
 
 
 def only_queue(snap, queue: str):

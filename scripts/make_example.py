@@ -2,8 +2,11 @@
 
 Starts a private redis-server, lets the real libraries produce the incident of
 tests/node/scenario.js (BullMQ 5 under prefix `bull`, Bull 4 under prefix `legacy`),
-adds one job whose payload tries to inject HTML (reports must show it as text), then
-captures it with queue-forensics and saves it. Needs node (make node) and redis-server.
+adds one job whose payload tries to inject HTML (reports must show it as text), runs two
+real pino-logging workers (tests/node/logging.js: a BullMQ worker leaking memory on queue
+`images`, a Bull worker losing its job lock on `crunch`), then captures it with
+queue-forensics, attaches the two workers' logs, and saves it. Needs node (make node)
+and redis-server.
 
     .venv/bin/python scripts/make_example.py snapshots/example
 """
@@ -51,7 +54,17 @@ const q = new Queue('mail', { connection: { host: '127.0.0.1', port: %d }, prefi
 q.add('welcome', { user: '<script>alert("pwned")</script>', note: '<img src=x onerror=alert(1)>' })
  .then(() => q.close()).then(() => process.exit(0));
 """ % port], check=True, cwd=NODE, stderr=subprocess.DEVNULL)
+        logs = []
+        for mode, lib, prefix, queue in (("leak", "bullmq5", "bull", "images"),
+                                         ("locklost", "bull", "legacy", "crunch")):
+            log = Path(tmp) / f"{queue}-worker.log"
+            subprocess.run(["node", str(NODE / "logging.js"), mode, lib, url, prefix, queue, str(log), "30"],
+                           check=True, cwd=NODE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            logs.append(str(log))
         snap = forensics.capture(url, prefix=["bull", "legacy"])
+        worker_logs = forensics.read_logs(logs)
+        worker_logs.attrs["sources"] = [Path(x).name for x in logs]  # not this machine's temp paths
+        snap.attach_logs(worker_logs)
         if Path(out).exists():
             shutil.rmtree(out)
         print(snap.save(out))

@@ -22,7 +22,7 @@ thresholds: dict = {}  # detector threshold overrides, e.g. {"max_attempts": 20}
 interactive: bool = True  # widgets; False gives static output (reports, papermill)'''
 OPEN = "snap = notebook.open_snapshot(snapshot, redis_url, prefix, queue)"
 SERIES = "series = notebook.open_series(snapshot, queue)"
-LOGS = "worker_logs = notebook.open_logs(logs)"
+LOGS = "worker_logs = notebook.open_logs(logs, snap)"
 DIAG = "result = forensics.diagnose(series or snap, logs=worker_logs, thresholds=thresholds)"
 
 

@@ -127,8 +127,8 @@ def test_cli_reads_logs_from_stdin_and_files(redis_server, worker_logs, tmp_path
     assert "lock-lost" in {f["id"] for f in doc["findings"]}
     res = forensics_cli("diagnose", snap, "--logs", str(tmp_path / "nope.log"))
     assert res.returncode == 2 and res.stderr.strip() == f"forensics: log file {tmp_path / 'nope.log'} not found"
-    both = forensics_cli("diagnose", snap, "--logs", str(path), "--logs", str(path))
-    assert both.returncode == 0 and "logs: 6 records" in both.stdout
+    twice = forensics_cli("diagnose", snap, "--logs", str(path), "--logs", str(path))
+    assert twice.returncode == 0 and "logs: 3 records" in twice.stdout      # the same file counts once
 
 
 def test_a_file_of_only_garbage_is_still_not_an_error(tmp_path):

@@ -155,6 +155,9 @@ def test_report_of_a_series_with_worker_logs(growing_series, worker_logs, tmp_pa
     assert html.count("plotly.js v") == 1 and not re.findall(r"<script[^>]+src=[\"']?(?:https?:)?//", html)
 
 
-def test_report_without_a_series_says_what_would_show_more(report_html):
-    assert "capture a series (forensics capture --every 30 --count 20)" in report_html
-    assert "no worker logs: pass them with --logs" in report_html
+def test_report_uses_the_logs_a_snapshot_carries(report_html):
+    # snapshots/example was captured with the logs of a leaking and a lock-losing worker
+    assert "worker-memory-growth" in report_html and "lock-lost" in report_html
+    assert "logs: 32 records from images-worker.log, crunch-worker.log" in report_html
+    assert "no worker logs: pass them with --logs" not in report_html
+    assert "capture a series (forensics capture --every 30 --count 20)" in report_html  # one snapshot only

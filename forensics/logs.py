@@ -255,13 +255,70 @@ def _error_text(err: Any) -> tuple[str | None, str | None]:
     return str(err), None
 
 
+def _alias_table() -> dict[str, tuple[str, int]]:
+    """Record key -> (field, rank): one pass over a record's keys finds every field, the
+    lowest rank winning when a record has several aliases of one field."""
+    table: dict[str, tuple[str, int]] = {}
+    groups = {"time": _TIME_KEYS, "level": _LEVEL_KEYS, "message": _MSG_KEYS, "err": ("err", "error", "exception"),
+              "job_id": _JOB_KEYS[:-1], "queue": _QUEUE_KEYS, "worker": _WORKER_KEYS, "mem": _MEM_HOLDERS,
+              **{col: keys for col, keys in _MEM_FIELDS.items()},
+              **{col + "/mb": keys for col, keys in _MEM_FIELDS_MB.items()}}
+    for field, keys in groups.items():
+        for rank, k in enumerate(keys):
+            table.setdefault(k, (field, rank))
+    return table
+
+
+_ALIASES = _alias_table()
+
+
+_PLANS: dict[tuple, list[tuple[str, list[str]]]] = {}
+
+
+def _fields(obj: dict) -> dict[str, Any]:
+    """The fields of a record by their aliases. Records of one logger share their keys, so
+    the lookup plan is worked out once per distinct key set."""
+    keys = tuple(obj)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        by_field: dict[str, list[tuple[int, str]]] = {}
+        for k in keys:
+            hit = _ALIASES.get(k)
+            if hit is not None:
+                by_field.setdefault(hit[0], []).append((hit[1], k))
+        plan = [(field, [k for _, k in sorted(c)]) for field, c in by_field.items()]
+        if len(_PLANS) > 10_000:
+            _PLANS.clear()
+        _PLANS[keys] = plan
+    out: dict[str, Any] = {}
+    for field, cands in plan:
+        for k in cands:
+            v = obj[k]
+            if v is not None and v != "":
+                out[field] = v
+                break
+    return out
+
+
+def _memory(f: dict, obj: dict, row: dict) -> None:
+    nested = f.get("mem")
+    inner = _fields(nested) if isinstance(nested, dict) else {}
+    for col in _MEM_FIELDS:
+        value = _bytes(f.get(col))
+        if value is None:
+            value = _bytes(inner.get(col))
+        if value is None:
+            mb = _bytes(f.get(col + "/mb"))
+            mb = _bytes(inner.get(col + "/mb")) if mb is None else mb
+            value = None if mb is None else mb * 1024 * 1024
+        row[col] = value
+
+
 def _from_json(obj: dict) -> dict | None:
-    row: dict[str, Any] = {}
-    row["time"] = _time(_get(obj, _TIME_KEYS))
-    level = _get(obj, _LEVEL_KEYS)
-    row["level"] = _level(level)
-    msg = _get(obj, _MSG_KEYS)
-    err_msg, stack = _error_text(_get(obj, ("err", "error", "exception")))
+    f = _fields(obj)
+    row: dict[str, Any] = {"time": _time(f.get("time")), "level": _level(f.get("level"))}
+    msg = f.get("message")
+    err_msg, stack = _error_text(f.get("err"))
     if stack is None and isinstance(obj.get("stack"), str):
         stack = obj["stack"]
     if msg is not None and not isinstance(msg, str):
@@ -270,8 +327,7 @@ def _from_json(obj: dict) -> dict | None:
     row["error"] = err_msg
     row["stack"] = stack
     job = obj.get("job")
-    job_id = _get(obj, _JOB_KEYS[:-1])
-    queue = _get(obj, _QUEUE_KEYS)
+    job_id, queue = f.get("job_id"), f.get("queue")
     if isinstance(job, dict):
         job_id = job_id if job_id is not None else _get(job, ("id", "jobId"))
         queue = queue if queue is not None else _get(job, ("queue", "queueName", "queue_name"))
@@ -281,17 +337,13 @@ def _from_json(obj: dict) -> dict | None:
         queue = _get(queue, ("name", "queueName"))
     row["job_id"] = str(job_id) if job_id is not None else (_job_from_text(row["message"]) or _job_from_text(err_msg))
     row["queue"] = str(queue) if queue is not None else None
-    w = _get(obj, _WORKER_KEYS)
+    w = f.get("worker")
     if w is None and (obj.get("hostname") or obj.get("pid")):
         w = "/".join(str(x) for x in (obj.get("hostname"), obj.get("pid")) if x)
     row["worker"] = str(w) if w is not None else None
-    holders = [obj] + [obj[h] for h in _MEM_HOLDERS if isinstance(obj.get(h), dict)]
-    for col, keys in _MEM_FIELDS.items():
-        row[col] = next((b for h in holders if (b := _bytes(_get(h, keys))) is not None), None)
-        if row[col] is None:
-            mb = next((b for h in holders if (b := _bytes(_get(h, _MEM_FIELDS_MB[col]))) is not None), None)
-            row[col] = None if mb is None else mb * 1024 * 1024
-    if all(row[c] is None for c in _MEM_FIELDS) and isinstance(row["message"], str):
+    _memory(f, obj, row)
+    if row["rss_bytes"] is None and row["heap_used_bytes"] is None and row["heap_total_bytes"] is None \
+            and isinstance(row["message"], str):
         _memory_from_text(row["message"], row)  # "memory: rss=512MB heapUsed=300MB" as the message
     if row["time"] is None and row["message"] is None and row["level"] is None:
         return None  # some other JSON document, not a log record

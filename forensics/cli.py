@@ -97,7 +97,7 @@ def _capture(args) -> int:
     from .logs import describe, read_logs
     if args.count is not None and args.every is None:
         raise UsageError("--count needs --every SECONDS (a series)")
-    logs = read_logs(args.logs) if args.logs else None
+    logs = read_logs(args.logs, progress=None if not args.quiet else False) if args.logs else None
     if logs is not None:
         print(f"logs: {describe(logs)}", file=sys.stderr)
     if args.every is not None:
@@ -147,7 +147,9 @@ def _diagnose(args) -> int:
     from .diagnosis import diagnose
     from .thresholds import Thresholds
     thresholds = Thresholds.parse(args.threshold)
-    result = diagnose(args.path, logs=args.logs, thresholds=thresholds)
+    from .logs import read_logs
+    logs = read_logs(args.logs, progress=None) if args.logs else None
+    result = diagnose(args.path, logs=logs, thresholds=thresholds)
     out = {"table": result.to_table, "json": result.to_json, "markdown": result.to_markdown}[args.format]()
     print(out)
     if args.fail_on and len(result.at_least(args.fail_on)):

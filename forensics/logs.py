@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -73,17 +74,21 @@ _TEXT_MEM_KEY = {"rss": "rss_bytes", "heapused": "heap_used_bytes", "heap_used":
 _FAILED_PREFIX = re.compile(r"^.*?\b(?:failed|error|errored|threw)\b\s*(?:with|:|-)\s*(?:error\s*:?\s*)?", re.I)
 
 
-def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker: str | None = None) -> pd.DataFrame:
+def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker: str | None = None,
+              progress: bool | None = False) -> pd.DataFrame:
     """Read worker log files into one DataFrame (``LOG_COLUMNS``), sorted by time.
 
     ``paths``: a file, a list of files, ``.gz`` files, or ``"-"`` for stdin. A comma
     separated string is split (the notebooks' ``logs`` parameter). ``worker`` names the
     worker for records that do not name one (default: the record's hostname/pid, else the
-    file name). A missing file is a UsageError; unreadable lines are only counted."""
+    file name). A missing file is a UsageError; unreadable lines are only counted.
+    ``progress``: a line on stderr every ~2 s of reading (None: when stderr is a terminal)."""
     items = _expand(paths)
+    if progress is None:
+        progress = sys.stderr.isatty()
     frames, unparsed, examples, lines = [], 0, [], 0
     for item in items:
-        rows, stats = _read_one(item, worker)
+        rows, stats = _read_one(item, worker, progress)
         frames.append(rows)
         unparsed += stats["unparsed"]
         lines += stats["lines"]
@@ -129,7 +134,7 @@ def _open(path: str) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")
 
 
-def _read_one(path: str, worker: str | None) -> tuple[list[dict], dict]:
+def _read_one(path: str, worker: str | None, progress: bool = False) -> tuple[list[dict], dict]:
     source = "stdin" if path == "-" else Path(path).name
     rows: list[dict] = []
     stats = {"unparsed": 0, "lines": 0, "examples": []}
@@ -140,8 +145,12 @@ def _read_one(path: str, worker: str | None) -> tuple[list[dict], dict]:
             stats["examples"].append(f"{source}:{n}: {line[:200]!r}")
     f = _open(path)
     try:
+        last = time.monotonic()
         for n, line in enumerate(f, 1):
             stats["lines"] += 1
+            if progress and not n % 50_000 and time.monotonic() - last > 2:
+                last = time.monotonic()
+                print(f"logs: {source}: {n:,} lines read", file=sys.stderr, flush=True)
             text = line.rstrip("\r\n")
             if not text.strip():
                 continue

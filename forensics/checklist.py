@@ -178,7 +178,7 @@ def memory_leak(ctx: Context, q, jq, found):
         bad.append("this queue's workers' memory grows (worker-memory-growth)")
     elif "worker-memory-growth" in ctx.redis_wide:
         bad.append("a worker's memory grows (worker-memory-growth; its queue is not named in the logs)")
-    s = ctx.series
+    s = ctx.series.for_trends if ctx.series is not None else None
     if s is not None and len(s) >= t.series_min_points:
         mine = s.queues[(s.queues["prefix"].astype(str) == str(q["prefix"])) & (s.queues["queue"].astype(str) == str(q["queue"]))]
         tr = trend(mine["captured_at"], mine["memory_bytes"].astype("float64")) if len(mine) >= 2 else None

@@ -198,7 +198,7 @@ def memory_over_time(series) -> go.Figure:
     title = "Redis memory over time"
     if series is None or len(series) < 2:
         return _empty(title, NEEDS_SERIES)
-    r = series.redis
+    r = series.for_trends.redis
     if not len(r) or r["used_memory"].notna().sum() < 2:
         return _empty(title, "INFO memory was not readable in these captures")
     mb = 1024 * 1024
@@ -229,7 +229,7 @@ def backlog_over_time(series, top: int = 10) -> go.Figure:
     title = "Backlog over time (waiting + paused + prioritized + delayed)"
     if series is None or len(series) < 2:
         return _empty(title, NEEDS_SERIES)
-    q = series.queues
+    q = series.for_trends.queues
     if not len(q):
         return _empty(title, "no queues in these captures")
     q = q.assign(backlog=q[["n_wait", "n_paused", "n_prioritized", "n_delayed"]].sum(axis=1),

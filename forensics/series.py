@@ -68,6 +68,17 @@ class Series:
         return all(s.complete for s in self.snapshots)
 
     @property
+    def for_trends(self) -> "Series":
+        """The complete members (a capture cut short reads as a sudden drop); all of them
+        when fewer than two are complete."""
+        done = [s for s in self.snapshots if s.complete]
+        if len(done) == len(self.snapshots) or len(done) < 2:
+            return self
+        if "_trend_view" not in self.__dict__:
+            self.__dict__["_trend_view"] = Series(done, path=self.path, manifest=self.manifest, warnings=self.warnings)
+        return self.__dict__["_trend_view"]
+
+    @property
     def span(self) -> pd.Timedelta:
         return self.latest.captured_at - self.first.captured_at
 
@@ -225,10 +236,13 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
             if on_tick:
                 on_tick(tick, snap, None)
             if not snap.complete:
-                reason = f"capture {name} cut short: {snap.manifest.get('incomplete_reason')}"
                 if "Ctrl-C" in str(snap.manifest.get("incomplete_reason")):
                     reason = "interrupted (Ctrl-C)"
-                break
+                    break
+                # Redis went away mid-read: keep what was read (trends skip incomplete
+                # members) and carry on, as with a tick that could not connect.
+                meta.setdefault("incomplete", []).append(name)
+                write_meta()
             if stop.is_set():
                 reason = "interrupted (Ctrl-C)"
                 break

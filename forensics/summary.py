@@ -117,6 +117,11 @@ def summary(snap) -> str:
         f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}",
         f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
         f" {len(snap.workers)} worker connections",
+    ]
+    if snap.has_logs:
+        from .logs import describe
+        lines.append(f"  logs        {describe(snap.logs)}")
+    lines += [
         "",
     ]
     ov = queue_overview(snap)

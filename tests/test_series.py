@@ -190,3 +190,18 @@ def test_logs_attached_to_a_series_are_kept_once(redis_server, worker_logs, tmp_
     assert [(m / "logs.parquet").exists() for m in members] == [True, False, False]
     d = forensics.diagnose(tmp_path / "s")
     assert d.snapshot["logs"]["records"] == 30 and "worker-memory-growth" in set(d.findings["id"])
+
+
+def test_trends_skip_a_capture_that_was_cut_short(growing_series, tmp_path):
+    """A member saved incomplete (Redis lost mid-read) holds lower bounds: trends leave it out."""
+    copy = tmp_path / "watch"
+    shutil.copytree(growing_series[0], copy)
+    victim = sorted(p for p in copy.iterdir() if p.is_dir())[3]
+    manifest = json.loads((victim / "manifest.json").read_text())
+    manifest.update(complete=False, incomplete_reason="lost the connection to Redis: test")
+    (victim / "manifest.json").write_text(json.dumps(manifest))
+    series = forensics.load_series(copy)
+    assert len(series) == 5 and not series.complete and len(series.for_trends) == 4
+    f = forensics.diagnose(series).findings.set_index("id")
+    assert f.loc["redis-memory-growth", "evidence"]["points"] == 4
+    assert f.loc["backlog-growth", "evidence"]["points"] == 4

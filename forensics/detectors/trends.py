@@ -37,7 +37,7 @@ def byte_rate(per_s: float, span_s: float) -> str:
 
 
 def _series_ok(ctx: Context) -> bool:
-    return ctx.series is not None and len(ctx.series) >= ctx.t.series_min_points
+    return ctx.series is not None and len(ctx.series.for_trends) >= ctx.t.series_min_points
 
 
 def memory_trend(series) -> dict | None:
@@ -63,20 +63,21 @@ def redis_memory_growth(ctx: Context):
     if not _series_ok(ctx):
         return
     t = ctx.t
-    tr = memory_trend(ctx.series)
+    series = ctx.series.for_trends
+    tr = memory_trend(series)
     if tr is None or tr["points"] < t.series_min_points or tr["slope_per_s"] <= 0:
         return
     grown = tr["last"] - tr["first"]
     if grown < t.memory_growth_min_bytes or grown < t.memory_growth_min_share * max(tr["first"], 1) \
             or tr["r2"] < t.trend_min_r2:
         return
-    last = ctx.series.redis.iloc[-1]
+    last = series.redis.iloc[-1]
     used, limit, policy = float(last["used_memory"]), last.get("maxmemory"), last.get("maxmemory_policy")
     per_hour = tr["slope_per_s"] * 3600
     eta = None
     if pd.notna(limit) and limit:
         eta = max(0.0, (float(limit) - used) / tr["slope_per_s"])
-    full_at = (ctx.series.latest.captured_at + pd.Timedelta(seconds=eta)) if eta is not None else None
+    full_at = (series.latest.captured_at + pd.Timedelta(seconds=eta)) if eta is not None else None
     severity = ("medium" if eta is None else "critical" if eta <= 3600 else "high" if eta <= 86400 else "medium")
     title = (f"Redis memory grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
              f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])})")
@@ -93,7 +94,7 @@ def redis_memory_growth(ctx: Context):
                   "maxmemory": None if pd.isna(limit) else int(limit), "maxmemory_policy": policy,
                   "seconds_to_maxmemory": None if eta is None else round(eta),
                   "projected_full_at": None if full_at is None else full_at.isoformat(),
-                  "growing_queues": queue_growth(ctx.series)},
+                  "growing_queues": queue_growth(series)},
         remediation=f"At maxmemory {outcome}. Find what grows (`growing_queues`, `forensics diff FIRST LAST`): "
                     "usually finished jobs kept without `removeOnComplete`/`removeOnFail`, a backlog no worker "
                     "drains, or large payloads. Bound it, or raise maxmemory to buy time.")
@@ -104,11 +105,12 @@ def backlog_growth(ctx: Context):
     if not _series_ok(ctx):
         return
     t = ctx.t
-    q = ctx.series.queues
+    series = ctx.series.for_trends
+    q = series.queues
     if not len(q):
         return
     q = q.assign(backlog=q[BACKLOG].sum(axis=1)).astype({"prefix": "str", "queue": "str"})
-    redis_last = ctx.series.redis.iloc[-1] if len(ctx.series.redis) else pd.Series(dtype=object)
+    redis_last = series.redis.iloc[-1] if len(series.redis) else pd.Series(dtype=object)
     latest = {(r["prefix"], r["queue"]): r for _, r in ctx.queues.iterrows()}
     for (prefix, name), g in q.sort_values("captured_at").groupby(["prefix", "queue"], sort=False):
         if len(g) < t.series_min_points:

@@ -112,7 +112,8 @@ def _expand(paths) -> list[str]:
     out: list[str] = []
     for p in paths:
         p = os.fspath(p)
-        out += [x.strip() for x in p.split(",") if x.strip()] if p != "-" else ["-"]
+        whole = p == "-" or Path(p).exists() or "," not in p  # a file whose name has a comma stays whole
+        out += [p] if whole else [x.strip() for x in p.split(",") if x.strip()]
     if not out:
         raise UsageError("no log file given")
     for p in out:

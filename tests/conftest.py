@@ -80,11 +80,11 @@ def private_redis(tmp_path):
     srv.stop()
 
 
-def run_node(script: str, *args: str, timeout: int = 120) -> str:
+def run_node(script: str, *args: str, timeout: int = 120, env: dict | None = None) -> str:
     if not (NODE_DIR / "node_modules").exists():
         pytest.fail("npm test fixtures missing: run `make node` (make test does it)")
     res = subprocess.run(["node", str(NODE_DIR / script), *args], capture_output=True,
-                         text=True, timeout=timeout, cwd=NODE_DIR)
+                         text=True, timeout=timeout, cwd=NODE_DIR, env={**os.environ, **(env or {})})
     if res.returncode != 0:
         raise RuntimeError(f"node {script} {' '.join(args)} failed:\n{res.stderr[-3000:]}")
     return res.stdout

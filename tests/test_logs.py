@@ -157,3 +157,18 @@ def test_memory_figures_in_the_shapes_node_code_logs_them(tmp_path):
     assert logs.loc["in MB fields", ["rss_bytes", "heap_used_bytes"]].tolist() == [500 * mib, 312.5 * mib]
     for text in ("memory: rss=512MB heapUsed=300MB", "memory usage rss 512 MB, heap used 300 MB"):
         assert logs.loc[text, ["rss_bytes", "heap_used_bytes"]].tolist() == [512 * mib, 300 * mib]
+
+
+def test_a_leak_restarting_under_the_same_name_is_still_a_leak(redis_server, tmp_path):
+    """A container restarts with the same hostname and pid: its memory draws a sawtooth."""
+    from conftest import run_node
+    log = tmp_path / "pod.log"
+    for _ in range(2):  # the leaking worker runs, is replaced, leaks again
+        run_node("logging.js", "leak", "bullmq5", redis_server.url(0), "restarts", "images", str(log), "20",
+                 env={"LOG_PID": "1"})
+    logs = forensics.read_logs(log)
+    assert len(logs) == 40 and logs["worker"].unique().tolist() == ["worker-a/1"]
+    d = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="restarts"), logs=logs)
+    f = d.findings.set_index("id").loc["worker-memory-growth"]
+    assert f["evidence"]["restarts"] == 1 and f["evidence"]["points"] == 20
+    assert "RSS dropped 1 time(s): restarts or OOM kills" in f["title"] and f["queue"] == "images"

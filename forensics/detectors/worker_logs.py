@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from ..summary import human_bytes
@@ -110,12 +111,27 @@ def worker_memory_growth(ctx: Context):
         pts = g[g[metric].notna() & g["time"].notna()]
         if len(pts) < t.worker_memory_min_points:
             continue
-        tr = trend(pts["time"], pts[metric])
-        if tr is None or tr["slope_per_s"] <= 0 or tr["r2"] < t.trend_min_r2:
+        # A process that restarts under the same name (a container: same hostname, pid 1)
+        # draws a sawtooth: judge each run between restarts, keep the worst. A restart is
+        # RSS falling under half (a garbage collection drops the heap, hardly the RSS).
+        rss = pts["rss_bytes"].to_numpy()
+        breaks = np.flatnonzero(rss[1:] < 0.5 * rss[:-1]) + 1  # NaN compares False: no RSS, no split
+        best = None
+        for seg in np.split(np.arange(len(pts)), breaks):
+            if len(seg) < t.worker_memory_min_points:
+                continue
+            tr = trend(pts["time"].iloc[seg], pts[metric].iloc[seg])
+            if tr is None or tr["slope_per_s"] <= 0 or tr["r2"] < t.trend_min_r2:
+                continue
+            grown = tr["last"] - tr["first"]
+            if grown < t.worker_memory_growth_bytes or grown < t.worker_memory_growth_share * max(tr["first"], 1):
+                continue
+            if best is None or grown > best[1]:
+                best = (tr, grown, seg)
+        if best is None:
             continue
-        grown = tr["last"] - tr["first"]
-        if grown < t.worker_memory_growth_bytes or grown < t.worker_memory_growth_share * max(tr["first"], 1):
-            continue
+        tr, grown, seg = best
+        run = pts.iloc[seg]
         queues = g[["prefix", "queue"]].dropna().value_counts()
         q = None
         if len(queues):
@@ -123,19 +139,22 @@ def worker_memory_growth(ctx: Context):
             q = pd.Series({"prefix": p, "queue": qn})
         elif g["queue"].notna().any():
             q = pd.Series({"prefix": None, "queue": g["queue"].dropna().mode().iloc[0]})
-        jobs = g["job_id"].dropna().nunique()
+        jobs = run["job_id"].dropna().nunique()
+        restarts = len(breaks)
         label = "heap" if metric == "heap_used_bytes" else "RSS"
         per_hour = tr["slope_per_s"] * 3600
         f = ctx.finding(
             "worker-memory-growth", "high" if grown >= tr["first"] else "medium",
             f"worker {worker}: {label} grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
-            f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", over {jobs:,} jobs)" if jobs else ")"),
+            f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", over {jobs:,} jobs)" if jobs else ")")
+            + (f"; its RSS dropped {restarts} time(s): restarts or OOM kills" if restarts else ""),
             None, None, count=len(pts),
             evidence={"worker": worker, "metric": metric, "points": tr["points"], "span_s": round(tr["span_s"], 1),
                       "first_bytes": int(tr["observed_first"]), "last_bytes": int(tr["observed_last"]),
                       "growth_bytes_per_hour": int(per_hour), "r2": tr["r2"], "jobs_seen": int(jobs),
+                      "restarts": int(restarts),
                       "last_rss_bytes": None if g["rss_bytes"].dropna().empty else int(g["rss_bytes"].dropna().iloc[-1]),
-                      **_when(pts)},
+                      **_when(run)},
             remediation="Memory that only grows across jobs is a leak in the processor: a cache or map keyed by "
                         "job, listeners added per job (`worker.on(...)` inside the processor), clients or timers "
                         "never closed. Compare two heap snapshots (`node --inspect`, `v8.writeHeapSnapshot()`) "
@@ -143,7 +162,7 @@ def worker_memory_growth(ctx: Context):
                         "does: a killed worker leaves its jobs active until they stall.")
         if q is not None:
             f.prefix, f.queue = (None if q["prefix"] is None else str(q["prefix"])), str(q["queue"])
-        yield f
+        yield f.with_ids(list(run["job_id"].dropna().drop_duplicates().tail(SAMPLE)))
 
 
 @detector("lock-lost", "logs", "workers lost job locks (another worker may run the job too)")

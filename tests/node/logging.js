@@ -17,7 +17,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function pinoLogger() {
   const pino = require('pino');
-  return pino({ base: { pid: process.pid, hostname: 'worker-a' } }, pino.destination({ dest: logfile, sync: true }));
+  // LOG_PID: the pid a container would show (its own namespace: the same after a restart)
+  const pid = Number(process.env.LOG_PID || process.pid);
+  return pino({ base: { pid, hostname: 'worker-a' } }, pino.destination({ dest: logfile, sync: true, append: true }));
 }
 
 function winstonLogger(text) {
@@ -49,11 +51,16 @@ function workerOf(processor, opts, on) {
   return q;
 }
 
-async function waitFinished(q, total, timeoutMs = 60000) {
+async function finishedCount(q) {
+  const c = await q.getJobCounts();
+  return c.completed + c.failed;
+}
+
+async function waitFinished(q, total, timeoutMs = 60000, base = 0) {
   const t0 = Date.now();
   for (;;) {
     const c = await q.getJobCounts();
-    if (c.completed + c.failed >= total) return;
+    if (c.completed + c.failed >= base + total) return;
     if (Date.now() - t0 > timeoutMs) throw new Error(`timeout waiting for ${total} jobs: ${JSON.stringify(c)}`);
     await sleep(50);
   }
@@ -69,8 +76,9 @@ async function memoryRun(leak) {
     logger.info({ jobId: job.id, queue: queueName, memory: process.memoryUsage() }, 'job done');
     return { rows: junk.length };
   }, {}, { error: (err) => logger.error({ err }, 'worker error') });
-  for (let i = 0; i < n; i++) await q.add('render', { n: i }, { removeOnComplete: 100, attempts: 2 });
-  await waitFinished(q, n);
+  const base = await finishedCount(q);  // a second run on the same queue (a restarted worker)
+  for (let i = 0; i < n; i++) await q.add('render', { n: i }, { removeOnComplete: 1000, attempts: 2 });
+  await waitFinished(q, n, 60000, base);
   await w.close();
   await q.close();
 }

@@ -190,10 +190,8 @@ def load(path: str | os.PathLike) -> Snapshot:
     manifest = read_manifest(path)
     expected = manifest.get("row_counts", {})
     tables, files = {}, {}
-    for name in TABLES:
-        file = path / f"{name}.parquet"
-        if not file.exists():
-            raise SnapshotError(f"snapshot {path} is damaged: {name}.parquet is missing")
+
+    def check(name: str, file: Path) -> None:
         try:
             rows = pq.ParquetFile(file).metadata.num_rows
         except (OSError, pa.ArrowException, ValueError) as e:
@@ -202,13 +200,20 @@ def load(path: str | os.PathLike) -> Snapshot:
         if name in expected and expected[name] != rows:
             raise SnapshotError(
                 f"snapshot {path} is damaged: {name} has {rows} rows, manifest says {expected[name]}")
+    for name in TABLES:
+        file = path / f"{name}.parquet"
+        if not file.exists():
+            raise SnapshotError(f"snapshot {path} is damaged: {name}.parquet is missing")
+        check(name, file)
         if name in LAZY:
             files[name] = file
         else:
             tables[name] = read_table(file, name)
-    for name in OPTIONAL:
-        if (path / f"{name}.parquet").exists():
-            files[name] = path / f"{name}.parquet"
+    for name in OPTIONAL:  # worker logs, when attached
+        file = path / f"{name}.parquet"
+        if file.exists():
+            check(name, file)
+            files[name] = file
     return Snapshot(tables, manifest, files=files, path=str(path))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -120,3 +121,13 @@ def test_html_summary_is_a_string_and_escapes_snapshot_text(saved):
     jobs.loc[jobs["state"] == "failed", "failed_reason"] = "<script>alert(1)</script>"
     out = back._repr_html_()
     assert "<script>alert(1)</script>" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+
+
+def test_damaged_attached_logs_fail_at_load(tmp_path):
+    example = Path(__file__).resolve().parent.parent / "snapshots" / "example"   # carries worker logs
+    bad = tmp_path / "bad"
+    shutil.copytree(example, bad)
+    (bad / "logs.parquet").write_bytes((bad / "logs.parquet").read_bytes()[:100])
+    with pytest.raises(SnapshotError, match="table logs at"):
+        forensics.load(bad)
+    assert len(forensics.load(example).logs) == 32

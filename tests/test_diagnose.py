@@ -363,8 +363,9 @@ def test_log_findings_carry_their_evidence(sources):
     assert lock["evidence"]["jobs_with_trace"] == 1 and lock["evidence"]["log_records"] == 0
     assert "settings.lockDuration" in lock["remediation"] and lock["job_ids"] == ["1"]
     mq = _findings(sources, "logs-locklost-bullmq5").set_index("id").loc["lock-lost"]
-    assert mq["evidence"]["log_records"] == 2 and mq["job_ids"] == ["1"]
-    assert mq["evidence"]["examples"][0].startswith("worker error | Missing lock for job 1")
+    # the worker logs "Missing lock for job 1" (and, depending on timer order, "could not renew lock")
+    assert mq["evidence"]["log_records"] >= 1 and mq["job_ids"] == ["1"]
+    assert all("lock for job 1" in x for x in mq["evidence"]["examples"])
     assert "the Worker's `lockDuration`" in mq["remediation"]
     oom = _findings(sources, "oom").set_index("id").loc["redis-connection-errors"]
     assert oom["severity"] == "critical" and oom["evidence"]["kind"] == "oom"

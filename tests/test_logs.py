@@ -104,7 +104,7 @@ def test_malformed_and_mixed_lines_are_counted_not_fatal(worker_logs, tmp_path):
     assert text_rows["stack"].fillna("").str.contains("at Worker.processJob").sum() == 1
     assert "could not be read" in describe(a)
     lock = a[a["message"].str.contains("worker error", na=False)]
-    assert lock["error"].str.startswith("Missing lock for job").all() and lock["job_id"].eq("1").all()
+    assert len(lock) and lock["error"].str.contains("lock for job 1").all() and lock["job_id"].eq("1").all()
 
 
 def test_truncated_gzip_keeps_what_was_read(worker_logs, tmp_path):
@@ -123,12 +123,13 @@ def test_cli_reads_logs_from_stdin_and_files(redis_server, worker_logs, tmp_path
     res = forensics_cli("diagnose", snap, "--format", "json", "--logs", "-", input_bytes=path.read_bytes())
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc["snapshot"]["logs"]["records"] == 3 and doc["snapshot"]["logs"]["sources"] == ["-"]
+    lines = len(path.read_text().splitlines())
+    assert doc["snapshot"]["logs"]["records"] == lines and doc["snapshot"]["logs"]["sources"] == ["-"]
     assert "lock-lost" in {f["id"] for f in doc["findings"]}
     res = forensics_cli("diagnose", snap, "--logs", str(tmp_path / "nope.log"))
     assert res.returncode == 2 and res.stderr.strip() == f"forensics: log file {tmp_path / 'nope.log'} not found"
     twice = forensics_cli("diagnose", snap, "--logs", str(path), "--logs", str(path))
-    assert twice.returncode == 0 and "logs: 3 records" in twice.stdout      # the same file counts once
+    assert twice.returncode == 0 and f"logs: {lines} records" in twice.stdout   # the same file counts once
 
 
 def test_a_file_of_only_garbage_is_still_not_an_error(tmp_path):

@@ -199,6 +199,8 @@ def memory_leak(ctx: Context, q, jq, found):
         return "fail", "; ".join(bad)
     if good:
         return "pass", "; ".join(good)
+    if len(logs) and (logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()).any():
+        return "unknown", "the logs hold memory figures, but none from this queue's workers; no series"
     return "unknown", "needs a series of captures (`capture --every`) or worker memory logs (`--logs`)"
 
 

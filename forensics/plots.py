@@ -25,7 +25,7 @@ SIZE_LINES = [(1024, "1 KB guideline"), (100 * 1024, "100 KB"), (1024 * 1024, "1
 
 def _empty(title: str, why: str) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False},
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=220,
                       annotations=[{"text": why, "showarrow": False, "font": {"size": 14}}])
     return fig
 

@@ -162,7 +162,7 @@ def worker_memory_growth(ctx: Context):
                         "does: a killed worker leaves its jobs active until they stall.")
         if q is not None:
             f.prefix, f.queue = (None if q["prefix"] is None else str(q["prefix"])), str(q["queue"])
-        yield f.with_ids(list(run["job_id"].dropna().drop_duplicates().tail(SAMPLE)))
+        yield f.with_ids(list(run["job_id"].dropna().drop_duplicates().tail(SAMPLE))[::-1])  # newest first
 
 
 @detector("lock-lost", "logs", "workers lost job locks (another worker may run the job too)")

@@ -42,6 +42,7 @@ example: setup node
 
 bench: setup node
 	$(BIN)/python bench/capture_bench.py
+	$(BIN)/python bench/logs_bench.py
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache

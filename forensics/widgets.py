@@ -43,8 +43,9 @@ def _stack(text) -> str:
     return "\n\n".join(reversed(entries))[:PAYLOAD_CHARS]
 
 
-def job_card(snap, queue: str, job_id: str) -> str:
-    """One job as HTML: fields, timeline, data, options, stack trace (all escaped)."""
+def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None) -> str:
+    """One job as HTML: fields, timeline (with the worker log records that name the job,
+    when ``logs`` joined by ``join_logs`` are given), data, options, stack trace (all escaped)."""
     e = html.escape
     jobs = _jobs_of(snap, queue)
     row = jobs[jobs["job_id"].astype("str") == str(job_id)]
@@ -66,7 +67,7 @@ def job_card(snap, queue: str, job_id: str) -> str:
                                         ("log (newest lines)", "logs", _lines))
                      if pd.notna(p.get(k)))
     return (f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>"
-            f"{_timeline(snap, r)}{blocks}</div>")
+            f"{_timeline(snap, r, logs)}{blocks}</div>")
 
 
 def _lines(text) -> str:
@@ -76,8 +77,9 @@ def _lines(text) -> str:
         return str(text)[:PAYLOAD_CHARS]
 
 
-def _timeline(snap, r) -> str:
-    """The job's moments: its timestamps and its events from the stream (BullMQ)."""
+def _timeline(snap, r, logs: pd.DataFrame | None = None) -> str:
+    """The job's moments: its timestamps, its events from the stream (BullMQ) and the
+    worker log records that name it."""
     e = html.escape
     moments = [(r[c], c.replace("_at", "")) for c in ("added_at", "processed_at", "finished_at", "due_at")
                if pd.notna(r.get(c))]
@@ -87,22 +89,31 @@ def _timeline(snap, r) -> str:
                   & (ev["job_id"].astype("str") == str(r["job_id"]))]
         moments += [(t, f"event {x}" + (f" {f}" if isinstance(f, str) else ""))
                     for t, x, f in zip(mine["time"], mine["event"], mine["fields"])]
+    if logs is not None and len(logs) and "job_state" in logs:
+        mine = logs[(logs["prefix"] == str(r["prefix"])) & (logs["queue"] == str(r["queue"]))
+                    & (logs["job_id"] == str(r["job_id"])) & logs["time"].notna()]
+        moments += [(t, f"log {lv}: {m}" + (f" ({err})" if isinstance(err, str) and err not in str(m) else ""))
+                    for t, lv, m, err in zip(mine["time"], mine["level"], mine["message"], mine["error"])]
     if not moments:
         return ""
-    moments.sort(key=lambda m: m[0])
+    moments.sort(key=lambda m: pd.Timestamp(m[0]))
     rows = "".join(f"<tr><td>{e(str(t))}</td><td>{e(str(what))[:200]}</td></tr>" for t, what in moments)
     return f"<h5>timeline</h5><table>{rows}</table>"
 
 
-def job_inspector(snap, interactive: bool = True, per_queue: int = 3):
-    """Pick a queue, then a job: its fields, data, options and stack trace.
+def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = True, per_queue: int = 3):
+    """Pick a queue, then a job: its fields, timeline (with its worker log records when
+    ``logs`` are given), data, options and stack trace.
     Static fallback: the newest ``per_queue`` jobs of every queue."""
     queues = _queues(snap)
+    if logs is not None:
+        from .logs import join_logs
+        logs = join_logs(logs, snap)
     if not interactive:
         cards = []
         for q in queues:
             jobs = _jobs_of(snap, q).sort_values("added_at", ascending=False, na_position="last").head(per_queue)
-            cards += [job_card(snap, q, j) for j in jobs["job_id"].astype("str")]
+            cards += [job_card(snap, q, j, logs) for j in jobs["job_id"].astype("str")]
         return _HTML("<h3>Newest jobs per queue</h3>" + ("".join(cards) or "<p>No jobs.</p>"))
     import ipywidgets as w
     qpick = w.Dropdown(options=queues, description="queue")
@@ -114,7 +125,7 @@ def job_inspector(snap, interactive: bool = True, per_queue: int = 3):
         jpick.options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
 
     def show(_=None):
-        out.value = job_card(snap, qpick.value, jpick.value) if jpick.value else ""
+        out.value = job_card(snap, qpick.value, jpick.value, logs) if jpick.value else ""
     qpick.observe(jobs_for, "value")
     jpick.observe(show, "value")
     if queues:

@@ -39,7 +39,7 @@ NOTEBOOKS = {
     ]),
     "stuck-jobs": ("Stuck jobs: active, stalled, hung, waiting", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("stuck"), "plots.active_timeline(snap)",
-        "widgets.job_inspector(snap, interactive=interactive)",
+        "widgets.job_inspector(snap, worker_logs, interactive=interactive)",
     ]),
     "retry-storms": ("Retry storms and failures", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("retries"), "plots.failures_over_time(snap)",
@@ -47,7 +47,7 @@ NOTEBOOKS = {
     ]),
     "payloads": ("Payloads: what the jobs carry", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("payloads"), "plots.payload_sizes(snap)",
-        "widgets.job_inspector(snap, interactive=interactive)",
+        "widgets.job_inspector(snap, worker_logs, interactive=interactive)",
     ]),
     "memory-growth": ("Memory: where Redis memory goes, and whether it grows", [
         ("md", "Point `snapshot` at a series folder (`forensics capture --every 30 --count 20`) to see "
@@ -68,7 +68,7 @@ NOTEBOOKS = {
         "plots.worker_memory(worker_logs)",
         ("md", "## Timeline: queue events and worker logs"), "plots.timeline(snap, worker_logs)",
         ("md", "## Payloads and memory"), "plots.payload_sizes(snap)", "plots.memory_breakdown(snap)",
-        ("md", "## Jobs"), "widgets.job_inspector(snap, interactive=interactive)",
+        ("md", "## Jobs"), "widgets.job_inspector(snap, worker_logs, interactive=interactive)",
     ]),
 }
 

@@ -161,3 +161,14 @@ def test_report_uses_the_logs_a_snapshot_carries(report_html):
     assert "logs: 32 records from images-worker.log, crunch-worker.log" in report_html
     assert "no worker logs: pass them with --logs" not in report_html
     assert "capture a series (forensics capture --every 30 --count 20)" in report_html  # one snapshot only
+
+
+def test_job_card_merges_the_workers_log_records_into_the_timeline():
+    import forensics
+    from forensics import widgets
+    snap = forensics.load(EXAMPLE)                    # carries the lock-losing Bull worker's log
+    logs = forensics.join_logs(snap.logs, snap)
+    card = widgets.job_card(snap, "legacy:crunch", "1", logs)
+    assert "log info: started" in card and "log error: worker error (Missing lock for job 1 failed)" in card
+    assert card.index("processed") < card.index("log info: started") < card.index("log error")  # in time order
+    assert "log error" not in widgets.job_card(snap, "legacy:crunch", "1")        # no logs, no log lines

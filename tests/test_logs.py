@@ -173,3 +173,19 @@ def test_a_leak_restarting_under_the_same_name_is_still_a_leak(redis_server, tmp
     f = d.findings.set_index("id").loc["worker-memory-growth"]
     assert f["evidence"]["restarts"] == 1 and f["evidence"]["points"] == 20
     assert "RSS dropped 1 time(s): restarts or OOM kills" in f["title"] and f["queue"] == "images"
+
+
+def test_job_ids_and_queues_in_the_shapes_loggers_write_them(tmp_path):
+    path = tmp_path / "ids.log"
+    path.write_text("\n".join([
+        '{"level":30,"time":1795883721310,"jobId":"11","queue":"mail","msg":"a"}',
+        '{"level":"info","timestamp":"2026-11-28T16:00:00Z","job_id":12,"queueName":"mail","message":"b"}',
+        '{"level":30,"time":1795883721312,"job":{"id":"13","queueName":"mail","name":"x"},"msg":"c"}',
+        '{"level":30,"time":1795883721313,"job":14,"msg":"d"}',
+        '{"level":50,"time":1795883721314,"msg":"Job #15 failed: boom"}',
+        "2026-11-28 16:00:01,250 ERROR [worker] job 16 in queue mail failed with Error: boom",
+    ]) + "\n")
+    logs = forensics.read_logs(path).sort_values("line_no").reset_index(drop=True)  # read_logs sorts by time
+    assert logs["job_id"].tolist() == ["11", "12", "13", "14", "15", "16"]
+    assert logs["queue"].tolist()[:3] == ["mail"] * 3 and logs["queue"].iloc[5] == "mail"
+    assert logs["error"].iloc[4] == "boom" and logs["fingerprint"].iloc[4] == logs["fingerprint"].iloc[5]

@@ -54,10 +54,15 @@ _MEM_FIELDS_MB = {"rss_bytes": ("rssMB", "rssMb", "rss_mb"),
 # Plain text: a timestamp first (ISO 8601 or "2026-11-28 16:00:00,123", maybe in brackets),
 # then an optional level word, then the message.
 _TEXT = re.compile(
-    r"^\s*\[?(?P<ts>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2}| ?UTC)?)\]?"
+    r"^\s*\[?(?P<ts>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z| ?[+-]\d{2}:?\d{2}| ?UTC)?)\]?"
     r"\s*(?:[-|:]\s*)?"
     r"(?:\[?(?P<level>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|FATAL|CRITICAL|VERBOSE|SILLY|HTTP)\]?"
     r"\s*(?:[:|-]\s*)?)?(?P<msg>.*)$", re.I)
+# winston's default `simple` format: "error: message {json meta}" (the time, if any, in the meta)
+_LEVEL_FIRST = re.compile(
+    r"^(?P<level>error|warn|info|http|verbose|debug|silly|fatal|trace)\s*:\s*(?P<msg>.*?)\s*(?P<meta>\{.*\})?\s*$")
+# A level word inside the line ("2026-11-28 16:00:00,123 - worker - ERROR - job 5 failed": Python logging)
+_LEVEL_INSIDE = re.compile(r"(?:^|[\s\[|(-])(?P<level>ERROR|WARN|WARNING|INFO|DEBUG|CRITICAL|FATAL)(?=[\s\]|):-])")
 # "job 123", "Job #123", "job id 123", "jobId=123", "job_id: 123", "Missing lock for job 123."
 _JOB_IN_TEXT = re.compile(
     r"\bjob(?:[ _-]?id)?\s*(?:[#:=]\s*|\s+)[\"']?(?P<id>[\w:.-]*\d[\w:-]*|[0-9a-f-]{8,})[\"']?", re.I)
@@ -70,8 +75,9 @@ _UNITS = {"b": 1, "bytes": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1
 _TEXT_MEM_KEY = {"rss": "rss_bytes", "heapused": "heap_used_bytes", "heap_used": "heap_used_bytes",
                  "heap used": "heap_used_bytes", "heaptotal": "heap_total_bytes", "heap_total": "heap_total_bytes",
                  "heap total": "heap_total_bytes"}
-# "job 12 failed: upstream 503" -> the error is what follows the colon
-_FAILED_PREFIX = re.compile(r"^.*?\b(?:failed|error|errored|threw)\b\s*(?:with|:|-)\s*(?:error\s*:?\s*)?", re.I)
+# "job 12 failed: upstream 503" -> the error is what follows "failed:" (else "error:" and the like)
+_FAILED_PREFIX = re.compile(r"^.*?\bfailed\b\s*(?:with|:|-)\s*(?:error\s*:?\s*)?", re.I)
+_ERROR_PREFIX = re.compile(r"^.*?\b(?:error|errored|threw)\b\s*(?:with|:|-)\s*", re.I)
 
 
 def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker: str | None = None,
@@ -174,17 +180,20 @@ def _read_one(path: str, worker: str | None, progress: bool = False) -> tuple[li
                         prev = rows[-1]
                         prev["stack"] = (prev.get("stack") or "") + "\n" + text.strip()
                         continue
-                    bad(n, text)
+                    lf = _LEVEL_FIRST.match(text)
+                    row = _from_level_first(lf) if lf else None
+                    if row is None:
+                        bad(n, text)
+                        continue
+                    row["format"] = "text"
+                    rows.append(_finish(row, source, n, worker))
                     continue
                 row = _from_text(m)
                 if row is None:
                     bad(n, text)
                     continue
                 row["format"] = "text"
-            row["source"], row["line_no"] = source, n
-            if not row.get("worker"):
-                row["worker"] = worker or source.removesuffix(".gz")
-            rows.append(row)
+            rows.append(_finish(row, source, n, worker))
     except (OSError, EOFError, gzip.BadGzipFile) as e:  # a truncated .gz: keep what was read
         stats["unparsed"] += 1
         stats["examples"].append(f"{source}: stopped reading: {e}")
@@ -360,11 +369,34 @@ def _from_json(obj: dict) -> dict | None:
     return row
 
 
+def _finish(row: dict, source: str, n: int, worker: str | None) -> dict:
+    row["source"], row["line_no"] = source, n
+    if not row.get("worker"):
+        row["worker"] = worker or source.removesuffix(".gz")
+    return row
+
+
+def _from_level_first(m: re.Match) -> dict | None:
+    """winston `simple`: "error: Job 5 failed: boom {"timestamp":"...","jobId":"5"}"."""
+    meta: dict = {}
+    if m.group("meta"):
+        try:
+            loaded = json.loads(m.group("meta"))
+            meta = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            meta = {}
+    msg = m.group("msg") if meta or not m.group("meta") else f"{m.group('msg')} {m.group('meta')}".strip()
+    return _from_json({**meta, "level": m.group("level"), "message": msg})
+
+
 def _from_text(m: re.Match) -> dict | None:
     row: dict[str, Any] = {"time": _time(m.group("ts")), "level": _level(m.group("level")), "stack": None}
     if row["time"] is None:
         return None
     msg = m.group("msg").strip()
+    if row["level"] is None:
+        inside = _LEVEL_INSIDE.search(msg[:80])
+        row["level"] = _level(inside.group("level")) if inside else None
     row["message"] = msg
     row["error"] = None
     row["job_id"] = _job_from_text(msg)
@@ -391,13 +423,20 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     # The error of a record: its err/error object's message, else (for error-level records)
     # the message after "failed:" -- so "job 5 failed: upstream 503" reads as "upstream 503".
     derived = df["message"].where(is_error & df["error"].isna())
-    derived = derived.dropna().map(lambda s: _FAILED_PREFIX.sub("", s, count=1).strip() or s)
+    derived = derived.dropna().map(_error_of_message)
     df["error"] = df["error"].fillna(derived)
     df["fingerprint"] = fingerprints(df["error"]) if len(df) else pd.Series(dtype="str")
     for col in ("level", "message", "error", "job_id", "queue", "worker", "source", "format", "stack"):
         df[col] = df[col].astype("str").where(df[col].notna(), None) if len(df) else df[col].astype("str")
     df = df.sort_values(["time", "source", "line_no"], kind="stable", na_position="last").reset_index(drop=True)
     return df[LOG_COLUMNS + ["stack"]]
+
+
+def _error_of_message(text: str) -> str:
+    for pattern in (_FAILED_PREFIX, _ERROR_PREFIX):
+        if pattern.search(text):
+            return pattern.sub("", text, count=1).strip() or text
+    return text
 
 
 def join_logs(logs: pd.DataFrame, snap) -> pd.DataFrame:

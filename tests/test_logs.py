@@ -32,9 +32,10 @@ def test_pino_memory_lines_become_columns(worker_logs):
     assert logs["heap_used_bytes"].iloc[-1] > logs["heap_used_bytes"].iloc[0] + 100e6   # it leaks
 
 
-def test_winston_json_and_text_read_the_same(worker_logs):
+@pytest.mark.parametrize("other", ["winston-text", "winston-simple"])
+def test_winston_json_and_text_read_the_same(worker_logs, other):
     _, js = worker_logs("winston-json", "bull")
-    _, txt = worker_logs("winston-text", "bull")
+    _, txt = worker_logs(other, "bull")
     a, b = forensics.read_logs(js), forensics.read_logs(txt)
     assert len(a) == len(b) == 33 and a.attrs["unparsed"] == b.attrs["unparsed"] == 0
     assert set(a["format"]) == {"json"} and set(b["format"]) == {"text"}
@@ -189,3 +190,18 @@ def test_job_ids_and_queues_in_the_shapes_loggers_write_them(tmp_path):
     assert logs["job_id"].tolist() == ["11", "12", "13", "14", "15", "16"]
     assert logs["queue"].tolist()[:3] == ["mail"] * 3 and logs["queue"].iloc[5] == "mail"
     assert logs["error"].iloc[4] == "boom" and logs["fingerprint"].iloc[4] == logs["fingerprint"].iloc[5]
+
+
+def test_other_text_layouts(tmp_path):
+    """pino-pretty with a full timestamp, and Python's logging (a BullMQ Python worker)."""
+    path = tmp_path / "text.log"
+    path.write_text("\n".join([
+        "[2026-11-28 16:00:00.123 +0000] ERROR (1234 on host): job 5 failed: boom",
+        "2026-11-28 16:00:01,250 - worker - ERROR - Job 6 failed: upstream 503 for user u1",
+        "2026-11-28 16:00:02,000 - worker - INFO - job 7 completed",
+    ]) + "\n")
+    logs = forensics.read_logs(path)
+    assert logs.attrs["unparsed"] == 0 and logs["level"].tolist() == ["error", "error", "info"]
+    assert logs["time"].iloc[0] == pd.Timestamp("2026-11-28 16:00:00.123", tz="UTC")
+    assert logs["error"].tolist()[:2] == ["boom", "upstream 503 for user u1"]
+    assert logs["job_id"].tolist() == ["5", "6", "7"]

@@ -6,6 +6,7 @@
 //   winston-json  winston JSON lines; jobs fail with upstream errors (Bull: also a job name
 //                 with no process handler)
 //   winston-text  the same through winston's printf format (plain text lines)
+//   winston-simple the same through winston's default `simple` format ("error: msg {meta}")
 //   refused       pino; a worker started against a Redis that is not there (ECONNREFUSED)
 //   oom           pino; a producer adding jobs until Redis (noeviction) refuses with OOM
 const [mode, lib, url, prefix, queueName, logfile, nArg] = process.argv.slice(2);
@@ -24,10 +25,10 @@ function pinoLogger() {
 
 function winstonLogger(text) {
   const winston = require('winston');
-  const { combine, timestamp, json, printf } = winston.format;
-  const format = text
-    ? combine(timestamp(), printf((i) => `${i.timestamp} ${i.level}: ${i.message}`))
-    : combine(timestamp(), json());
+  const { combine, timestamp, json, printf, simple } = winston.format;
+  const format = text === 'simple' ? combine(timestamp(), simple())  // "error: msg {meta}"
+    : text ? combine(timestamp(), printf((i) => `${i.timestamp} ${i.level}: ${i.message}`))
+      : combine(timestamp(), json());
   return winston.createLogger({ level: 'info', format, transports: [new winston.transports.File({ filename: logfile })] });
 }
 
@@ -110,9 +111,10 @@ async function winstonRun(text) {
   const q = queueOf();
   const fail = async (job) => { throw new Error(`upstream 503 for user u${job.data.n}`); };
   const on = {
-    failed: (job, err) => (text
+    failed: (job, err) => (text === true
       ? logger.error(`Job ${job.id} failed: ${err.message}`)
-      : logger.error('job failed', { jobId: job.id, queue: queueName, error: err.message })),
+      : text === 'simple' ? logger.error(`Job ${job.id} failed: ${err.message}`, { queue: queueName })
+        : logger.error('job failed', { jobId: job.id, queue: queueName, error: err.message })),
     error: (err) => logger.error(`worker error: ${err.message}`),
   };
   const w = workerOf(fail, isMQ ? {} : { handlerName: 'sync' }, on);
@@ -152,6 +154,7 @@ async function oom() {
 
 const modes = {
   leak: () => memoryRun(true), steady: () => memoryRun(false), locklost: lockLost,
-  'winston-json': () => winstonRun(false), 'winston-text': () => winstonRun(true), refused, oom,
+  'winston-json': () => winstonRun(false), 'winston-text': () => winstonRun(true),
+  'winston-simple': () => winstonRun('simple'), refused, oom,
 };
 modes[mode]().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

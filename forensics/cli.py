@@ -127,7 +127,7 @@ def _capture_series(args, logs) -> int:
 
     def tick(i, snap, error):
         if not quiet or error:
-            print(progress_line(i, args.count, snap, error), file=sys.stderr, flush=True)
+            print(progress_line(i, args.count, snap, error, args.every), file=sys.stderr, flush=True)
     if not quiet:
         print(f"series: one capture every {args.every:g} s"
               + (f", {args.count} in all" if args.count else ", until Ctrl-C"), file=sys.stderr, flush=True)

@@ -258,7 +258,8 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
     return load_series(root), reason
 
 
-def progress_line(tick: int, count: int | None, snap: Snapshot | None, error: str | None) -> str:
+def progress_line(tick: int, count: int | None, snap: Snapshot | None, error: str | None,
+                  every: float | None = None) -> str:
     from .summary import human_bytes
     of = f"{tick}/{count}" if count else f"{tick}"
     if snap is None:
@@ -269,4 +270,6 @@ def progress_line(tick: int, count: int | None, snap: Snapshot | None, error: st
     return (f"series: [{of}] {snap.captured_at:%H:%M:%S} {len(snap.queues)} queues, "
             f"{snap.row_count('jobs'):,} jobs, backlog {backlog:,}"
             + (f", used_memory {human_bytes(used)}" if used is not None and pd.notna(used) else "")
-            + ("" if snap.complete else " (INCOMPLETE)"))
+            + ("" if snap.complete else " (INCOMPLETE)")
+            + (f"; this capture took {took:.1f} s, longer than --every {every:g} s: the next starts at once"
+               if every and (took := float(snap.manifest.get("duration_s") or 0)) > every else ""))

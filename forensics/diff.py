@@ -154,6 +154,7 @@ class Diff:
             "old": {"path": self.old.path, "captured_at": self.old.manifest.get("captured_at")},
             "new": {"path": self.new.path, "captured_at": self.new.manifest.get("captured_at")},
             "swapped": self.swapped, "interval_s": self.interval.total_seconds(),
+            "same_source": self.old.manifest.get("source") == self.new.manifest.get("source"),
             "redis": self.redis,
             "queues": [{"prefix": r.prefix, "queue": r.queue, "status": r.status,
                         "backlog_old": r.backlog_old, "backlog_new": r.backlog_new, "backlog_delta": r.backlog_delta,
@@ -177,6 +178,9 @@ class Diff:
         lines = [f"forensics diff: {o.path or '(old)'} ({o.manifest.get('captured_at')}) → "
                  f"{n.path or '(new)'} ({n.manifest.get('captured_at')}), {mins:.1f} min apart"
                  + (" [OLD was the newer one: compared the other way round]" if self.swapped else "")]
+        if o.manifest.get("source") != n.manifest.get("source"):
+            lines.append(f"! different sources: {o.manifest.get('source')} vs {n.manifest.get('source')} "
+                         "(is this the same Redis?)")
         r = self.redis["used_memory"]
         if r["old"] is not None and r["new"] is not None:
             lines.append(f"Redis used_memory {human_bytes(r['old'])} → {human_bytes(r['new'])} "

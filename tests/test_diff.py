@@ -71,7 +71,7 @@ def test_cli_diff_table_and_json(pair):
     assert "New failures since OLD: 5" in out and "upstream <n> for user <id>  [new error]" in out
     assert "Where bytes were added" in out
     doc = json.loads(forensics_cli("diff", old, new, "--format", "json").stdout)
-    assert doc["schema"] == "forensics.diff/1" and doc["interval_s"] > 0 and not doc["swapped"]
+    assert doc["schema"] == "forensics.diff/1" and doc["interval_s"] > 0 and not doc["swapped"] and doc["same_source"]
     assert doc["stuck"][0]["job_id"] == "1" and doc["new_failures"][0]["count"] == 5
     busy = next(q for q in doc["queues"] if q["queue"] == "busy")
     assert busy["backlog_delta"] == 50 and busy["status"] == "grew"

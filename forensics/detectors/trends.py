@@ -124,7 +124,8 @@ def backlog_growth(ctx: Context):
             continue
         ids = g["id_counter"].astype("Float64")
         arrivals = None
-        if ids.notna().all() and (ids.diff().dropna() >= 0).all():
+        if ids.notna().all() and (ids.diff().dropna() >= 0).all() and float(ids.iloc[-1] - ids.iloc[0]) >= grown:
+            # (custom job ids leave the counter behind the growth: then it says nothing)
             arrivals = float(ids.iloc[-1] - ids.iloc[0]) / span
         if arrivals is not None:
             drain = max(0.0, arrivals - grown / span)

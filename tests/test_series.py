@@ -14,7 +14,7 @@ import pytest
 import forensics
 from forensics.series import SERIES_FILE
 
-from conftest import RedisServer, forensics_cli, forensics_exe, run_node
+from conftest import NODE_DIR, RedisServer, forensics_cli, forensics_exe, run_node
 
 
 def test_cli_writes_a_series_folder(growing_series):
@@ -205,3 +205,25 @@ def test_trends_skip_a_capture_that_was_cut_short(growing_series, tmp_path):
     f = forensics.diagnose(series).findings.set_index("id")
     assert f.loc["redis-memory-growth", "evidence"]["points"] == 4
     assert f.loc["backlog-growth", "evidence"]["points"] == 4
+
+
+def test_custom_job_ids_still_count_as_arrivals(tmp_path):
+    """Bull and BullMQ bump the queue's id counter on every add, custom jobId or not."""
+    srv = RedisServer(tmp_path)
+    proc = subprocess.Popen(["node", str(NODE_DIR / "produce.js"), "bullmq5", srv.url(), "ids", "uploads",
+                             "200", "100", "30", "0", "ids"], cwd=NODE_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "producing"
+        from forensics.series import capture_series
+        series, _ = capture_series(srv.url(), prefix="ids", every=0.5, count=4, out=tmp_path / "s", progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+        srv.stop()
+    assert series.latest.jobs["job_id"].str.startswith("upload-").all()
+    f = forensics.diagnose(series).findings.set_index("id").loc["backlog-growth"]
+    ev = f["evidence"]
+    assert 200 * 60 * 0.6 <= ev["arrivals_per_min"] <= 200 * 60 * 1.4, ev
+    assert ev["drain_per_min"] < 0.1 * ev["arrivals_per_min"]            # no worker: (almost) nothing drains
+    assert f["severity"] == "high"

@@ -1,7 +1,8 @@
 // A producer adding jobs at a steady rate (and optionally a slower worker draining them):
 // Redis fills up while a series is captured. Prints "producing" once the first jobs are in.
-// usage: node produce.js <lib> <redis-url> <prefix> <queue> <jobsPerSec> <dataBytes> <seconds> [drainMsPerJob]
-const [lib, url, prefix, name, rateArg, bytesArg, secondsArg, drainArg] = process.argv.slice(2);
+// usage: node produce.js <lib> <redis-url> <prefix> <queue> <jobsPerSec> <dataBytes> <seconds> [drainMsPerJob] [customIds]
+//   customIds: "ids" gives every job its own jobId (the queue's id counter then stays put)
+const [lib, url, prefix, name, rateArg, bytesArg, secondsArg, drainArg, customIds] = process.argv.slice(2);
 const mod = require(lib);
 const isMQ = lib.startsWith('bullmq');
 const rate = Number(rateArg);
@@ -15,10 +16,10 @@ async function main() {
     const IORedis = require(require.resolve('ioredis', { paths: [require.resolve(lib)] }));
     const conn = () => new IORedis(url, { maxRetriesPerRequest: null });
     q = new mod.Queue(name, { connection: conn(), prefix });
-    if (drainArg) w = new mod.Worker(name, work, { connection: conn(), prefix, concurrency: 1, name: 'slow-1' });
+    if (Number(drainArg)) w = new mod.Worker(name, work, { connection: conn(), prefix, concurrency: 1, name: 'slow-1' });
   } else {
     q = new mod(name, url, { prefix });
-    if (drainArg) q.process('*', 1, work);
+    if (Number(drainArg)) q.process('*', 1, work);
   }
   const t0 = Date.now();
   const end = t0 + Number(secondsArg) * 1000;
@@ -27,7 +28,11 @@ async function main() {
   while (Date.now() < end) {
     const due = Math.floor(((Date.now() - t0) / 1000) * rate);
     const jobs = [];
-    for (; sent < due; sent++) jobs.push({ name: 'upload', data: { n: sent, pad }, opts: { attempts: 3, backoff: { type: 'exponential', delay: 1000 } } });
+    for (; sent < due; sent++) {
+      const opts = { attempts: 3, backoff: { type: 'exponential', delay: 1000 } };
+      if (customIds === 'ids') opts.jobId = `upload-${sent}`;
+      jobs.push({ name: 'upload', data: { n: sent, pad }, opts });
+    }
     if (jobs.length) await q.addBulk(jobs);
     if (sent && sent === jobs.length) console.log('producing');
     await sleep(tick);

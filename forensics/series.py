@@ -187,6 +187,15 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
         "kind": SERIES_KIND, "started_at": utcnow().isoformat(), "every_s": every, "count": count,
         "options": {"prefixes": prefixes, "queues": list(queues) if queues else None, "redact": redact},
         "snapshots": existing, "gaps": [], "stopped": None}
+    if existing and (root / SERIES_FILE).exists():  # continuing a series: keep its history
+        try:
+            before = json.loads((root / SERIES_FILE).read_text())
+            meta["gaps"] = list(before.get("gaps", []))
+            if before.get("incomplete"):
+                meta["incomplete"] = list(before["incomplete"])
+            meta["started_at"] = before.get("started_at", meta["started_at"])
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass
     stop = threading.Event()
     reason = "done"
 

@@ -227,3 +227,14 @@ def test_custom_job_ids_still_count_as_arrivals(tmp_path):
     assert 200 * 60 * 0.6 <= ev["arrivals_per_min"] <= 200 * 60 * 1.4, ev
     assert ev["drain_per_min"] < 0.1 * ev["arrivals_per_min"]            # no worker: (almost) nothing drains
     assert f["severity"] == "high"
+
+
+def test_a_series_can_be_continued(redis_server, tmp_path):
+    out = tmp_path / "watch"
+    for _ in range(2):
+        res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", "quiet", "--every", "0.2",
+                            "--count", "2", "--out", str(out), "--quiet")
+        assert res.returncode == 0, res.stderr
+    meta = json.loads((out / SERIES_FILE).read_text())
+    assert [m[:4] for m in meta["snapshots"]] == ["0001", "0002", "0003", "0004"]
+    assert len(forensics.load_series(out)) == 4

@@ -189,12 +189,10 @@ class Diagnosis:
         return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"
 
 
-def _logs_of(logs, snap) -> pd.DataFrame | None:
-    """Explicit logs (a DataFrame, or file paths for read_logs) plus any the snapshot carries."""
+def _logs_of(logs, carriers: list) -> pd.DataFrame | None:
+    """Explicit logs (a DataFrame, or file paths for read_logs) plus any the snapshots carry."""
     from .logs import read_logs
-    parts = []
-    if snap.has_logs:
-        parts.append(snap.logs)
+    parts = [c.logs for c in carriers if c.has_logs]
     if logs is not None:
         parts.append(logs if isinstance(logs, pd.DataFrame) else read_logs(logs))
     return merge_logs(parts)
@@ -230,8 +228,7 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
     series = src if isinstance(src, Series) else None
     snap = series.latest if series is not None else src
     t = Thresholds.coerce(thresholds)
-    carrier = next((s for s in series if s.has_logs), snap) if series is not None else snap
-    log_df = _logs_of(logs, carrier)
+    log_df = _logs_of(logs, list(series) if series is not None else [snap])  # a series: every member's
     ctx = Context(snap, t, series=series, logs=log_df)
     found: list[Finding] = []
     errors: list[dict] = []

@@ -166,9 +166,12 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
 
     Ticks follow a fixed schedule from the start; a capture longer than ``every`` starts the
     next one at once. A tick that cannot reach Redis is recorded as a gap and the series goes
-    on (the first one fails fast: wrong URL or password). Ctrl-C stops cleanly: between
-    ticks at once, during a capture after saving what it read. Returns (Series, reason)
-    where reason is why it stopped ("done", "interrupted (Ctrl-C)", ...)."""
+    on (the first of this run fails fast: wrong URL or password). A capture that loses Redis
+    mid-read is kept (``complete: false``; trends skip it). Ctrl-C stops cleanly: between
+    ticks at once; during a capture, that partial capture is discarded (kept only when it
+    is the first snapshot, so nothing read is lost). ``logs`` are attached once, to this
+    run's first snapshot. Returns (Series, reason) where reason is why it stopped ("done",
+    "interrupted (Ctrl-C)", ...)."""
     from .capture import capture
     if every <= 0:
         raise UsageError("--every must be a positive number of seconds")
@@ -210,7 +213,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
     previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     write_meta()
     t0 = time.monotonic()
-    tick = 0
+    tick = saved = 0
     try:
         while count is None or tick < count:
             due = t0 + tick * every
@@ -224,7 +227,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                     snap = capture(url, prefix=prefixes, queues=queues, redact=redact,
                                    memory_samples=memory_samples, progress=progress)
             except ConnectError as e:
-                if not meta["snapshots"]:
+                if not saved:  # nothing read yet in this run: a wrong URL or password, say so now
                     raise
                 meta["gaps"].append({"tick": tick, "at": utcnow().isoformat(), "error": str(e)})
                 write_meta()
@@ -236,10 +239,11 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                 # would read as a sudden drop. The complete snapshots before it are the series.
                 reason = f"interrupted (Ctrl-C) during capture {tick}; that partial capture was discarded"
                 break
-            if logs is not None and not meta["snapshots"]:
-                snap.attach_logs(logs)  # once, with the first snapshot: the logs are the same for all
+            if logs is not None and not saved:
+                snap.attach_logs(logs)  # once, with this run's first snapshot: the logs are the same for all
             name = f"{len(meta['snapshots']) + 1:04d}-{snap.captured_at.strftime('%Y%m%dT%H%M%SZ')}"
             snap.save(root / name)
+            saved += 1
             meta["snapshots"].append(name)
             write_meta()
             if on_tick:

@@ -169,7 +169,8 @@ def health_checks(ctx: Context, q, jq, found):
 def memory_leak(ctx: Context, q, jq, found):
     """Redis memory flat over a series, and the queue's workers' memory flat in their logs."""
     from .detectors import trend
-    from .detectors.trends import duration, memory_trend
+    from .logs import has_memory
+    from .detectors.trends import duration, memory_trend, trend_series
     from .summary import human_bytes
     t, bad, good = ctx.t, [], []
     if "redis-memory-growth" in ctx.redis_wide:
@@ -178,8 +179,8 @@ def memory_leak(ctx: Context, q, jq, found):
         bad.append("this queue's workers' memory grows (worker-memory-growth)")
     elif "worker-memory-growth" in ctx.redis_wide:
         bad.append("a worker's memory grows (worker-memory-growth; its queue is not named in the logs)")
-    s = ctx.series.for_trends if ctx.series is not None else None
-    if s is not None and len(s) >= t.series_min_points:
+    s = trend_series(ctx)
+    if s is not None:
         mine = s.queues[(s.queues["prefix"].astype(str) == str(q["prefix"])) & (s.queues["queue"].astype(str) == str(q["queue"]))]
         tr = trend(mine["captured_at"], mine["memory_bytes"].astype("float64")) if len(mine) >= 2 else None
         if tr and tr["slope_per_s"] > 0 and tr["r2"] >= t.trend_min_r2 and \
@@ -190,8 +191,8 @@ def memory_leak(ctx: Context, q, jq, found):
         if rt and "redis-memory-growth" not in ctx.redis_wide:
             good.append(f"Redis memory flat over {len(s)} captures in {duration(rt['span_s'])}")
     logs = ctx.logs
-    if len(logs):
-        mem = logs[(logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna())]
+    mem = logs[has_memory(logs)]
+    if len(mem):
         mine = mem[(mem["queue"] == q["queue"]) | mem["queue"].isna()]
         if len(mine) >= t.worker_memory_min_points and not bad:
             good.append(f"worker memory flat in {len(mine):,} log records of {mine['worker'].nunique()} worker(s)")
@@ -199,7 +200,7 @@ def memory_leak(ctx: Context, q, jq, found):
         return "fail", "; ".join(bad)
     if good:
         return "pass", "; ".join(good)
-    if len(logs) and (logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()).any():
+    if len(mem):
         return "unknown", "the logs hold memory figures, but none from this queue's workers; no series"
     return "unknown", "needs a series of captures (`capture --every`) or worker memory logs (`--logs`)"
 

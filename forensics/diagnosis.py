@@ -16,6 +16,7 @@ import pandas as pd
 from . import checklist as checklist_mod
 from .detectors import FAMILIES, REGISTRY, SEVERITIES, Context, Finding
 from .errors import UsageError
+from .logs import gather_logs
 from .thresholds import Thresholds
 
 SCHEMA = "forensics.diagnosis/1"
@@ -189,32 +190,6 @@ class Diagnosis:
         return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"
 
 
-def _logs_of(logs, carriers: list) -> pd.DataFrame | None:
-    """Explicit logs (a DataFrame, or file paths for read_logs) plus any the snapshots carry."""
-    from .logs import read_logs
-    parts = [c.logs for c in carriers if c.has_logs]
-    if logs is not None:
-        parts.append(logs if isinstance(logs, pd.DataFrame) else read_logs(logs))
-    return merge_logs(parts)
-
-
-def merge_logs(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
-    """Several log frames as one, each record once (the same file given twice, or logs
-    attached to the snapshot and passed again, count once)."""
-    parts = [p for p in parts if len(p)] or parts[:1]
-    if not parts:
-        return None
-    if len(parts) == 1 and not parts[0].duplicated(["time", "source", "line_no", "message"]).any():
-        return parts[0]
-    out = pd.concat(parts, ignore_index=True).drop_duplicates(["time", "source", "line_no", "message"])
-    out = out.sort_values("time", kind="stable").reset_index(drop=True)
-    out.attrs = {"sources": list(dict.fromkeys(x for p in parts for x in p.attrs.get("sources", []))),
-                 "lines": sum(p.attrs.get("lines", 0) for p in parts),
-                 "unparsed": sum(p.attrs.get("unparsed", 0) for p in parts),
-                 "unparsed_examples": [x for p in parts for x in p.attrs.get("unparsed_examples", [])][:5]}
-    return out
-
-
 def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
     """Run every registered detector and the production checklist.
 
@@ -228,7 +203,7 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
     series = src if isinstance(src, Series) else None
     snap = series.latest if series is not None else src
     t = Thresholds.coerce(thresholds)
-    log_df = _logs_of(logs, list(series) if series is not None else [snap])  # a series: every member's
+    log_df = gather_logs(logs, list(series) if series is not None else [snap])  # a series: every member's
     ctx = Context(snap, t, series=series, logs=log_df)
     found: list[Finding] = []
     errors: list[dict] = []

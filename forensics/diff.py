@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .diagnosis import _plain
@@ -75,17 +76,10 @@ class Diff:
         out["memory_delta"] = both["memory_bytes_new"].astype("Float64").fillna(0) - \
             both["memory_bytes_old"].astype("Float64").fillna(0)
 
-        def status(r) -> str:
-            if pd.isna(r["backlog_old"]):
-                return "new"
-            if pd.isna(r["backlog_new"]):
-                return "gone"
-            if r["backlog_delta"] > 0:
-                return "grew"
-            if r["backlog_delta"] < 0:
-                return "drained" if r["backlog_new"] == 0 else "draining"
-            return "same"
-        out["status"] = out.apply(status, axis=1) if len(out) else pd.Series(dtype="str")
+        d = out["backlog_delta"]
+        out["status"] = np.select(
+            [out["backlog_old"].isna(), out["backlog_new"].isna(), d > 0, (d < 0) & (out["backlog_new"] == 0), d < 0],
+            ["new", "gone", "grew", "drained", "draining"], default="same")
         return out.reset_index().sort_values("backlog_delta", ascending=False, kind="stable").reset_index(drop=True)
 
     def _stuck(self) -> pd.DataFrame:

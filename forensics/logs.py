@@ -100,10 +100,38 @@ def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker:
         lines += stats["lines"]
         examples += stats["examples"][:max(0, EXAMPLES - len(examples))]
     df = _frame([r for rows in frames for r in rows])
-    df = df.drop_duplicates(["time", "source", "line_no", "message"]).reset_index(drop=True)  # a file given twice
-    df.attrs.update({"sources": list(dict.fromkeys(str(i) for i in items)), "lines": lines, "unparsed": unparsed,
+    df.attrs.update({"sources": items, "lines": lines, "unparsed": unparsed,
                      "unparsed_examples": examples})
     return df
+
+
+def has_memory(logs: pd.DataFrame) -> pd.Series:
+    """Records that carry a memory figure (heap or RSS)."""
+    return logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()
+
+
+def gather_logs(logs, carriers) -> pd.DataFrame | None:
+    """``logs`` (a DataFrame, or file paths for read_logs; None: none) plus the logs each
+    snapshot in ``carriers`` holds (``capture --logs``), as one frame; None when there are none."""
+    parts = [c.logs for c in carriers if c.has_logs]
+    if logs is not None:
+        parts.append(logs if isinstance(logs, pd.DataFrame) else read_logs(logs))
+    return merge_logs(parts)
+
+
+def merge_logs(parts: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """Several log frames as one, each record once (logs attached to a snapshot and
+    passed again count once)."""
+    parts = [p for p in parts if len(p)] or parts[:1]
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    out = pd.concat(parts, ignore_index=True).drop_duplicates(["time", "source", "line_no", "message"])
+    out = out.sort_values("time", kind="stable").reset_index(drop=True)
+    out.attrs = {"sources": list(dict.fromkeys(x for p in parts for x in p.attrs.get("sources", []))),
+                 "lines": sum(p.attrs.get("lines", 0) for p in parts),
+                 "unparsed": sum(p.attrs.get("unparsed", 0) for p in parts),
+                 "unparsed_examples": [x for p in parts for x in p.attrs.get("unparsed_examples", [])][:5]}
+    return out
 
 
 def empty_logs() -> pd.DataFrame:
@@ -125,7 +153,11 @@ def _expand(paths) -> list[str]:
     for p in out:
         if p != "-" and not Path(p).is_file():
             raise UsageError(f"log file {p} not found" if not Path(p).exists() else f"log path {p} is not a file")
-    return out
+    # the same file given twice (by any path) is read once, where first named
+    first = {}
+    for p in out:
+        first.setdefault(p if p == "-" else Path(p).resolve(), p)
+    return list(first.values())
 
 
 def _open(path: str) -> io.TextIOBase:

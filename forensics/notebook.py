@@ -75,12 +75,8 @@ def open_series(snapshot: str = "", queue: str = ""):
 def open_logs(logs: str = "", snap=None):
     """Worker logs: the ``logs`` parameter (comma separated files) plus any the snapshot
     carries (``capture --logs``); None when there are none."""
-    from .diagnosis import merge_logs
-    from .logs import read_logs
-    parts = [snap.logs] if snap is not None and snap.has_logs else []
-    if logs and logs.strip():
-        parts.append(read_logs(logs))
-    return merge_logs(parts)
+    from .logs import gather_logs
+    return gather_logs(logs if logs and logs.strip() else None, [snap] if snap is not None else [])
 
 
 def only_queue(snap, queue: str):

@@ -251,7 +251,8 @@ def worker_memory(logs: pd.DataFrame | None) -> go.Figure:
     title = "Worker memory from the logs"
     if logs is None or not len(logs):
         return _empty(title, NEEDS_LOGS)
-    mem = logs[(logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()) & logs["time"].notna()]
+    from .logs import has_memory
+    mem = logs[has_memory(logs) & logs["time"].notna()]
     if not len(mem):
         return _empty(title, "the logs hold no memory figures (e.g. pino logs of process.memoryUsage())")
     mb = 1024 * 1024

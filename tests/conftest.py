@@ -6,6 +6,7 @@ Each scenario runs once per session under its own prefix; captures are shared.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -187,3 +188,18 @@ def growing_series(tmp_path_factory):
         proc.wait()
     yield out, res, srv
     srv.stop()
+
+
+@contextlib.contextmanager
+def hanging_worker(srv: RedisServer, prefix: str, queue: str, lib: str = "bullmq5"):
+    """A live worker (tests/node/worker.js) holding one job of ``queue`` forever, its lock
+    renewed; yields once the job has started and the worker's connection is visible."""
+    proc = subprocess.Popen(["node", str(NODE_DIR / "worker.js"), lib, srv.url(0), prefix, queue, "30000"],
+                            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().startswith("started")
+        wait_for_worker_connection(srv, prefix)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

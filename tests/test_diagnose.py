@@ -25,7 +25,7 @@ import pytest
 import forensics
 from forensics.detectors import REGISTRY
 
-from conftest import NODE_DIR, RedisServer, forensics_cli, run_node, wait_for_worker_connection
+from conftest import NODE_DIR, RedisServer, forensics_cli, hanging_worker, run_node, wait_for_worker_connection
 
 FIRES = [
     ("stalled-active", "bullmq5", "convert", {}),
@@ -132,15 +132,8 @@ def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_serie
 
     def live():
         run_node("fill.js", "bullmq5", url, "diag-live", "busy", "5")
-        proc = subprocess.Popen(["node", str(NODE_DIR / "worker.js"), "bullmq5", url, "diag-live", "busy", "30000"],
-                                cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            assert proc.stdout.readline().startswith("started")
-            wait_for_worker_connection(redis_server, "diag-live")
+        with hanging_worker(redis_server, "diag-live", "busy"):
             return forensics.capture(url, prefix="diag-live")
-        finally:
-            proc.kill()
-            proc.wait()
 
     def healthy(lib):
         prefix = f"diag-healthy-{lib}"

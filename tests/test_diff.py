@@ -7,34 +7,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
 import forensics
 
-from conftest import NODE_DIR, forensics_cli, run_node, wait_for_worker_connection
+from conftest import forensics_cli, hanging_worker, run_node
 
 
 @pytest.fixture(scope="module")
 def pair(redis_server, tmp_path_factory):
     url = redis_server.url(0)
     run_node("fill.js", "bullmq5", url, "diff", "busy", "3")
-    worker = subprocess.Popen(["node", str(NODE_DIR / "worker.js"), "bullmq5", url, "diff", "busy", "30000"],
-                              cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert worker.stdout.readline().startswith("started")
-        wait_for_worker_connection(redis_server, "diff")
-        folder = tmp_path_factory.mktemp("diff")
-        old = forensics.capture(url, prefix="diff")
-        old.save(folder / "old")
+    folder = tmp_path_factory.mktemp("diff")
+    with hanging_worker(redis_server, "diff", "busy"):
+        forensics.capture(url, prefix="diff").save(folder / "old")
         run_node("logging.js", "winston-json", "bullmq5", url, "diff", "jobs", str(folder / "w.log"), "5")
         run_node("fill.js", "bullmq5", url, "diff", "busy", "50")
-        new = forensics.capture(url, prefix="diff")
-        new.save(folder / "new")
-    finally:
-        worker.kill()
-        worker.wait()
+        forensics.capture(url, prefix="diff").save(folder / "new")
     return folder / "old", folder / "new"
 
 

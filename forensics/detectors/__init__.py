@@ -116,6 +116,7 @@ class Context:
         self.series = series
         self._logs = logs
         self.t = thresholds
+        self.redis_wide: set[str] = set()  # ids of Redis-wide findings (set by the checklist)
         self.now: pd.Timestamp = snap.captured_at
         self.manifest = snap.manifest
         self.queues = snap.queues
@@ -167,7 +168,8 @@ class Context:
         return Finding(
             id=id, severity=severity, title=title,
             count=int(count if count is not None else (len(jobs) if jobs is not None else 0)),
-            prefix=None if q is None else str(q["prefix"]), queue=None if q is None else str(q["queue"]),
+            prefix=None if q is None or q["prefix"] is None else str(q["prefix"]),  # None: named by logs only
+            queue=None if q is None else str(q["queue"]),
             job_ids=sample_ids(jobs, order, ascending) if jobs is not None else [],
             evidence=evidence or {}, remediation=remediation)
 

@@ -36,8 +36,10 @@ def byte_rate(per_s: float, span_s: float) -> str:
     return f"{human_bytes(per_s * 3600)}/h"
 
 
-def _series_ok(ctx: Context) -> bool:
-    return ctx.series is not None and len(ctx.series.for_trends) >= ctx.t.series_min_points
+def trend_series(ctx: Context):
+    """The captures a trend is read from (complete ones), or None with too few of them."""
+    series = ctx.series.for_trends if ctx.series is not None else None
+    return series if series is not None and len(series) >= ctx.t.series_min_points else None
 
 
 def memory_trend(series) -> dict | None:
@@ -60,10 +62,10 @@ def queue_growth(series, column: str = "memory_bytes", top: int = 5) -> dict[str
 
 @detector("redis-memory-growth", "memory", "Redis memory grows over the series")
 def redis_memory_growth(ctx: Context):
-    if not _series_ok(ctx):
+    series = trend_series(ctx)
+    if series is None:
         return
     t = ctx.t
-    series = ctx.series.for_trends
     tr = memory_trend(series)
     if tr is None or tr["points"] < t.series_min_points or tr["slope_per_s"] <= 0:
         return
@@ -102,10 +104,10 @@ def redis_memory_growth(ctx: Context):
 
 @detector("backlog-growth", "memory", "a queue's backlog grows faster than workers drain it")
 def backlog_growth(ctx: Context):
-    if not _series_ok(ctx):
+    series = trend_series(ctx)
+    if series is None:
         return
     t = ctx.t
-    series = ctx.series.for_trends
     q = series.queues
     if not len(q):
         return

@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..logs import has_memory
 from ..summary import human_bytes
 from . import SAMPLE, Context, detector, trend
 from .trends import byte_rate, duration
@@ -104,7 +105,7 @@ def worker_memory_growth(ctx: Context):
     logs = ctx.logs
     if not len(logs):
         return
-    mem = logs[logs["heap_used_bytes"].notna() | logs["rss_bytes"].notna()]
+    mem = logs[has_memory(logs)]
     for worker, g in mem.groupby("worker", sort=True):
         metric = "heap_used_bytes" if g["heap_used_bytes"].notna().sum() >= t.worker_memory_min_points \
             else "rss_bytes"
@@ -143,12 +144,12 @@ def worker_memory_growth(ctx: Context):
         restarts = len(breaks)
         label = "heap" if metric == "heap_used_bytes" else "RSS"
         per_hour = tr["slope_per_s"] * 3600
-        f = ctx.finding(
+        yield ctx.finding(
             "worker-memory-growth", "high" if grown >= tr["first"] else "medium",
             f"worker {worker}: {label} grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
             f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", over {jobs:,} jobs)" if jobs else ")")
             + (f"; its RSS dropped {restarts} time(s): restarts or OOM kills" if restarts else ""),
-            None, None, count=len(pts),
+            q, None, count=len(pts),
             evidence={"worker": worker, "metric": metric, "points": tr["points"], "span_s": round(tr["span_s"], 1),
                       "first_bytes": int(tr["observed_first"]), "last_bytes": int(tr["observed_last"]),
                       "growth_bytes_per_hour": int(per_hour), "r2": tr["r2"], "jobs_seen": int(jobs),
@@ -159,10 +160,8 @@ def worker_memory_growth(ctx: Context):
                         "job, listeners added per job (`worker.on(...)` inside the processor), clients or timers "
                         "never closed. Compare two heap snapshots (`node --inspect`, `v8.writeHeapSnapshot()`) "
                         "taken a few hundred jobs apart. Until it is fixed, restart workers before the OOM killer "
-                        "does: a killed worker leaves its jobs active until they stall.")
-        if q is not None:
-            f.prefix, f.queue = (None if q["prefix"] is None else str(q["prefix"])), str(q["queue"])
-        yield f.with_ids(list(run["job_id"].dropna().drop_duplicates().tail(SAMPLE))[::-1])  # newest first
+                        "does: a killed worker leaves its jobs active until they stall.",
+        ).with_ids(list(run["job_id"].dropna().drop_duplicates().tail(SAMPLE))[::-1])  # newest first
 
 
 @detector("lock-lost", "logs", "workers lost job locks (another worker may run the job too)")

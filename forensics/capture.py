@@ -540,6 +540,7 @@ class _Capture:
         self._payload_writer.write(payloads)
         try:
             jobs = self._recheck(q, jobs, extras.budget)
+            self._lock_moved(q, jobs, extras)
         finally:  # even when Redis went away during the re-check: keep what was read
             jobs = jobs[jobs["state"] != "vanished"]
             self._write_jobs(q, self._finish(jobs, extras))
@@ -591,21 +592,44 @@ class _Capture:
         return out
 
     def _recheck(self, q: _Queue, jobs: pd.DataFrame, budget: list[int]) -> pd.DataFrame:
-        """Confirm missing hashes still listed (else the job just finished and was removed).
+        """Confirm missing hashes still listed (else the job just finished and was removed),
+        and orphans still unlisted (else the job moved between two states while they were
+        read one after the other, e.g. wait -> active: it gets the state it is in now).
         ``budget`` holds how many more ids of this queue may be re-checked."""
         missing = jobs.index[jobs["state"].eq("missing-hash")]
+        orphans = jobs.index[jobs["state"].eq("orphan")]
         vanished = jobs.index[jobs["state"].eq("vanished")]
         check = list(missing[:budget[0]])
-        budget[0] -= len(check)
-        if len(check) < len(missing):
-            self._warn(f"{q.name}: more listed ids have no hash than the {RECHECK_LIMIT} re-checked; "
-                       "the rest are reported as missing-hash unverified")
+        check_orphans = list(orphans[:max(budget[0] - len(check), 0)])
+        budget[0] -= len(check) + len(check_orphans)
+        if len(check) < len(missing) or len(check_orphans) < len(orphans):
+            self._warn(f"{q.name}: more ids than the {RECHECK_LIMIT} re-checked are listed without a hash or "
+                       "have a hash no state lists; the rest are reported unverified")
         drop = list(vanished)
-        if check:
-            where = self._locate(q, jobs.loc[check, "job_id"].tolist())
+        if check or check_orphans:
+            where = self._locate(q, jobs.loc[check + check_orphans, "job_id"].tolist())
             drop += [i for i, w in zip(check, where) if w is None]
+            moved = {i: w for i, w in zip(check_orphans, where[len(check):]) if w is not None}
+            if moved:
+                jobs.loc[list(moved), "state"] = pd.Series(moved)
+                self.counts["state_conflicts"] += len(moved)
         self.counts["vanished_jobs"] += len(drop)
         return jobs.drop(index=drop).reset_index(drop=True)
+
+    def _lock_moved(self, q: _Queue, jobs: pd.DataFrame, extras: "_Extras") -> None:
+        """Read the locks of jobs the re-check found active (they were not in the active list
+        when locks were read): without it they would look like stalled jobs."""
+        known = extras.locks[0].index if extras.locks is not None else pd.Index([])
+        ids = jobs.loc[jobs["state"].eq("active") & ~jobs["job_id"].isin(known), "job_id"].astype("str").tolist()
+        if not ids:
+            return
+        res = self._results([c for j in ids for c in (("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock"))],
+                            essential=False)
+        token = pd.Series(res[0::2], index=ids, dtype="str")
+        ttl = pd.Series([_int(x) for x in res[1::2]], index=ids, dtype="Int64")
+        if extras.locks is not None:
+            token, ttl = pd.concat([extras.locks[0], token]), pd.concat([extras.locks[1], ttl])
+        extras.locks = (token, ttl)
 
     def _locks_and_logs(self, q: _Queue, mine: pd.DataFrame, active: pd.Series):
         """(token, ttl) Series and log counts by job id, for the ids SCAN saw with a lock
@@ -735,7 +759,10 @@ class _Capture:
             n = len(grp)
             idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
             rows = grp.iloc[idx]
-            res = self._results([("MEMORY", "USAGE", k) for k in K.key_names(q.base, str(fam), rows)],
+            # A stream's entries differ in size (a `completed` entry carries the return value):
+            # measure every node of it rather than Redis' default sample of five.
+            exact = ("SAMPLES", "0") if fam == "events" else ()
+            res = self._results([("MEMORY", "USAGE", k, *exact) for k in K.key_names(q.base, str(fam), rows)],
                                 essential=False)
             vals = pd.Series([_int(r) for r in res], index=rows["job_id"].tolist(), dtype="Int64")
             measured = vals.dropna()

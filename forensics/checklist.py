@@ -170,6 +170,7 @@ def memory_leak(ctx: Context, q, jq, found):
     """Redis memory flat over a series, and the queue's workers' memory flat in their logs."""
     from .detectors import trend
     from .logs import has_memory
+    from .stats import rising
     from .detectors.trends import duration, memory_trend, trend_series
     from .summary import human_bytes
     t, bad, good = ctx.t, [], []
@@ -183,7 +184,7 @@ def memory_leak(ctx: Context, q, jq, found):
     if s is not None:
         mine = s.queues[(s.queues["prefix"].astype(str) == str(q["prefix"])) & (s.queues["queue"].astype(str) == str(q["queue"]))]
         tr = trend(mine["captured_at"], mine["memory_bytes"].astype("float64")) if len(mine) >= 2 else None
-        if tr and tr["slope_per_s"] > 0 and tr["r2"] >= t.trend_min_r2 and \
+        if rising(tr, t.trend_min_tau, t.trend_late_share) and \
                 tr["last"] - tr["first"] >= max(t.memory_growth_min_share * max(tr["first"], 1), 64 * 1024):
             bad.append(f"the queue's keys grew {human_bytes(tr['observed_first'])} → "
                        f"{human_bytes(tr['observed_last'])} in {duration(tr['span_s'])}")

@@ -89,6 +89,29 @@ class Snapshot:
     def captured_at(self) -> pd.Timestamp:
         return pd.Timestamp(self.manifest["captured_at"])
 
+    def payloads_of(self, prefix: str, queue: str, job_ids, columns=("data", "returnvalue", "stacktrace", "opts",
+                                                                     "logs")) -> pd.DataFrame:
+        """Payload rows (job_id + ``columns``) of some jobs of one queue. Reads only those rows
+        from the Parquet file unless the whole table is already loaded."""
+        ids = [str(j) for j in job_ids]
+        cols = ["job_id", *[c for c in columns if c != "job_id"]]
+        if not ids:
+            return pd.DataFrame({c: pd.Series(dtype="str") for c in cols})
+        if "payloads" in self._tables or "payloads" not in self._files:
+            p = self.payloads
+            sel = p[(p["prefix"].astype("str") == str(prefix)) & (p["queue"].astype("str") == str(queue))
+                    & p["job_id"].astype("str").isin(ids)]
+            return sel[[c for c in cols if c in sel.columns]].astype({"job_id": "str"}).reset_index(drop=True)
+        import pyarrow.compute as pc
+        have = pq.ParquetFile(self._files["payloads"]).schema_arrow.names
+        where = (pc.field("prefix") == str(prefix)) & (pc.field("queue") == str(queue)) & pc.field("job_id").isin(ids)
+        try:
+            table = pq.read_table(self._files["payloads"], columns=[c for c in cols if c in have], filters=where)
+        except (OSError, pa.ArrowException, ValueError) as e:
+            raise SnapshotError(f"snapshot table payloads at {self._files['payloads']} is damaged: "
+                                f"{str(e).splitlines()[0]}") from e
+        return table.to_pandas().astype({"job_id": "str"})
+
     def row_count(self, name: str) -> int:
         """Rows of a table without loading it."""
         if name in self._tables:

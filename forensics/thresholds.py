@@ -28,8 +28,11 @@ class Thresholds:
     """A delayed job this far past its due time is overdue (nothing promotes it)."""
     stale_backlog_minutes: float = 15.0
     """The oldest waiting job has waited longer than this: the backlog is not draining."""
+    starvation_min_overtaken: int = 50
+    """A waiting job that this many jobs added after it have overtaken (taken by a worker
+    while it waited) is starved, whatever the wall clock says ..."""
     starvation_minutes: float = 15.0
-    """A prioritized job waited this long while later, un-prioritized jobs ran first."""
+    """... and high when it has also waited this long."""
     rate_limit_freeze_s: float = 60.0
     """A rate-limiter key living longer than this blocks the queue (manual rateLimit)."""
     # --- retries ---------------------------------------------------------------------
@@ -37,8 +40,14 @@ class Thresholds:
     """More configured attempts than this is unbounded in practice (checklist: 3-5)."""
     min_backoff_ms: int = 1000
     """A fixed backoff shorter than this hammers the failing dependency."""
+    retry_storm_per_min: float = 60.0
+    """Retries per minute on one queue that make a retry storm, sustained: at least this
+    many retries, and this many per minute over the window measured (a window shorter than
+    a minute counts as a minute, so a short burst is not a storm)."""
+    retry_storm_recent_minutes: float = 10.0
+    """Bull (no events stream): jobs retried within this many minutes of the capture count."""
     retry_storm_jobs: int = 50
-    """At least this many jobs waiting for a retry at once is a retry storm ..."""
+    """Also a storm: at least this many jobs waiting for a retry at once ..."""
     retry_storm_share: float = 0.10
     """... when they are also at least this share of the unfinished jobs."""
     hotspot_share: float = 0.5
@@ -71,8 +80,17 @@ class Thresholds:
     # --- memory ----------------------------------------------------------------------
     retention_max_jobs: int = 10_000
     """A completed/failed set larger than this, kept without removeOnComplete/Fail."""
+    events_max_bytes: int = 10 * 1024 * 1024
+    """An events stream holding more bytes than this (a full default stream of 10,000 small
+    entries takes ~1.5 MB; return values and failure reasons are copied into it) ..."""
     events_max_entries: int = 20_000
-    """An events stream longer than this (BullMQ's default cap is ~10,000)."""
+    """... or, when its bytes were not read, more entries than this. A cap (maxLenEvents)
+    raised above this is projected at the stream's bytes per entry."""
+    bloat_high_share: float = 0.25
+    """Bytes of one kind (payloads, return values, stream, retained jobs) taking this share of
+    maxmemory (else of used_memory) raise a bloat finding to high: they will fill Redis ..."""
+    bloat_high_min_bytes: int = 64 * 1024 * 1024
+    """... on the used_memory basis (no maxmemory), only from this many bytes."""
     memory_pressure_share: float = 0.8
     """used_memory / maxmemory above this is pressure (high) ..."""
     memory_critical_share: float = 0.95
@@ -80,8 +98,12 @@ class Thresholds:
     # --- trends (series of captures, worker logs) -------------------------------------
     series_min_points: int = 3
     """A trend needs at least this many captures (or memory log lines per worker: see below)."""
-    trend_min_r2: float = 0.5
-    """A trend counts only when a straight line explains this share of the variation (r2)."""
+    trend_min_tau: float = 0.6
+    """A trend counts only when the values rise consistently: Kendall's tau (rank
+    correlation with time, or with jobs processed) at least this ..."""
+    trend_late_share: float = 0.25
+    """... and the latter half still rises at least this share of the overall (Theil–Sen)
+    slope: a value that rose and then levelled off (a warm-up) is not growing."""
     memory_growth_min_bytes: int = 1024 * 1024
     """Redis used_memory must grow at least this much over the series ..."""
     memory_growth_min_share: float = 0.05

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..fingerprint import fingerprints
+from ..stats import robust_trend
 from ..thresholds import Thresholds
 
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
@@ -35,6 +35,11 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remediation: str = ""
     family: str = ""
+    explains: list[dict] = field(default_factory=list)      # findings this one causes (id, prefix, queue)
+    explained_by: list[dict] = field(default_factory=list)  # findings that cause this one
+    # Row labels of every job the finding covers (ctx.jobs index): ``explain`` finds the
+    # findings that name a job from these, not from the 20-id sample. Not serialized.
+    members: Any = field(default=None, repr=False, compare=False)
 
     def with_ids(self, ids: list[str]) -> "Finding":
         self.job_ids = [str(i) for i in ids[:SAMPLE]]
@@ -88,23 +93,17 @@ def is_bull(q) -> bool:
 
 
 def trend(times: pd.Series, values: pd.Series) -> dict | None:
-    """Least-squares line through (time, value): slope per second, fit quality (r2), the
-    fitted first and last values and the span. None with fewer than two distinct times."""
+    """Robust trend of values over wall time (``stats.robust_trend``): Theil–Sen slope per
+    second, Kendall's tau, the latter half's slope, the fitted first and last values and the
+    span. None with fewer than two distinct times."""
     ok = times.notna() & values.notna()
     t, v = times[ok], values[ok].astype("float64")
     if len(t) < 2:
         return None
-    x = (t - t.min()).dt.total_seconds().to_numpy()
-    y = v.to_numpy()
-    if x.max() <= 0:
+    tr = robust_trend((t - t.min()).dt.total_seconds().to_numpy(), v.to_numpy())
+    if tr is None:
         return None
-    slope, icept = np.polyfit(x, y, 1)
-    fit = slope * x + icept
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float(((y - fit) ** 2).sum()) / ss_tot if ss_tot > 0 else 0.0
-    return {"slope_per_s": float(slope), "r2": round(r2, 3), "first": float(icept),
-            "last": float(slope * x.max() + icept), "span_s": float(x.max()), "points": int(len(x)),
-            "observed_first": float(y[np.argmin(x)]), "observed_last": float(y[np.argmax(x)])}
+    return {**tr, "slope_per_s": tr["slope"], "late_slope_per_s": tr["late_slope"], "span_s": tr["span"]}
 
 
 class Context:
@@ -142,6 +141,44 @@ class Context:
     def payloads(self) -> pd.DataFrame:
         return self.snap.payloads
 
+    @cached_property
+    def _events_by_queue(self) -> dict:
+        ev = self.snap.events
+        if not len(ev):
+            return {}
+        ev = ev.astype({"prefix": "str", "queue": "str"})
+        return {k: g for k, g in ev.groupby(["prefix", "queue"], sort=False)}
+
+    def events_of(self, q) -> pd.DataFrame:
+        """One queue's events-stream entries, in stream order (empty for Bull, or none read)."""
+        g = self._events_by_queue.get((str(q["prefix"]), str(q["queue"])))
+        return g if g is not None else self.snap.events.iloc[0:0]
+
+    def family_bytes(self, q, families: list[str]) -> int | None:
+        """Bytes of a queue's key families from the memory table (None: not measured)."""
+        m = self.snap.memory
+        if not len(m):
+            return None
+        sel = m[(m["prefix"] == q["prefix"]) & (m["queue"] == q["queue"]) & m["family"].isin(families)]
+        return int(sel["bytes"].sum()) if len(sel) else None
+
+    def memory_weight(self, nbytes: float | None) -> dict:
+        """How much ``nbytes`` weighs in this Redis: its share of maxmemory (when set), else
+        of used_memory. ``heavy`` when that share reaches ``bloat_high_share`` (on the
+        used_memory basis, only from ``bloat_high_min_bytes`` on: a big share of a nearly
+        empty Redis is not a danger)."""
+        limit, used = self.redis.get("maxmemory"), self.redis.get("used_memory")
+        if nbytes is None or pd.isna(nbytes):
+            return {"share": None, "of": None, "heavy": False}
+        if pd.notna(limit) and limit:
+            share = float(nbytes) / float(limit)
+            return {"share": round(share, 3), "of": "maxmemory", "heavy": share >= self.t.bloat_high_share}
+        if pd.notna(used) and used:
+            share = float(nbytes) / float(used)
+            return {"share": round(share, 3), "of": "used_memory",
+                    "heavy": share >= self.t.bloat_high_share and nbytes >= self.t.bloat_high_min_bytes}
+        return {"share": None, "of": None, "heavy": False}
+
     def by_queue(self, frame: pd.DataFrame):
         """(queue row, that queue's rows of frame) for every queue of the snapshot."""
         groups = {k: g for k, g in frame.groupby(["prefix", "queue"], sort=False, observed=True)} \
@@ -171,7 +208,8 @@ class Context:
             prefix=None if q is None or q["prefix"] is None else str(q["prefix"]),  # None: named by logs only
             queue=None if q is None else str(q["queue"]),
             job_ids=sample_ids(jobs, order, ascending) if jobs is not None else [],
-            evidence=evidence or {}, remediation=remediation)
+            evidence=evidence or {}, remediation=remediation,
+            members=jobs.index.to_numpy() if jobs is not None else None)
 
 
 def _load_all() -> None:

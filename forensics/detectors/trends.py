@@ -1,24 +1,28 @@
 """Trends over a series of captures: is Redis memory growing, is a backlog draining?
 
-Both fit a straight line through the captures (``trend``) and speak only when the line
-explains the points (``trend_min_r2``) and the growth clears its threshold; with fewer
-than ``series_min_points`` captures they say nothing.
+Both read a robust trend through the captures (``trend``: Theil–Sen slope, Kendall's tau)
+and speak only when the values rise consistently (``trend_min_tau``), still rise in the
+latter half (``trend_late_share``: a rise that levelled off is not growth) and the growth
+clears its threshold; with fewer than ``series_min_points`` captures they say nothing.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from ..summary import human_bytes
+from ..stats import rising
 from . import Context, detector, trend
 
 BACKLOG = ["n_wait", "n_paused", "n_prioritized", "n_delayed"]
 
 
 def duration(seconds: float | None) -> str:
-    """'3 min', '2.5 h', '4 days' (None: 'never')."""
+    """'0.2 s', '40 s', '3 min', '2.5 h', '4 days' (None: 'never')."""
     if seconds is None:
         return "never"
     s = max(0.0, float(seconds))
+    if s < 10:
+        return f"{s:.1f} s"
     if s < 90:
         return f"{s:.0f} s"
     if s < 90 * 60:
@@ -67,11 +71,10 @@ def redis_memory_growth(ctx: Context):
         return
     t = ctx.t
     tr = memory_trend(series)
-    if tr is None or tr["points"] < t.series_min_points or tr["slope_per_s"] <= 0:
+    if tr is None or tr["points"] < t.series_min_points or not rising(tr, t.trend_min_tau, t.trend_late_share):
         return
     grown = tr["last"] - tr["first"]
-    if grown < t.memory_growth_min_bytes or grown < t.memory_growth_min_share * max(tr["first"], 1) \
-            or tr["r2"] < t.trend_min_r2:
+    if grown < t.memory_growth_min_bytes or grown < t.memory_growth_min_share * max(tr["first"], 1):
         return
     last = series.redis.iloc[-1]
     used, limit, policy = float(last["used_memory"]), last.get("maxmemory"), last.get("maxmemory_policy")
@@ -92,7 +95,7 @@ def redis_memory_growth(ctx: Context):
         "redis-memory-growth", severity, title, None, None, count=0,
         evidence={"points": tr["points"], "span_s": round(tr["span_s"], 1), "grown_bytes": int(grown),
                   "first_used": int(tr["observed_first"]),
-                  "last_used": int(used), "growth_bytes_per_hour": int(per_hour), "r2": tr["r2"],
+                  "last_used": int(used), "growth_bytes_per_hour": int(per_hour), "tau": tr["tau"], "r2": tr["r2"],
                   "maxmemory": None if pd.isna(limit) else int(limit), "maxmemory_policy": policy,
                   "seconds_to_maxmemory": None if eta is None else round(eta),
                   "projected_full_at": None if full_at is None else full_at.isoformat(),
@@ -118,11 +121,11 @@ def backlog_growth(ctx: Context):
         if len(g) < t.series_min_points:
             continue
         tr = trend(g["captured_at"], g["backlog"])
-        if tr is None or tr["slope_per_s"] <= 0 or tr["r2"] < t.trend_min_r2:
+        if not rising(tr, t.trend_min_tau, t.trend_late_share):
             continue
         span = tr["span_s"]
         grown = int(g["backlog"].iloc[-1] - g["backlog"].iloc[0])
-        if grown < t.backlog_growth_min_jobs:
+        if tr["last"] - tr["first"] < t.backlog_growth_min_jobs or grown < t.backlog_growth_min_jobs:
             continue
         ids = g["id_counter"].astype("Float64")
         arrivals = None
@@ -150,7 +153,8 @@ def backlog_growth(ctx: Context):
         # (almost) nothing drains: counts and the id counter are read moments apart, so "none"
         # can come out as a few percent of the arrivals
         starved = drain <= 0.05 * arrivals if arrivals else drain == 0
-        severity = "high" if starved or (eta is not None and eta <= 3600) else "medium"
+        # nothing drains: nothing progresses now (critical); memory full within the hour: high
+        severity = "critical" if starved else "high" if eta is not None and eta <= 3600 else "medium"
         per_min = tr["slope_per_s"] * 60
         title = (f"backlog grew {int(g['backlog'].iloc[0]):,} → {backlog_now:,} in {duration(span)} "
                  f"(+{per_min:,.0f}/min): "
@@ -163,7 +167,7 @@ def backlog_growth(ctx: Context):
             evidence={"points": tr["points"], "span_s": round(span, 1), "first_backlog": int(g["backlog"].iloc[0]),
                       "last_backlog": backlog_now, "growth_per_min": round(per_min, 1),
                       "arrivals_per_min": None if arrivals is None else round(arrivals * 60, 1),
-                      "drain_per_min": round(drain * 60, 1), "drain_basis": drain_basis, "r2": tr["r2"],
+                      "drain_per_min": round(drain * 60, 1), "drain_basis": drain_basis, "tau": tr["tau"], "r2": tr["r2"],
                       "seconds_to_drain_if_producers_stop": None if to_drain is None else round(to_drain),
                       "seconds_to_maxmemory_at_this_growth": None if eta is None else round(eta),
                       "workers": int(g["workers"].iloc[-1])},

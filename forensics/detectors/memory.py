@@ -3,15 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..summary import human_bytes
 from . import Context, detector, option_set
-
-
-def _mem(ctx: Context, q, families: list[str]) -> int | None:
-    m = ctx.snap.memory
-    if not len(m):
-        return None
-    sel = m[(m["prefix"] == q["prefix"]) & (m["queue"] == q["queue"]) & m["family"].isin(families)]
-    return int(sel["bytes"].sum()) if len(sel) else None
 
 
 @detector("unbounded-retention", "memory", "finished jobs kept without bound")
@@ -24,15 +17,20 @@ def unbounded_retention(ctx: Context):
                 continue
             fin = jq[jq["state"] == state]
             unset = ~option_set(fin[opt])
+            set_bytes = ctx.family_bytes(q, [state])
+            job_bytes = int(fin["memory_bytes"].mean() * n) if fin["memory_bytes"].notna().any() else None
+            known = [b for b in (set_bytes, job_bytes) if b is not None]
+            weight = ctx.memory_weight(sum(known) if known else None)
+            heavy = weight["heavy"] if known else n > 10 * t.retention_max_jobs
             yield ctx.finding(
-                "unbounded-retention", "high" if n > 10 * t.retention_max_jobs else "medium",
+                "unbounded-retention", "high" if heavy else "medium",
                 f"{n:,} {state} jobs kept" + (" (no " + ("removeOnComplete" if state == "completed"
                                                           else "removeOnFail") + " on them)" if unset.all() else ""),
                 q, fin, count=n, order="finished_at",
                 evidence={"state": state, "kept": n, "threshold": t.retention_max_jobs,
                           "jobs_without_option": int(unset.sum()),
-                          "set_bytes": _mem(ctx, q, [state]), "job_bytes_estimate":
-                          int(fin["memory_bytes"].mean() * n) if fin["memory_bytes"].notna().any() else None},
+                          "set_bytes": set_bytes, "job_bytes_estimate": job_bytes,
+                          "share": weight["share"], "share_of": weight["of"]},
                 remediation=("Bound retention: `removeOnComplete: {count: 1000}` (or `{age: 86400}`) "
                              if state == "completed" else
                              "Bound retention of failures: `removeOnFail: {count: 5000}` (or `{age: 7 * 86400}`) ")
@@ -40,20 +38,70 @@ def unbounded_retention(ctx: Context):
                 + "; clear the backlog once with `queue.clean(grace, limit, '" + state + "')`.")
 
 
-@detector("events-stream-bloat", "memory", "an events stream far longer than needed")
+def entry_bytes(ev: pd.DataFrame) -> pd.Series:
+    """Approximate bytes of each events-stream entry: its id, name, job id and other fields
+    (the text Redis stores; a lower bound of what the stream node takes)."""
+    return (ev["stream_id"].str.len().fillna(0) + ev["event"].str.len().fillna(0) + 6
+            + ev["job_id"].str.len().fillna(0) + ev["fields"].str.len().fillna(0)).astype("int64")
+
+
+def stream_bytes(ctx: Context, q, ev: pd.DataFrame) -> tuple[int | None, str | None]:
+    """(bytes, how they were measured) of a queue's events stream."""
+    measured = ctx.family_bytes(q, ["events"])
+    if measured is not None:
+        return measured, "MEMORY USAGE"
+    if len(ev):
+        return int(entry_bytes(ev).sum()), "entry text (a lower bound)"
+    return None, None
+
+
+@detector("events-stream-bloat", "memory", "an events stream holding many megabytes")
 def events_stream_bloat(ctx: Context):
     t = ctx.t
     for q, _ in ctx.by_queue(ctx.jobs):
-        n = int(q["events_length"])
-        cap = q["max_len_events"]
-        if n <= t.events_max_entries and (pd.isna(cap) or cap <= t.events_max_entries):
+        n, cap = int(q["events_length"]), q["max_len_events"]
+        ev = ctx.events_of(q)
+        nbytes, basis = stream_bytes(ctx, q, ev)
+        per_entry = nbytes / n if nbytes and n else None
+        # A cap raised above the usual lets the stream grow: project it at today's entry size.
+        raised = pd.notna(cap) and cap > t.events_max_entries
+        at_cap = per_entry * float(cap) if per_entry and raised and cap > n else None
+        if nbytes is not None:  # bytes decide: many small entries are not bloat
+            now_hit = nbytes >= t.events_max_bytes
+            cap_hit = at_cap is not None and at_cap >= t.events_max_bytes
+        else:  # the stream was not read nor measured: its length is all there is
+            now_hit = n > t.events_max_entries
+            cap_hit = raised
+        if not (now_hit or cap_hit):
             continue
+        by_event = {}
+        if len(ev):
+            b = entry_bytes(ev).groupby(ev["event"]).sum().sort_values(ascending=False)
+            by_event = {str(k): int(v) for k, v in b.head(5).items()}
+        weight = ctx.memory_weight(nbytes)
+        severity = ("high" if weight["heavy"] else "medium") if now_hit else "low"
+        heavy_kind = next(iter(by_event), None)
+        if now_hit and nbytes is not None:
+            title = (f"events stream holds {human_bytes(nbytes)} in {n:,} entries "
+                     f"({human_bytes(per_entry)} per entry" + (f"; mostly `{heavy_kind}` entries" if heavy_kind else "")
+                     + ")")
+        elif now_hit:
+            title = f"events stream holds {n:,} entries"
+        else:
+            title = (f"events stream may grow to {human_bytes(at_cap)} (cap {int(cap):,} entries × "
+                     f"{human_bytes(per_entry)})" if at_cap else f"events stream cap is {int(cap):,} entries")
         yield ctx.finding(
-            "events-stream-bloat", "medium", f"events stream holds {n:,} entries", q, None, count=n,
-            evidence={"entries": n, "max_len_events": None if pd.isna(cap) else int(cap),
-                      "stream_bytes": _mem(ctx, q, ["events"]), "threshold": t.events_max_entries},
-            remediation="Cap it: `new Queue(name, {streams: {events: {maxLen: 10000}}})` (stored as "
-                        "meta `opts.maxLenEvents`); the stream is trimmed as jobs are added and finish.")
+            "events-stream-bloat", severity, title, q, None, count=n,
+            evidence={"entries": n, "stream_bytes": nbytes, "bytes_basis": basis,
+                      "bytes_per_entry": None if per_entry is None else round(per_entry),
+                      "bytes_by_event": by_event, "share": weight["share"], "share_of": weight["of"],
+                      "max_len_events": None if pd.isna(cap) else int(cap),
+                      "projected_bytes_at_cap": None if at_cap is None else round(at_cap),
+                      "threshold_bytes": t.events_max_bytes},
+            remediation="BullMQ copies every return value into the `completed` entry and every failure reason "
+                        "into the `failed` entry of the events stream: return small results (an id, a URL) and "
+                        "keep big ones elsewhere. Cap the stream: `new Queue(name, {streams: {events: {maxLen: "
+                        "1000}}})` (stored as meta `opts.maxLenEvents`); it is trimmed as jobs are added and finish.")
 
 
 @detector("eviction-policy", "memory", "Redis may evict queue keys")

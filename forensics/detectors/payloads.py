@@ -1,6 +1,8 @@
 """Payloads: job data, return values, stack traces and logs that bloat Redis."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from ..summary import human_bytes
@@ -17,7 +19,8 @@ def oversized_payload(ctx: Context):
             continue
         huge = int((size > t.payload_huge_bytes).sum())
         large = int(((size > t.payload_large_bytes) & (size <= t.payload_huge_bytes)).sum())
-        sev = "high" if huge else "medium" if large else "low"
+        weight = ctx.memory_weight(float(size.sum()))
+        sev = "high" if weight["heavy"] else "medium" if huge or large else "low"
         by_name = hit.groupby("name", observed=True)["data_bytes"].max().sort_values(ascending=False)
         yield ctx.finding(
             "oversized-payload", sev,
@@ -26,6 +29,7 @@ def oversized_payload(ctx: Context):
             evidence={"over_1kb_guideline": len(hit) - large - huge, "over_100kb": large, "over_1mb": huge,
                       "p50_bytes": int(size.median()), "p95_bytes": int(size.quantile(0.95)),
                       "max_bytes": int(size.max()), "total_bytes": int(size.sum()),
+                      "share": weight["share"], "share_of": weight["of"],
                       "largest_by_name": {str(k): int(v) for k, v in by_name.head(5).items()}},
             remediation="Keep job data small (the guideline is < 1 KB): store the document in object "
                         "storage or a database and pass its id or URL. Redis keeps data for every "
@@ -62,21 +66,60 @@ def binary_payload(ctx: Context):
                         "Upload the bytes (object storage) and pass a reference.")
 
 
-@detector("oversized-returnvalue", "payloads", "large return values kept in Redis")
+def big_stream_values(ev: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """`completed` entries of an events stream whose return value exceeds ``limit`` bytes:
+    stream_id, job_id, bytes. (BullMQ copies each return value into its `completed` entry,
+    where it outlives a job removed on completion.)"""
+    c = ev[ev["event"].eq("completed") & (ev["fields"].str.len() > limit)]
+    if not len(c):
+        return pd.DataFrame({"stream_id": [], "job_id": [], "bytes": []})
+
+    def size(text: str) -> int:
+        try:
+            value = json.loads(text).get("returnvalue")
+        except (ValueError, AttributeError):
+            return 0
+        return len(value.encode("utf-8", "replace")) if isinstance(value, str) else 0
+    sizes = c["fields"].map(size)
+    big = c[sizes > limit]
+    return pd.DataFrame({"stream_id": big["stream_id"], "job_id": big["job_id"], "bytes": sizes[big.index]})
+
+
+@detector("oversized-returnvalue", "payloads", "large return values kept in Redis (job hashes or the events stream)")
 def oversized_returnvalue(ctx: Context):
     t = ctx.t
     for q, jq in ctx.by_queue(ctx.jobs):
         size = jq["returnvalue_bytes"].fillna(0)
         hit = jq[size > t.returnvalue_large_bytes]
-        if not len(hit):
+        ev = ctx.events_of(q)
+        stream = big_stream_values(ev, t.returnvalue_large_bytes) if len(ev) else big_stream_values(ev.iloc[0:0], 0)
+        only_stream = stream[~stream["job_id"].isin(set(jq["job_id"]))]
+        if not len(hit) and not len(stream):
             continue
+        total = int(size[hit.index].sum()) + int(stream["bytes"].sum())
+        top = max(float(size.max()) if len(size) else 0.0, float(stream["bytes"].max()) if len(stream) else 0.0)
+        weight = ctx.memory_weight(total)
+        n = len(hit) + only_stream["job_id"].nunique()
+        where = []
+        if len(hit):
+            where.append(f"{len(hit)} in job hashes")
+        if len(stream):
+            where.append(f"{len(stream)} copied into the events stream"
+                         + (f" ({only_stream['job_id'].nunique()} only there: the jobs were removed)" if len(only_stream) else ""))
+        ids = [*jq.loc[hit.index].sort_values("returnvalue_bytes", ascending=False)["job_id"].astype(str),
+               *only_stream.sort_values("bytes", ascending=False)["job_id"].dropna().astype(str)]
         yield ctx.finding(
-            "oversized-returnvalue", "high" if size.max() > t.payload_huge_bytes else "medium",
-            f"{len(hit)} job(s) returned more than {human_bytes(t.returnvalue_large_bytes)}", q, hit,
-            order="returnvalue_bytes", ascending=False,
-            evidence={"max_bytes": int(size.max()), "total_bytes": int(size[hit.index].sum())},
-            remediation="Return a small result (an id, a URL, a count) and store big results elsewhere; "
-                        "`removeOnComplete: {count: 1000}` bounds how many are kept.")
+            "oversized-returnvalue", "high" if weight["heavy"] else "medium",
+            f"{n} job(s) returned more than {human_bytes(t.returnvalue_large_bytes)} ({'; '.join(where)})", q, hit,
+            count=n, evidence={"max_bytes": int(top), "total_bytes": total, "in_job_hashes": len(hit),
+                               "in_events_stream": len(stream), "only_in_events_stream": int(only_stream["job_id"].nunique()),
+                               "event_ids": stream.sort_values("bytes", ascending=False)["stream_id"].head(20).tolist(),
+                               "share": weight["share"], "share_of": weight["of"]},
+            remediation="Return a small result (an id, a URL, a count) and store big results elsewhere: the return "
+                        "value is kept in the job hash of every retained job, and BullMQ also copies it into the "
+                        "`completed` entry of the events stream, where it outlives `removeOnComplete`. "
+                        "`removeOnComplete: {count: 1000}` and a lower `streams.events.maxLen` bound how many are kept.",
+        ).with_ids(list(dict.fromkeys(ids)))
 
 
 @detector("stacktrace-bloat", "payloads", "large or many stack traces kept per job")
@@ -88,12 +131,14 @@ def stacktrace_bloat(ctx: Context):
         hit = jq[big | many]
         if not len(hit):
             continue
+        weight = ctx.memory_weight(float(jq["stacktrace_bytes"].fillna(0).sum()))
         yield ctx.finding(
-            "stacktrace-bloat", "medium" if big.any() else "low",
+            "stacktrace-bloat", "high" if weight["heavy"] else "medium" if big.any() else "low",
             f"{len(hit)} job(s) keep oversized stack traces", q, hit, order="stacktrace_bytes", ascending=False,
             evidence={"max_bytes": int(jq["stacktrace_bytes"].fillna(0).max()),
                       "max_entries": int(jq["stacktrace_count"].fillna(0).max()),
-                      "total_bytes": int(jq.loc[hit.index, "stacktrace_bytes"].fillna(0).sum())},
+                      "total_bytes": int(jq.loc[hit.index, "stacktrace_bytes"].fillna(0).sum()),
+                      "share": weight["share"], "share_of": weight["of"]},
             remediation="Set `stackTraceLimit: 3` in the job options (one trace is kept per failed "
                         "attempt) and avoid huge error messages (no payload dumps in errors).")
 
@@ -105,11 +150,14 @@ def log_bloat(ctx: Context):
         hit = jq[jq["log_count"].fillna(0) > t.log_lines_max]
         if not len(hit):
             continue
+        log_bytes = ctx.family_bytes(q, ["logs"])
+        weight = ctx.memory_weight(log_bytes)
         yield ctx.finding(
-            "log-bloat", "medium" if hit["log_count"].max() > 10 * t.log_lines_max else "low",
+            "log-bloat", "high" if weight["heavy"] else "medium" if hit["log_count"].max() > 10 * t.log_lines_max else "low",
             f"{len(hit)} job(s) keep more than {t.log_lines_max} log lines", q, hit,
             order="log_count", ascending=False,
-            evidence={"max_lines": int(hit["log_count"].max()), "total_lines": int(hit["log_count"].sum())},
+            evidence={"max_lines": int(hit["log_count"].max()), "total_lines": int(hit["log_count"].sum()),
+                      "log_bytes": log_bytes, "share": weight["share"]},
             remediation=("Log less per job (`job.log()` writes to Redis); removing finished jobs removes "
                          "their logs." if q["flavor"] == "bull" else
                          "Set `keepLogs: 100` in the job options to keep only the newest lines, and log "

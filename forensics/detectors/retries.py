@@ -38,35 +38,128 @@ def _top_reasons(ctx: Context, jobs: pd.DataFrame, n: int = 3) -> dict[str, int]
     return {str(k): int(v) for k, v in fp.value_counts().head(n).items()}
 
 
-@detector("retry-storm", "retries", "many jobs waiting for a retry at once")
+def retry_events(ev: pd.DataFrame) -> pd.DataFrame:
+    """The retries an events stream records (BullMQ): a job sent back to wait from active
+    (retryJob: `waiting` with prev `active`, prev `failed` on BullMQ <= 4), unless the
+    stalled checker did it (a `stalled` entry follows); and a job moved to delayed right
+    after it was active (moveToDelayed: a backoff). A `delayed` entry right after `added`
+    is a job added with a delay, not a retry."""
+    if not len(ev):
+        return ev
+    seq = pd.to_numeric(ev["stream_id"].str.partition("-")[2], errors="coerce")
+    ev = ev.assign(_seq=seq).sort_values(["time", "_seq"], kind="stable")
+    by_job = ev.groupby("job_id", sort=False)["event"]
+    before, after = by_job.shift(1), by_job.shift(-1)
+    prev = ev["fields"].str.extract(r'"prev":"([^"]*)"', expand=False)
+    back = ev["event"].eq("waiting") & prev.isin(["active", "failed"]) & after.ne("stalled")
+    backoff = ev["event"].eq("delayed") & before.eq("active")
+    return ev[back | backoff].drop(columns="_seq")
+
+
+def retries_made(jobs: pd.DataFrame) -> pd.Series:
+    """Retries each job has had so far. Bull counts failures (a failed job's last failure
+    was not retried); BullMQ counts finished attempts (a finished job's last one was not)."""
+    made = jobs["attempts_made"].astype("Float64").fillna(0)
+    last_not_retried = jobs["state"].eq("failed") | (jobs["state"].eq("completed") & jobs["flavor"].eq("bullmq"))
+    return (made - last_not_retried.astype("float64")).clip(lower=0).astype("float64")
+
+
+def _last_activity(jobs: pd.DataFrame) -> pd.Series:
+    """When each job last started or finished an attempt."""
+    return jobs[["processed_at", "finished_at"]].max(axis=1)
+
+
+def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
+    r = retry_events(ctx.events_of(q))
+    if not len(r):
+        return None
+    first, last = r["time"].min(), r["time"].max()
+    window = (last - first).total_seconds()
+    ids = set(r["job_id"].dropna().astype(str))
+    return {"basis": "events stream", "retries": len(r), "first": first, "last": last, "window_s": window,
+            "per_min": len(r) / max(window, 1.0) * 60, "sustained_per_min": len(r) / max(window, 60.0) * 60,
+            "jobs": jq[jq["job_id"].isin(ids)], "retrying_jobs": len(ids)}
+
+
+def _storm_from_jobs(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
+    """Bull keeps no events: each recently active job's retries over the time since it was
+    added, summed over the queue's jobs."""
+    last = _last_activity(jq)
+    retries = retries_made(jq)
+    recent = (ctx.now - last) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
+    jobs = jq[recent.fillna(False) & (retries > 0) & jq["added_at"].notna()]
+    if not len(jobs):
+        return None
+    r = retries[jobs.index]
+    span = (last[jobs.index] - jobs["added_at"]).dt.total_seconds().clip(lower=0)
+    return {"basis": "job attempt counters", "retries": int(r.sum()), "first": jobs["added_at"].min(),
+            "last": last[jobs.index].max(), "window_s": float(span.max()),
+            "per_min": float((r / span.clip(lower=1.0)).sum() * 60),
+            "sustained_per_min": float((r / span.clip(lower=60.0)).sum() * 60),
+            "jobs": jobs, "retrying_jobs": len(jobs)}
+
+
+def _backoffs(jobs: pd.DataFrame) -> dict[str, int]:
+    label = jobs["backoff_type"].fillna("none").astype(str) + \
+        jobs["backoff_delay_ms"].map(lambda d: "" if pd.isna(d) else f" {int(d)} ms")
+    return {str(k): int(v) for k, v in label.value_counts().head(5).items()}
+
+
+@detector("retry-storm", "retries", "retries at a rate that hammers a dependency (or many jobs awaiting a retry)")
 def retry_storm(ctx: Context):
     t = ctx.t
-    ev = ctx.snap.events
     for q, jq in ctx.by_queue(ctx.jobs):
-        r = _retrying(jq)
+        storm = _storm_from_events(ctx, q, jq) if not is_bull(q) else None
+        storm = storm or _storm_from_jobs(ctx, q, jq)
+        # Sustained: the threshold per minute watched, a window under a minute counting as a
+        # minute (a burst of a few retries is not a storm). The rate reported is the measured one.
+        rate_hit = storm is not None and storm["sustained_per_min"] >= t.retry_storm_per_min
+        waiting = _retrying(jq)
         unfinished = int(jq["state"].isin(UNFINISHED).sum())
-        if len(r) < t.retry_storm_jobs or not unfinished or len(r) / unfinished < t.retry_storm_share:
+        crowd_hit = len(waiting) >= t.retry_storm_jobs and unfinished and len(waiting) / unfinished >= t.retry_storm_share
+        if not rate_hit and not crowd_hit:
             continue
-        weak = _weak_backoff(r, t.min_backoff_ms)
-        evq = ev[(ev["prefix"] == q["prefix"]) & (ev["queue"] == q["queue"])] if len(ev) else ev
-        per_min = None
-        if len(evq) > 1:
-            span = max((evq["time"].max() - evq["time"].min()).total_seconds() / 60, 1 / 60)
-            per_min = round(int(evq["event"].isin(["failed", "retries-exhausted"]).sum() +
-                                ((evq["event"] == "delayed") | ((evq["event"] == "waiting") &
-                                 evq["fields"].str.contains('"prev":"active"', regex=False, na=False))).sum())
-                            / span, 1)
+        jobs = storm["jobs"] if rate_hit else waiting
+        weak = _weak_backoff(jobs, t.min_backoff_ms) if len(jobs) else pd.Series(dtype=bool)
+        inf = jobs["attempts_infinite"].fillna(False).astype(bool)
+        unbounded = bool(inf.any() or (jobs["attempts_configured"].fillna(0) > t.max_attempts).any())
+        weak_most = bool(len(weak)) and weak.mean() > 0.5
+        top = _top_reasons(ctx, jobs)
+        example = jobs["failed_reason"].dropna()
+        evidence = {"retrying_now": len(waiting), "unfinished": unfinished,
+                    "weak_backoff": int(weak.sum()) if len(weak) else 0,
+                    "backoff": _backoffs(jobs) if len(jobs) else {},
+                    "attempts_unbounded": unbounded,
+                    "max_attempts_configured": None if not jobs["attempts_configured"].notna().any()
+                    else int(jobs["attempts_configured"].max()),
+                    "max_attempts_made": int(jobs["attempts_made"].fillna(0).max()) if len(jobs) else 0,
+                    "top_errors": top, "example_error": str(example.iloc[0])[:300] if len(example) else None}
+        error = f", failing with: {next(iter(top))[:80]}" if top else ""
+        if rate_hit:
+            ago = (ctx.now - storm["last"]).total_seconds()
+            ongoing = ago <= 60 and bool(jobs["state"].isin(UNFINISHED).any())
+            severity = ("critical" if ongoing and unbounded and weak_most else
+                        "high" if ongoing and (weak_most or storm["per_min"] >= 10 * t.retry_storm_per_min) else "medium")
+            from .trends import duration
+            title = (f"retry storm: ~{storm['per_min']:,.0f} retries/min ({storm['retries']:,} retries of "
+                     f"{storm['retrying_jobs']:,} job(s) in {duration(storm['window_s'])}){error}"
+                     + ("; still going" if ongoing else f"; last retry {duration(ago)} before the capture"))
+            evidence = {"retries": storm["retries"], "window_s": round(storm["window_s"], 3),
+                        "retries_per_min": round(storm["per_min"], 1),
+                        "sustained_retries_per_min": round(storm["sustained_per_min"], 1), "basis": storm["basis"],
+                        "first_retry_at": storm["first"].isoformat(), "last_retry_at": storm["last"].isoformat(),
+                        "ongoing": ongoing, "retrying_jobs": storm["retrying_jobs"],
+                        "threshold_per_min": t.retry_storm_per_min, **evidence}
+        else:
+            severity = "high" if weak_most else "medium"
+            title = f"{len(waiting)} job(s) waiting to be retried ({len(waiting) / unfinished:.0%} of unfinished work){error}"
         yield ctx.finding(
-            "retry-storm", "high" if weak.mean() > 0.5 else "medium",
-            f"{len(r)} job(s) waiting to be retried ({len(r) / unfinished:.0%} of unfinished work)",
-            q, r, order="attempts_made", ascending=False,
-            evidence={"retrying": len(r), "unfinished": unfinished, "weak_backoff": int(weak.sum()),
-                      "max_attempts_made": int(r["attempts_made"].max()),
-                      "top_errors": _top_reasons(ctx, r), "retry_events_per_minute": per_min},
+            "retry-storm", severity, title, q, jobs, count=len(jobs) if len(jobs) else storm["retrying_jobs"],
+            order="attempts_made", ascending=False, evidence=evidence,
             remediation="Back off exponentially (`backoff: {type: 'exponential', delay: 2000}`"
                         + ("" if is_bull(q) else ", plus `jitter`") + "), keep `attempts` at 3-5, "
-                        + _unrecoverable(q) + " for errors no retry fixes, and pause the queue or "
-                        "rate-limit the worker while the dependency is down.")
+                        + _unrecoverable(q) + " for errors no retry fixes, and pause the queue "
+                        "(`await queue.pause()`) or rate-limit the worker while the dependency is down.")
 
 
 @detector("unbounded-attempts", "retries", "huge or infinite attempts")
@@ -79,18 +172,23 @@ def unbounded_attempts(ctx: Context):
         if not len(hit):
             continue
         worst = int(hit["attempts_configured"].max()) if hit["attempts_configured"].notna().any() else None
-        sev = "high" if inf.any() or (worst or 0) > 10 * t.max_attempts else "medium"
+        bull_inf = is_bull(q) and bool(inf.any())
+        # Bull stores `attempts: Infinity` as null; the job read back from Redis then has
+        # attempts null, and `attemptsMade < null` is false: it is tried once, never retried.
+        sev = "high" if (inf.any() and not bull_inf) or (worst or 0) > 10 * t.max_attempts else "medium"
+        parts = [f"up to {worst}" if worst and worst > t.max_attempts else "",
+                 f"{int(inf.sum())} infinite" + (", which Bull stores as null and never retries" if bull_inf else "")
+                 if inf.any() else ""]
         yield ctx.finding(
             "unbounded-attempts", sev,
-            f"{len(hit)} job(s) with unbounded attempts ("
-            + ", ".join(x for x in (f"{int(inf.sum())} infinite" if inf.any() else "",
-                                    f"up to {worst}" if worst and worst > t.max_attempts else "") if x)
-            + ")", q, hit,
+            f"{len(hit)} job(s) with unbounded attempts ({'; '.join(x for x in parts if x)})", q, hit,
             order="attempts_made", ascending=False,
             evidence={"infinite": int(inf.sum()), "max_configured": worst, "threshold": t.max_attempts},
             remediation="Use `attempts: 3` to `5` with exponential backoff; a job that still fails belongs "
                         "in the failed set (a dead-letter queue you review), not in an endless retry loop"
-                        + (" (`attempts: Infinity` is stored as null)." if inf.any() else "."))
+                        + (". In Bull, `attempts: Infinity` is stored as null and the job is then never retried "
+                           "at all: give a number." if bull_inf else
+                           " (`attempts: Infinity` is stored as null)." if inf.any() else "."))
 
 
 @detector("no-backoff", "retries", "retries without backoff, or with a short fixed one")

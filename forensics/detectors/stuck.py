@@ -1,9 +1,11 @@
 """Stuck work: jobs that sit active, waiting or delayed and will not move on their own."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from . import Context, detector, is_bull, minutes
+from .trends import duration
 
 WAITING = ["wait", "prioritized"]
 
@@ -16,15 +18,21 @@ def _iso(ts) -> str | None:
     return None if pd.isna(ts) else pd.Timestamp(ts).isoformat()
 
 
+def lockless_active(ctx: Context, jq: pd.DataFrame) -> pd.DataFrame:
+    """Active jobs whose lock is gone (past the moment between taking a job and locking it).
+    A job whose hash says it finished after its last start was read from the active list
+    just before it finished (a capture is not atomic): it is not stalled."""
+    act = jq[jq["state"] == "active"]
+    old = ((ctx.now - act["processed_at"]) > pd.Timedelta(seconds=ctx.t.stalled_grace_s)).fillna(True)
+    moved_on = (act["finished_at"] >= act["processed_at"]).fillna(False).astype(bool)
+    return act[~act["lock_present"].fillna(False).astype(bool) & old & ~moved_on]
+
+
 @detector("stalled-active", "stuck", "active jobs whose lock is gone: their worker died")
 def stalled_active(ctx: Context):
-    grace = pd.Timedelta(seconds=ctx.t.stalled_grace_s)
     for q, jq in ctx.by_queue(ctx.jobs):
         act = jq[jq["state"] == "active"]
-        if not len(act):
-            continue
-        old = ((ctx.now - act["processed_at"]) > grace).fillna(True)
-        hit = act[~act["lock_present"].fillna(False).astype(bool) & old]
+        hit = lockless_active(ctx, jq)
         if not len(hit):
             continue
         workers = int(q["workers"]) if ctx.workers_known else None
@@ -69,11 +77,16 @@ def hung_active(ctx: Context):
         if not len(hit):
             continue
         longest = float(running[hit.index].max())
+        waiting = int(jq["state"].isin(WAITING).sum())
+        all_hung = len(hit) == int((jq["state"] == "active").sum()) and waiting > 0
         yield ctx.finding(
-            "hung-active", "high", f"{len(hit)} job(s) active for up to {longest / 60:.0f} min with a live lock",
+            "hung-active", "critical" if all_hung else "high",
+            f"{len(hit)} job(s) active for up to {longest / 60:.0f} min with a live lock"
+            + (f"; every active job hangs and {waiting} wait behind them" if all_hung else ""),
             q, hit, order="processed_at",
             evidence={"longest_running_minutes": round(longest / 60, 1),
                       "threshold_minutes": round(float(limit[hit.index].min()) / 60, 1),
+                      "active": int((jq["state"] == "active").sum()), "waiting_behind": waiting,
                       "p95_runtime_s_by_name": {k: round(v, 1) for k, v in p95.items()}},
             remediation=("The worker is alive (it renews the lock) but the processor never returns. "
                          + ("Set `timeout` in the job options (Bull fails the job after that many ms, "
@@ -112,22 +125,35 @@ def stall_failures(ctx: Context):
                                     "(field `defa`)." if len(deferred) else "")))
 
 
-@detector("no-workers", "stuck", "work waiting and no worker connected")
+@detector("no-workers", "stuck", "work that needs a worker, and no worker connected")
 def no_workers(ctx: Context):
     if not ctx.workers_known:
         return
     for q, jq in ctx.by_queue(ctx.jobs):
-        waiting = int(q["n_wait"]) + int(q["n_prioritized"])
-        if q["paused"] or not waiting or int(q["workers"]) > 0:
+        if q["paused"] or int(q["workers"]) > 0:
+            continue  # a paused queue: paused-backlog says why nothing moves
+        # Everything only a worker moves on: waiting jobs; delayed jobs past due (workers
+        # promote them: BullMQ >= 2 Workers, Bull queues with a process() handler); active
+        # jobs whose lock is gone (a worker's stalled checker puts them back).
+        waiting = jq[jq["state"].isin(WAITING)]
+        due = jq[(jq["state"] == "delayed") & (jq["due_at"] <= ctx.now)]
+        stalled = lockless_active(ctx, jq)
+        hit = pd.concat([waiting, due, stalled])
+        if not len(hit):
             continue
-        w = jq[jq["state"].isin(WAITING)]
+        kinds = {"waiting": int((waiting["state"] == "wait").sum()),
+                 "prioritized": int((waiting["state"] == "prioritized").sum()),
+                 "delayed_past_due": len(due), "active_without_lock": len(stalled)}
+        since = pd.concat([waiting["added_at"], due["due_at"], stalled["processed_at"]]).min()
         yield ctx.finding(
-            "no-workers", "critical", f"{waiting} job(s) waiting and no worker connected", q, w,
-            count=waiting, order="added_at",
-            evidence={"waiting": waiting, "workers_connected": 0,
-                      "oldest_waiting_since": _iso(w["added_at"].min())},
-            remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take "
-                         "these jobs. Start workers (" + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
+            "no-workers", "critical",
+            f"{len(hit)} job(s) need a worker and none is connected ("
+            + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kinds.items() if n) + ")",
+            q, hit, order="added_at",
+            evidence={**kinds, "workers_connected": 0, "waiting_since": _iso(since)},
+            remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take these jobs, "
+                         "promote the delayed ones or recover the stalled ones. Start workers ("
+                         + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
                          + ") against this Redis, db and prefix; check their logs for connection errors."))
 
 
@@ -169,8 +195,8 @@ def overdue_delayed(ctx: Context):
 def stale_backlog(ctx: Context):
     limit = pd.Timedelta(minutes=ctx.t.stale_backlog_minutes)
     for q, jq in ctx.by_queue(ctx.jobs):
-        if q["paused"] or (ctx.workers_known and int(q["workers"]) == 0):
-            continue  # paused-backlog / no-workers say why
+        if q["paused"]:
+            continue  # paused-backlog says why
         w = jq[jq["state"].isin(WAITING)]
         if not len(w):
             continue
@@ -186,8 +212,9 @@ def stale_backlog(ctx: Context):
             q, old, order="added_at",
             evidence={"waiting": len(w), "older_than_threshold": len(old), "oldest_wait_minutes": minutes(age),
                       "workers_connected": int(q["workers"]) if ctx.workers_known else None},
-            remediation="Workers are connected but the backlog is not draining: add workers or raise "
-                        "`concurrency`, look for slow or hung jobs (hung-active) and rate limits.")
+            remediation="The backlog is not draining. With no worker connected, start one (no-workers); "
+                        "otherwise add workers or raise `concurrency`, and look for slow or hung jobs "
+                        "(hung-active) and rate limits (rate-limit-freeze).")
 
 
 @detector("blocked-parent", "stuck", "flow parents waiting on a failed child")
@@ -235,37 +262,68 @@ def rate_limit_freeze(ctx: Context):
                          "(milliseconds) or raise `max`."))
 
 
-@detector("priority-starvation", "stuck", "prioritized jobs starved by jobs that run first")
+def _became_waiting(ctx: Context, q, jobs: pd.DataFrame) -> pd.Series:
+    """When each never-started job became waiting: when it was added, or, for a job added
+    with a delay, when that delay ran out (the hash's `delay` is reset to 0 on promotion,
+    so it is read from the job's options)."""
+    since = jobs["added_at"].copy()
+    opts = ctx.snap.payloads_of(q["prefix"], q["queue"], jobs["job_id"], ["opts"])
+    if len(opts):
+        delay = pd.to_numeric(opts.set_index("job_id")["opts"].str.extract(r'"delay":(\d+)', expand=False),
+                              errors="coerce")
+        ms = jobs["job_id"].map(delay).fillna(0)
+        since = since + pd.to_timedelta(ms.astype("float64"), unit="ms")
+    return since
+
+
+@detector("priority-starvation", "stuck", "waiting jobs overtaken by many jobs added after them")
 def priority_starvation(ctx: Context):
-    limit = pd.Timedelta(minutes=ctx.t.starvation_minutes)
+    t = ctx.t
     for q, jq in ctx.by_queue(ctx.jobs):
-        if is_bull(q):
-            cand = jq[(jq["state"] == "wait") & (jq["priority"] > 0)]
-        else:  # BullMQ >= 4 runs every priority-0 job before any prioritized one
-            cand = jq[jq["state"] == "prioritized"]
-        starving = cand[(ctx.now - cand["added_at"]) > limit]
+        if q["paused"]:
+            continue
+        # Jobs never taken yet (a retried job waits since its last attempt, not since it was added)
+        cand = jq[jq["state"].isin(WAITING) & jq["processed_at"].isna() & jq["added_at"].notna()
+                  & (jq["attempts_made"].fillna(0) == 0)]
+        taken = jq[jq["processed_at"].notna() & jq["added_at"].notna()]
+        if not len(cand) or len(taken) < t.starvation_min_overtaken:
+            continue
+        added = taken["added_at"].sort_values().to_numpy()
+        later = len(added) - np.searchsorted(added, cand["added_at"].to_numpy(), side="right")
+        cand = cand[later >= t.starvation_min_overtaken]
+        if not len(cand):
+            continue
+        # Overtaken: added after the job, and taken by a worker after it became waiting. For
+        # a job added without delay that is every later-added job that was taken (taken
+        # after it was added); a job added with a delay is compared pairwise (few of them).
+        since = _became_waiting(ctx, q, cand)
+        n_over = pd.Series(later[later >= t.starvation_min_overtaken], index=cand.index)
+        for idx in cand.index[(since > cand["added_at"]).to_numpy()]:
+            n_over[idx] = int(((taken["added_at"] > cand.at[idx, "added_at"]) & (taken["processed_at"] > since[idx])).sum())
+        starving = cand[(n_over >= t.starvation_min_overtaken).to_numpy()]
         if not len(starving):
             continue
-        oldest = starving["added_at"].min()
-        if is_bull(q):
-            better = jq[(jq["priority"].fillna(0) < starving["priority"].max())]
-        else:
-            better = jq[jq["priority"].fillna(0) == 0]
-        overtaking = better[(better["added_at"] > oldest) &
-                            (better["state"].isin(["wait", "active", "completed", "failed"]))]
-        if not len(overtaking):
-            continue
+        oldest = starving["added_at"].idxmin()
+        waited = ctx.now - since[oldest]
+        by = taken[(taken["added_at"] > starving.at[oldest, "added_at"]) & (taken["processed_at"] > since[oldest])]
+        prio = lambda s: {str(int(k)): int(v) for k, v in s.fillna(0).value_counts().head(5).items()}
+        plain_first = not is_bull(q) and (starving["priority"].fillna(0) > 0).all() and (by["priority"].fillna(0) == 0).any()
         yield ctx.finding(
-            "priority-starvation", "medium",
-            f"{len(starving)} prioritized job(s) waiting up to {minutes(ctx.now - oldest)} min "
-            f"while {len(overtaking)} later job(s) went first", q, starving, order="added_at",
-            evidence={"starving": len(starving), "overtaken_by": len(overtaking),
-                      "oldest_waiting_minutes": minutes(ctx.now - oldest)},
-            remediation=("BullMQ >= 4 takes every un-prioritized (priority 0) job before any prioritized "
-                         "one. Give every job of this queue a priority, or put prioritized work in its own queue."
-                         if not is_bull(q) else
-                         "Lower priority numbers always go first: jobs with high numbers starve while "
-                         "urgent work keeps coming. Use fewer priority levels or separate queues."))
+            "priority-starvation", "high" if waited >= pd.Timedelta(minutes=t.starvation_minutes) else "medium",
+            f"{len(starving)} waiting job(s) overtaken: {len(by):,} job(s) added after the oldest were taken "
+            f"first (it has waited {duration(waited.total_seconds())})", q, starving, order="added_at",
+            evidence={"starving": len(starving), "overtaken_by": len(by), "oldest_waiting_minutes": minutes(waited),
+                      "starving_priorities": prio(starving["priority"]), "overtaker_priorities": prio(by["priority"]),
+                      "threshold_overtaken": t.starvation_min_overtaken},
+            remediation=(("BullMQ >= 4 takes every un-prioritized (priority 0) job before any prioritized one: "
+                          "prioritized work starves while plain jobs keep coming. Give every job of this queue a "
+                          "priority, or put prioritized work in its own queue." if plain_first else
+                          "Better-priority jobs added later keep going first (BullMQ: lower numbers first, and "
+                          "priority 0 before all): use fewer priority levels, separate queues per class of work, "
+                          "or more workers so lower priorities get a turn.") if not is_bull(q) else
+                         "Bull takes lower priority numbers first, and prioritized jobs before un-prioritized "
+                         "ones: work with high numbers (or none) starves while better-priority jobs keep coming. "
+                         "Use fewer priority levels, separate queues, or more workers."))
 
 
 @detector("missing-job-hash", "stuck", "job ids listed whose hash is gone")
@@ -276,8 +334,10 @@ def missing_job_hash(ctx: Context):
         m = jq[jq["state"] == "missing-hash"]
         if not len(m):
             continue
+        evicting = pd.notna(evicted) and int(evicted) > 0 and isinstance(policy, str) and policy != "noeviction"
         yield ctx.finding(
-            "missing-job-hash", "high", f"{len(m)} job id(s) listed without a job hash", q, m,
+            "missing-job-hash", "critical" if evicting else "high",
+            f"{len(m)} job id(s) listed without a job hash" + ("; Redis is evicting keys" if evicting else ""), q, m,
             evidence={"missing": len(m), "evicted_keys": None if pd.isna(evicted) else int(evicted),
                       "maxmemory_policy": policy},
             remediation="The job hashes were evicted or deleted; workers taking these ids fail with "

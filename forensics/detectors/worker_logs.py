@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..logs import has_memory
 from ..summary import human_bytes
+from ..stats import rising, robust_trend
 from . import SAMPLE, Context, detector, trend
 from .trends import byte_rate, duration
 
@@ -54,6 +55,11 @@ CONNECTION_KINDS = [
      "and the proxy or load balancer between workers and Redis."),
 ]
 _KINDS = [(k, re.compile(p, re.I), s, r) for k, p, s, r in CONNECTION_KINDS]
+# Network errors are anybody's: a processor's HTTP call refused or timing out fails its job
+# with the same ECONNREFUSED / ETIMEDOUT. They are Redis errors only where Redis is named,
+# or (in logs) reported by the worker itself rather than about one job.
+NETWORK_KINDS = {"connection-refused", "connection-lost"}
+NAMES_REDIS = re.compile(r"redis|:6379\b|:6380\b|:26379\b", re.I)
 
 
 def _text(df: pd.DataFrame) -> pd.Series:
@@ -99,17 +105,26 @@ def _ids(records: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:
     return ids[:SAMPLE]
 
 
+def jobs_done(g: pd.DataFrame) -> pd.Series:
+    """For each record of one worker's log (in time order): how many distinct jobs it had
+    named up to and including that record."""
+    ids = g["job_id"]
+    first = ids.notna() & ~ids.duplicated()
+    return first.cumsum()
+
+
 @detector("worker-memory-growth", "memory", "a worker's memory grows job after job (a leak)")
 def worker_memory_growth(ctx: Context):
     t = ctx.t
     logs = ctx.logs
     if not len(logs):
         return
-    mem = logs[has_memory(logs)]
-    for worker, g in mem.groupby("worker", sort=True):
-        metric = "heap_used_bytes" if g["heap_used_bytes"].notna().sum() >= t.worker_memory_min_points \
+    for worker, g in logs[logs["time"].notna()].sort_values("time", kind="stable").groupby("worker", sort=True):
+        g = g.assign(_jobs=jobs_done(g))
+        mem = g[has_memory(g)]
+        metric = "heap_used_bytes" if mem["heap_used_bytes"].notna().sum() >= t.worker_memory_min_points \
             else "rss_bytes"
-        pts = g[g[metric].notna() & g["time"].notna()]
+        pts = mem[mem[metric].notna()]
         if len(pts) < t.worker_memory_min_points:
             continue
         # A process that restarts under the same name (a container: same hostname, pid 1)
@@ -119,20 +134,27 @@ def worker_memory_growth(ctx: Context):
         breaks = np.flatnonzero(rss[1:] < 0.5 * rss[:-1]) + 1  # NaN compares False: no RSS, no split
         best = None
         for seg in np.split(np.arange(len(pts)), breaks):
-            if len(seg) < t.worker_memory_min_points:
+            run = pts.iloc[seg]
+            if len(run) < t.worker_memory_min_points:
                 continue
-            tr = trend(pts["time"].iloc[seg], pts[metric].iloc[seg])
-            if tr is None or tr["slope_per_s"] <= 0 or tr["r2"] < t.trend_min_r2:
+            # Leaks grow per job: where the log names the jobs, judge memory against jobs
+            # processed (a quiet stretch of slow jobs then bends nothing); else against time.
+            jobs = run["_jobs"] - run["_jobs"].iloc[0]
+            by_jobs = jobs.iloc[-1] >= t.worker_memory_min_points
+            tr = robust_trend(jobs if by_jobs else (run["time"] - run["time"].min()).dt.total_seconds(), run[metric])
+            if not rising(tr, t.trend_min_tau, t.trend_late_share):
                 continue
             grown = tr["last"] - tr["first"]
             if grown < t.worker_memory_growth_bytes or grown < t.worker_memory_growth_share * max(tr["first"], 1):
                 continue
             if best is None or grown > best[1]:
-                best = (tr, grown, seg)
+                best = (tr, grown, run, by_jobs)
         if best is None:
             continue
-        tr, grown, seg = best
-        run = pts.iloc[seg]
+        tr, grown, run, by_jobs = best
+        over_time = trend(run["time"], run[metric])
+        per_s = over_time["slope_per_s"] if over_time else 0.0
+        span_s = (run["time"].max() - run["time"].min()).total_seconds()
         queues = g[["prefix", "queue"]].dropna().value_counts()
         q = None
         if len(queues):
@@ -140,19 +162,22 @@ def worker_memory_growth(ctx: Context):
             q = pd.Series({"prefix": p, "queue": qn})
         elif g["queue"].notna().any():
             q = pd.Series({"prefix": None, "queue": g["queue"].dropna().mode().iloc[0]})
-        jobs = run["job_id"].dropna().nunique()
+        jobs = int(run["job_id"].dropna().nunique())
         restarts = len(breaks)
         label = "heap" if metric == "heap_used_bytes" else "RSS"
-        per_hour = tr["slope_per_s"] * 3600
+        rate = (f"+{human_bytes(tr['slope'] * 100)} per 100 jobs" if by_jobs
+                else f"+{byte_rate(tr['slope'], span_s)}")
         yield ctx.finding(
-            "worker-memory-growth", "high" if grown >= tr["first"] else "medium",
+            "worker-memory-growth", "high" if grown >= tr["first"] or restarts else "medium",
             f"worker {worker}: {label} grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
-            f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])}" + (f", over {jobs:,} jobs)" if jobs else ")")
+            f"in {duration(span_s)}" + (f" over {jobs:,} jobs" if jobs else "") + f" ({rate})"
             + (f"; its RSS dropped {restarts} time(s): restarts or OOM kills" if restarts else ""),
             q, None, count=len(pts),
-            evidence={"worker": worker, "metric": metric, "points": tr["points"], "span_s": round(tr["span_s"], 1),
+            evidence={"worker": worker, "metric": metric, "points": tr["points"], "span_s": round(span_s, 1),
+                      "axis": "jobs" if by_jobs else "time",
                       "first_bytes": int(tr["observed_first"]), "last_bytes": int(tr["observed_last"]),
-                      "growth_bytes_per_hour": int(per_hour), "r2": tr["r2"], "jobs_seen": int(jobs),
+                      "grown_bytes": int(grown), "growth_bytes_per_job": round(tr["slope"]) if by_jobs else None,
+                      "growth_bytes_per_hour": int(per_s * 3600), "tau": tr["tau"], "jobs_seen": int(jobs),
                       "restarts": int(restarts),
                       "last_rss_bytes": None if g["rss_bytes"].dropna().empty else int(g["rss_bytes"].dropna().iloc[-1]),
                       **_when(run)},
@@ -198,9 +223,13 @@ def redis_connection_errors(ctx: Context):
     logs = ctx.logs
     text = _text(logs) if len(logs) else pd.Series(dtype="str")
     jtext = _job_text(ctx.jobs) if len(ctx.jobs) else pd.Series(dtype="str")
+    log_redis = (text.str.contains(NAMES_REDIS, na=False) | logs["job_id"].isna()) if len(logs) else text
+    job_redis = jtext.str.contains(NAMES_REDIS, na=False) if len(jtext) else jtext
     for kind, pattern, severity, remedy in _KINDS:
-        r = logs[text.str.contains(pattern, na=False)] if len(logs) else logs
-        j = ctx.jobs[jtext.str.contains(pattern, na=False)] if len(jtext) else ctx.jobs.iloc[0:0]
+        r = logs[text.str.contains(pattern, na=False) & (log_redis if kind in NETWORK_KINDS else True)] \
+            if len(logs) else logs
+        j = ctx.jobs[jtext.str.contains(pattern, na=False) & (job_redis if kind in NETWORK_KINDS else True)] \
+            if len(jtext) else ctx.jobs.iloc[0:0]
         if not len(r) and not len(j):
             continue
         queues = {(p, q) for p, q in zip(r["prefix"], r["queue"]) if p is not None and q is not None} | \

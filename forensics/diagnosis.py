@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import checklist as checklist_mod
+from .causes import link
 from .detectors import FAMILIES, REGISTRY, SEVERITIES, Context, Finding
 from .errors import UsageError
 from .logs import gather_logs
@@ -21,7 +21,7 @@ from .thresholds import Thresholds
 
 SCHEMA = "forensics.diagnosis/1"
 FINDING_COLUMNS = ["id", "family", "severity", "prefix", "queue", "title", "count", "job_ids",
-                   "evidence", "remediation"]
+                   "evidence", "remediation", "explains", "explained_by"]
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 VERDICT_MARK = {"pass": "ok", "warn": "WARN", "fail": "FAIL", "unknown": "?"}
 
@@ -46,15 +46,18 @@ def _plain(obj: Any) -> Any:
 
 
 class Diagnosis:
-    """Findings (worst first) and checklist verdicts for one snapshot."""
+    """Findings (worst first, each linked to the findings it explains or is explained by)
+    and checklist verdicts for one snapshot."""
 
     def __init__(self, findings: pd.DataFrame, checklist: pd.DataFrame, snapshot: dict,
-                 thresholds: Thresholds, errors: list[dict]):
+                 thresholds: Thresholds, errors: list[dict], members: list | None = None):
         self.findings = findings
         self.checklist = checklist
         self.snapshot = snapshot
         self.thresholds = thresholds
         self.errors = errors
+        # per finding (same order): row labels of the snapshot's jobs it covers, or None
+        self.members = members if members is not None else [None] * len(findings)
 
     # -- queries ----------------------------------------------------------------------
     @property
@@ -68,6 +71,49 @@ class Diagnosis:
             raise UsageError(f"unknown severity {severity!r}; one of {', '.join(SEVERITIES)}")
         return self.findings[self.findings["severity"].map(RANK) <= RANK[severity]]
 
+    @property
+    def root_causes(self) -> pd.DataFrame:
+        """The findings no other finding explains (fix these first)."""
+        f = self.findings
+        return f[[not refs for refs in f["explained_by"]]] if len(f) else f
+
+    def tree(self) -> list[tuple[int, int]]:
+        """(depth, position) of every finding in reading order: each root cause (the worst
+        tree first), then what it explains, folded beneath it. A finding with several
+        causes is shown under the first; every finding appears once."""
+        f = self.findings
+        children = [[r["index"] for r in refs] for refs in f["explains"]]
+        rank = f["severity"].map(RANK).tolist()
+        worst: dict[int, int] = {}
+
+        def tree_rank(i: int, seen: frozenset = frozenset()) -> int:
+            if i not in worst:
+                worst[i] = min([rank[i], *[tree_rank(c, seen | {i}) for c in children[i] if c not in seen]])
+            return worst[i]
+        placed: set[int] = set()
+        out: list[tuple[int, int]] = []
+
+        def visit(i: int, depth: int) -> None:
+            if i in placed:
+                return
+            placed.add(i)
+            out.append((depth, i))
+            for c in sorted(children[i], key=lambda c: (rank[c], c)):
+                visit(c, depth + 1)
+        roots = [i for i, refs in enumerate(f["explained_by"]) if not refs]
+        for i in sorted(roots, key=lambda i: (tree_rank(i), i)):
+            visit(i, 0)
+        for i in range(len(f)):  # cannot happen with acyclic rules; never drop a finding
+            visit(i, 0)
+        return out
+
+    def headline(self) -> str:
+        n, k = len(self.findings), len(self.root_causes)
+        if not n:
+            return "No findings."
+        return f"{k} root cause{'s' if k != 1 else ''}, {n} finding{'s' if n != 1 else ''}" + (
+            " (each effect is folded under its cause)" if n > k else "")
+
     def _multi(self) -> bool:
         return self.checklist["prefix"].nunique() > 1 or self.findings["prefix"].dropna().nunique() > 1
 
@@ -78,12 +124,32 @@ class Diagnosis:
             return f"{queue} (not in the snapshot)"  # named by worker logs only
         return f"{prefix}:{queue}" if self._multi() else str(queue)
 
+    def _because(self, i: int) -> str:
+        """'because <cause> (<queue>): <why>' for a folded effect."""
+        refs = self.findings["explained_by"].iloc[i]
+        return "; ".join(f"{r['id']}" + (f" ({self._label(r['prefix'], r['queue'])})"
+                                         if r["queue"] != self.findings["queue"].iloc[i] else "")
+                         + f": {r['why']}" for r in refs)
+
+    def _remedies(self) -> list[tuple[str, str]]:
+        """(id, remediation) once per id, in reading order: root causes' first."""
+        seen, out = set(), []
+        for _, i in self.tree():
+            r = self.findings.iloc[i]
+            if r["id"] not in seen:
+                seen.add(r["id"])
+                out.append((r["id"], r["remediation"]))
+        return out
+
     # -- renderings -------------------------------------------------------------------
     def to_dict(self) -> dict:
+        f = self.findings
         return {
             "schema": SCHEMA,
             "snapshot": self.snapshot,
-            "findings": [_plain({c: r[c] for c in FINDING_COLUMNS}) for r in self.findings.to_dict("records")],
+            "summary": {"findings": len(f), "root_causes": len(self.root_causes),
+                        "by_severity": {s: int((f["severity"] == s).sum()) for s in SEVERITIES} if len(f) else {}},
+            "findings": [_plain({c: r[c] for c in FINDING_COLUMNS}) for r in f.to_dict("records")],
             "checklist": _plain(self.checklist.to_dict("records")),
             "thresholds": self.thresholds.as_dict(),
             "errors": self.errors,
@@ -97,21 +163,24 @@ class Diagnosis:
         lines = [f"forensics diagnose: {s.get('path') or '(live capture)'} captured {s.get('captured_at')}"
                  + ("" if s.get("complete", True) else "  INCOMPLETE snapshot: counts are lower bounds")]
         lines += self._context_lines()
-        if not len(self.findings):
-            lines.append("No findings.")
-        else:
-            rows = [(r.severity.upper(), r.id, self._label(r.prefix, r.queue), f"{r.count:,}", r.title,
-                     ", ".join(r.job_ids[:5]) + (" …" if len(r.job_ids) > 5 else ""))
-                    for r in self.findings.itertuples()]
+        lines.append(self.headline())
+        if len(self.findings):
+            rows = []
+            for depth, i in self.tree():
+                r = self.findings.iloc[i]
+                ids = list(r["job_ids"])
+                rows.append((("   " * (depth - 1) + " └ " if depth else "") + r["severity"].upper(), r["id"],
+                             self._label(r["prefix"], r["queue"]), f"{r['count']:,}",
+                             r["title"] + (f"  [because {self._because(i)}]" if depth else ""),
+                             ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")))
             head = ("SEVERITY", "ID", "QUEUE", "COUNT", "WHAT", "SAMPLE JOBS")
             widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(4)]
             fmt = "  ".join(f"{{:<{w}}}" if i != 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
             lines.append(fmt.format(*head[:4]) + "  " + head[4])
             for r in rows:
                 lines.append(fmt.format(*r[:4]) + "  " + r[4] + (f"  [{r[5]}]" if r[5] else ""))
-            lines += ["", "What to do:"]
-            for fid, grp in self.findings.groupby("id", sort=False):
-                lines.append(f"  {fid}: {grp['remediation'].iloc[0]}")
+            lines += ["", "What to do (root causes first):"]
+            lines += [f"  {fid}: {remedy}" for fid, remedy in self._remedies()]
         if len(self.checklist):
             lines += ["", "Checklist (ok / WARN / FAIL / ? = not in the snapshot):"]
             lines.append(self._pivot().to_string())
@@ -147,17 +216,17 @@ class Diagnosis:
         out = [f"# Diagnosis of `{s.get('path') or 'live capture'}`", "",
                f"Captured {s.get('captured_at')}" + ("" if s.get("complete", True) else " — **incomplete snapshot**"), "",
                *[f"- {cell(x)}" for x in self._context_lines()], "",
-               "## Findings", ""]
-        if not len(self.findings):
-            out.append("No findings.")
-        else:
-            out += ["| severity | id | queue | count | what | sample jobs |", "|---|---|---|---:|---|---|"]
-            for r in self.findings.itertuples():
-                out.append(f"| {r.severity} | `{r.id}` | {cell(self._label(r.prefix, r.queue))} | {r.count:,} | "
-                           f"{cell(r.title)} | {cell(', '.join(r.job_ids[:5]))} |")
-            out += ["", "## What to do", ""]
-            for fid, grp in self.findings.groupby("id", sort=False):
-                out.append(f"- **{fid}**: {cell(grp['remediation'].iloc[0])}")
+               "## Findings", "", self.headline()]
+        if len(self.findings):
+            out += ["", "| severity | id | queue | count | what | sample jobs |", "|---|---|---|---:|---|---|"]
+            for depth, i in self.tree():
+                r = self.findings.iloc[i]
+                lead = "&nbsp;&nbsp;" * (depth - 1) + "↳ " if depth else ""
+                what = r["title"] + (f" — *because {self._because(i)}*" if depth else "")
+                out.append(f"| {lead}{r['severity']} | `{r['id']}` | {cell(self._label(r['prefix'], r['queue']))} | "
+                           f"{r['count']:,} | {cell(what)} | {cell(', '.join(list(r['job_ids'])[:5]))} |")
+            out += ["", "## What to do (root causes first)", ""]
+            out += [f"- **{fid}**: {cell(remedy)}" for fid, remedy in self._remedies()]
         if len(self.checklist):
             out += ["", "## Checklist", "", "| queue | item | verdict | evidence |", "|---|---|---|---|"]
             for r in self.checklist.itertuples():
@@ -168,14 +237,20 @@ class Diagnosis:
         colors = {"critical": "#7b0000", "high": "#c0392b", "medium": "#d68910", "low": "#2874a6", "info": "#7f8c8d"}
         vcolor = {"pass": "#1e8449", "warn": "#d68910", "fail": "#c0392b", "unknown": "#7f8c8d"}
         e = html.escape
-        rows = "".join(
-            f"<tr><td style='color:#fff;background:{colors[r.severity]}'>{e(r.severity)}</td>"
-            f"<td><code>{e(r.id)}</code></td><td>{e(self._label(r.prefix, r.queue))}</td>"
-            f"<td style='text-align:right'>{r.count:,}</td><td>{e(r.title)}<br><small>{e(r.remediation)}</small></td>"
-            f"<td><small>{e(', '.join(r.job_ids[:5]))}</small></td></tr>"
-            for r in self.findings.itertuples())
-        findings = (f"<table><tr><th>severity</th><th>id</th><th>queue</th><th>count</th><th>what / fix</th>"
-                    f"<th>sample jobs</th></tr>{rows}</table>") if rows else "<p>No findings.</p>"
+        rows = []
+        for depth, i in self.tree():
+            r = self.findings.iloc[i]
+            because = f"<br><small><i>because {e(self._because(i))}</i></small>" if depth else ""
+            rows.append(
+                f"<tr><td style='color:#fff;background:{colors[r['severity']]}'>{e(r['severity'])}</td>"
+                f"<td style='padding-left:{0.4 + 1.5 * depth}em'>{'↳ ' if depth else ''}<code>{e(r['id'])}</code></td>"
+                f"<td>{e(self._label(r['prefix'], r['queue']))}</td>"
+                f"<td style='text-align:right'>{r['count']:,}</td><td>{e(r['title'])}{because}"
+                f"<br><small>{e(r['remediation'])}</small></td>"
+                f"<td><small>{e(', '.join(list(r['job_ids'])[:5]))}</small></td></tr>")
+        findings = (f"<p>{e(self.headline())}</p><table><tr><th>severity</th><th>id</th><th>queue</th><th>count</th>"
+                    f"<th>what / fix</th><th>sample jobs</th></tr>{''.join(rows)}</table>") if rows else \
+            "<p>No findings.</p>"
         checks = "".join(
             f"<tr><td>{e(self._label(r.prefix, r.queue))}</td><td>{e(r.item)}</td>"
             f"<td style='text-align:left;color:{vcolor[r.verdict]}'><b>{e(r.verdict)}</b></td><td><small>{e(r.evidence)}</small></td></tr>"
@@ -187,7 +262,7 @@ class Diagnosis:
                     f"<details open><summary>Checklist</summary><table>{checks}</table></details></div>")
 
     def __repr__(self) -> str:
-        return f"<Diagnosis {len(self.findings)} findings, worst {self.worst}>"
+        return f"<Diagnosis {len(self.findings)} findings ({len(self.root_causes)} root causes), worst {self.worst}>"
 
 
 def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
@@ -214,12 +289,10 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
                 found.append(f)
         except Exception as e:  # collect everything, stop at nothing
             errors.append({"id": det.id, "error": f"{type(e).__name__}: {e}"})
-    findings = pd.DataFrame([asdict(f) for f in found], columns=FINDING_COLUMNS)
-    if len(findings):
-        findings["_rank"] = findings["severity"].map(RANK)
-        findings["_fam"] = findings["family"].map({f: i for i, f in enumerate(FAMILIES)})
-        findings = findings.sort_values(["_rank", "count", "_fam"], ascending=[True, False, True],
-                                        kind="stable").drop(columns=["_rank", "_fam"]).reset_index(drop=True)
+    family = {f: i for i, f in enumerate(FAMILIES)}
+    found.sort(key=lambda f: (RANK[f.severity], -f.count, family[f.family]))  # worst first (stable)
+    link(found)
+    findings = pd.DataFrame([{c: getattr(f, c) for c in FINDING_COLUMNS} for f in found], columns=FINDING_COLUMNS)
     checklist = checklist_mod.evaluate(ctx, findings)
     meta = {"path": series.path if series is not None else snap.path,
             "captured_at": snap.manifest.get("captured_at"), "complete": snap.complete}
@@ -230,4 +303,4 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
         a = log_df.attrs
         meta["logs"] = {"records": len(log_df), "sources": a.get("sources", []), "unparsed": a.get("unparsed", 0),
                         "unparsed_examples": a.get("unparsed_examples", [])}
-    return Diagnosis(findings, checklist, meta, t, errors)
+    return Diagnosis(findings, checklist, meta, t, errors, members=[f.members for f in found])

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -162,7 +163,8 @@ def worker_logs(redis_server, tmp_path_factory):
             url = redis_server.url(0)
             if mode == "refused":
                 url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-            run_node("logging.js", mode, lib, url, prefix, "images" if mode in ("leak", "steady") else "jobs",
+            run_node("logging.js", mode, lib, url, prefix,
+                     "images" if mode in ("leak", "steady", "leak-steps", "warmup") else "jobs",
                      str(path), str(n), timeout=120)
             cache[(mode, lib)] = (prefix, path)
         return cache[(mode, lib)]
@@ -203,3 +205,54 @@ def hanging_worker(srv: RedisServer, prefix: str, queue: str, lib: str = "bullmq
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def incident(redis_server, tmp_path_factory):
+    """incident(mode, lib) -> (Snapshot, worker logs or None): tests/node/incidents.js run
+    once per session and captured while the incident goes on (storm, starve: the workers
+    are still running during the capture).
+
+    ``bloat`` runs in a Redis of its own with maxmemory 48 MB (noeviction), so the bytes
+    it writes weigh against a real limit."""
+    import forensics
+    cache: dict[tuple[str, str], tuple] = {}
+    folder = tmp_path_factory.mktemp("incidents")
+    servers: list[RedisServer] = []
+
+    def get(mode: str, lib: str = "bullmq5"):
+        if (mode, lib) in cache:
+            return cache[(mode, lib)]
+        srv = redis_server
+        if mode == "bloat":
+            srv = RedisServer(tmp_path_factory.mktemp("bloat"), "--maxmemory", "48mb",
+                              "--maxmemory-policy", "noeviction")
+            servers.append(srv)
+        prefix = f"inc-{mode}-{lib}"
+        log = folder / f"{prefix}.log" if mode == "oomkill" else None
+        proc = subprocess.Popen(["node", str(NODE_DIR / "incidents.js"), mode, lib, srv.url(0), prefix, str(log or "")],
+                                cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        watchdog = threading.Timer(120, proc.kill)
+        watchdog.start()
+        try:
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                proc.kill()
+                raise RuntimeError(f"incidents.js {mode} {lib} failed:\n{proc.stderr.read()[-3000:]}")
+            if mode in ("storm", "starve"):
+                wait_for_worker_connection(srv, prefix)
+            snap = forensics.capture(srv.url(0), prefix=prefix)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.stdin.close()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        cache[(mode, lib)] = (snap, forensics.read_logs(log) if log else None)
+        return cache[(mode, lib)]
+    yield get
+    for srv in servers:
+        srv.stop()

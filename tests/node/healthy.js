@@ -1,13 +1,22 @@
 // A well-run queue: bounded exponential retries, bounded retention, metrics, small
-// payloads, and a live named worker that stays connected until stdin closes.
-// Prints "ready" once its jobs are done. usage: node healthy.js <lib> <redis-url> <prefix>
+// payloads, and a live named worker that stays connected until stdin closes. Like any
+// real system it has a flaky dependency: every 8th job times out once (ETIMEDOUT from an
+// HTTP API) and succeeds on its retry. Prints "ready" once its jobs are done.
+// usage: node healthy.js <lib> <redis-url> <prefix>      (lib: bull, bull3, bullmq5, bullmq6)
 const [lib, url, prefix] = process.argv.slice(2);
 const mod = require(lib);
 const isMQ = lib.startsWith('bullmq');
-const opts = { attempts: 4, backoff: { type: 'exponential', delay: 1000 },
-               removeOnComplete: { count: 1000 }, removeOnFail: { count: 5000 } };
+const bull3 = lib === 'bull3';  // Bull 3 takes only numbers or booleans for removeOn*
+const opts = { attempts: 4, backoff: { type: 'exponential', delay: 200 },
+               removeOnComplete: bull3 ? 1000 : { count: 1000 }, removeOnFail: bull3 ? 5000 : { count: 5000 } };
+const N = 40;
 async function main() {
-  const work = async (job) => ({ ok: job.data.n });
+  const work = async (job) => {
+    if (job.data.n % 8 === 0 && job.attemptsMade === 0) {
+      throw new Error('connect ETIMEDOUT 10.0.4.7:443 (payments API)');
+    }
+    return { ok: job.data.n };
+  };
   let q, w;
   if (isMQ) {
     const IORedis = require(require.resolve('ioredis', { paths: [require.resolve(lib)] }));
@@ -20,10 +29,10 @@ async function main() {
                                  defaultJobOptions: { ...opts, timeout: 30000 } });
     q.process('*', 5, work);
   }
-  for (let i = 0; i < 40; i++) await q.add('order', { n: i });
+  for (let i = 0; i < N; i++) await q.add('order', { n: i });
   for (;;) {
     const c = await q.getJobCounts();
-    if (c.completed === 40) break;
+    if (c.completed === N) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   console.log('ready');

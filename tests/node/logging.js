@@ -7,9 +7,15 @@
 //                 with no process handler)
 //   winston-text  the same through winston's printf format (plain text lines)
 //   winston-simple the same through winston's default `simple` format ("error: msg {meta}")
+//   leak-steps    pino; every 20th job keeps 4 MB for good, and jobs 140-159 are slow (a few
+//                 seconds of pause in the middle): a leak per job, bent over wall time
+//   warmup        pino; a memo cache keyed by one of 60 customers fills over the first jobs,
+//                 then stays put: the heap rises and levels off (not a leak)
+//   leak-hang     pino; a leaking worker that hangs on job n == [n] (printing "hung"), for a
+//                 parent to SIGKILL as the OOM killer would; [stalledMs] its stalled interval
 //   refused       pino; a worker started against a Redis that is not there (ECONNREFUSED)
 //   oom           pino; a producer adding jobs until Redis (noeviction) refuses with OOM
-const [mode, lib, url, prefix, queueName, logfile, nArg] = process.argv.slice(2);
+const [mode, lib, url, prefix, queueName, logfile, nArg, stalledArg] = process.argv.slice(2);
 const n = Number(nArg || 30);
 const mod = require(lib);
 const isMQ = lib.startsWith('bullmq');
@@ -86,6 +92,60 @@ async function memoryRun(leak) {
   await q.close();
 }
 
+// A block of ~`mb` MB of small objects on the V8 heap (what a leaking cache holds).
+const block = (mb, tag) => Array.from({ length: mb * 10000 }, (_, i) => ({ i, tag, s: `payload-${i}` }));
+
+// Processes jobs n = 0..count-1 in order with `step(n)`, logging memory after each.
+async function perJob(count, step, opts = {}) {
+  const logger = pinoLogger();
+  const q = queueOf();
+  const w = workerOf(async (job) => {
+    await step(job.data.n);
+    logger.info({ jobId: job.id, queue: queueName, memory: process.memoryUsage() }, 'job done');
+    return { n: job.data.n };
+  }, opts, { error: (err) => logger.error({ err }, 'worker error') });
+  const base = await finishedCount(q);
+  for (let i = 0; i < count; i++) await q.add('render', { n: i }, { removeOnComplete: 1000 });
+  await waitFinished(q, count, 90000, base);
+  await w.close();
+  await q.close();
+}
+
+async function leakSteps() {
+  const kept = [];
+  await perJob(300, async (n) => {
+    if (n % 20 === 19) kept.push(block(4, n));     // the bug: 4 MB kept every 20 jobs
+    if (n >= 140 && n < 160) await sleep(200);     // slow jobs: a quiet stretch of ~4 s
+  });
+}
+
+async function warmup() {
+  const memo = new Map();  // one entry per customer: bounded, filled during warm-up
+  await perJob(300, async (n) => {
+    const customer = n % 60;
+    if (!memo.has(customer)) memo.set(customer, block(1, customer));
+  });
+}
+
+async function leakHang() {
+  const hangAt = n;
+  const logger = pinoLogger();
+  const kept = [];
+  const q = queueOf();
+  const stalledInterval = Number(stalledArg || 30000);
+  const opts = isMQ ? { lockDuration: 1000, stalledInterval, maxStalledCount: 1 }
+    : { settings: { lockDuration: 1000, stalledInterval, maxStalledCount: 1 } };
+  workerOf(async (job) => {
+    if (job.data.n === hangAt) { console.log(`hung ${job.id}`); return new Promise(() => {}); }
+    kept.push(block(3, job.id));
+    await sleep(30);  // real work takes a moment: the stalled checker gets its turns
+    logger.info({ jobId: job.id, queue: queueName, memory: process.memoryUsage() }, 'job done');
+    return { n: job.data.n };
+  }, opts, { error: (err) => logger.error({ err, queue: queueName }, 'worker error') });
+  const first = (await q.getJobCounts()).completed ? hangAt - 24 : 0;  // 25 jobs per run
+  for (let i = first; i < hangAt + 5; i++) await q.add('render', { n: i }, { attempts: 3 });
+}
+
 async function lockLost() {
   const logger = pinoLogger();
   const q = queueOf();
@@ -156,5 +216,7 @@ const modes = {
   leak: () => memoryRun(true), steady: () => memoryRun(false), locklost: lockLost,
   'winston-json': () => winstonRun(false), 'winston-text': () => winstonRun(true),
   'winston-simple': () => winstonRun('simple'), refused, oom,
+  'leak-steps': leakSteps, warmup, 'leak-hang': leakHang,
 };
-modes[mode]().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+// leak-hang never returns: its parent kills it
+modes[mode]().then(() => mode === 'leak-hang' || process.exit(0), (e) => { console.error(e); process.exit(1); });

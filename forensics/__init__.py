@@ -8,12 +8,14 @@
     series = forensics.load_series("snapshots/watch")   # captures over time
     logs = forensics.read_logs("worker.log")            # pino / winston / text
     forensics.diagnose(series, logs=logs); forensics.diff(old, new)
+    forensics.explain(snap, "42", queue="mail")          # one job's story
 """
 from ._version import __version__
 from .capture import capture
 from .diagnosis import Diagnosis, diagnose
 from .diff import Diff, diff
 from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .explain import Explanation, explain
 from .logs import join_logs, read_logs
 from .series import Series, load_series
 from .snapshot import Snapshot, load
@@ -21,5 +23,5 @@ from .summary import summary
 from .thresholds import Thresholds
 
 __all__ = ["__version__", "capture", "load", "Snapshot", "summary", "diagnose", "Diagnosis",
-           "load_series", "Series", "read_logs", "join_logs", "diff", "Diff",
+           "load_series", "Series", "read_logs", "join_logs", "diff", "Diff", "explain", "Explanation",
            "Thresholds", "ForensicsError", "ConnectError", "SnapshotError", "UsageError"]

@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=["table", "json"], default="table")
     x.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    e = sub.add_parser("explain", help="one job's story: why it is in its state, its attempts, events, logs",
+                       description="Tell one job's story from a snapshot: its state and why it is there (no "
+                                   "worker, lock gone, waiting for children, delayed until, starved, rate-limited), "
+                                   "each attempt with its error, its events, the worker log lines naming it, and the "
+                                   "findings that cover it.")
+    e.add_argument("path", metavar="PATH", help="snapshot folder or series folder (its latest capture)")
+    e.add_argument("job_id", metavar="JOB_ID", help="the job id, as Bull/BullMQ show it")
+    e.add_argument("--queue", metavar="Q", help="the queue (name or prefix:name) when the id is in several")
+    e.add_argument("--logs", action="append", metavar="FILE", help="worker logs to read with it (repeatable; - for stdin)")
+    e.add_argument("--format", choices=["text", "json"], default="text")
+    e.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
+    e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
@@ -173,6 +186,17 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
+def _explain(args) -> int:
+    from .explain import explain
+    from .logs import read_logs
+    from .thresholds import Thresholds
+    thresholds = Thresholds.parse(args.threshold)
+    logs = read_logs(args.logs, progress=None) if args.logs else None
+    story = explain(args.path, args.job_id, queue=args.queue, logs=logs, thresholds=thresholds)
+    print(story.to_text() if args.format == "text" else story.to_json())
+    return EXIT_OK
+
+
 def _summary(args) -> int:
     from .series import Series, open_path
     from .summary import summary
@@ -191,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
         return {"capture": _capture, "diagnose": _diagnose, "report": _report, "diff": _diff,
-                "summary": _summary}[args.command](args)
+                "explain": _explain, "summary": _summary}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

@@ -43,15 +43,21 @@ def _stack(text) -> str:
     return "\n\n".join(reversed(entries))[:PAYLOAD_CHARS]
 
 
-def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None) -> str:
-    """One job as HTML: fields, timeline (with the worker log records that name the job,
-    when ``logs`` joined by ``join_logs`` are given), data, options, stack trace (all escaped)."""
+def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None, ctx=None) -> str:
+    """One job as HTML: why it is in its state (``forensics.explain``'s reasons), fields,
+    timeline (with the worker log records that name the job, when ``logs`` joined by
+    ``join_logs`` are given), data, options, stack trace (all escaped). ``ctx``: a detector
+    Context of the snapshot, shared by the cards of one inspector."""
+    from .detectors import Context
+    from .explain import why
+    from .thresholds import Thresholds
     e = html.escape
     jobs = _jobs_of(snap, queue)
     row = jobs[jobs["job_id"].astype("str") == str(job_id)]
     if not len(row):
         return f"<p>No job {e(str(job_id))} in {e(queue)}.</p>"
     r = row.iloc[0]
+    reasons = why(ctx or Context(snap, Thresholds()), r["prefix"], r["queue"], str(job_id))
     pay = snap.payloads
     p = pay[(pay["prefix"].astype("str") == str(r["prefix"])) & (pay["queue"].astype("str") == str(r["queue"]))
             & (pay["job_id"].astype("str") == str(job_id))]
@@ -66,7 +72,8 @@ def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None) ->
                                         ("stack traces, newest first", "stacktrace", _stack),
                                         ("log (newest lines)", "logs", _lines))
                      if pd.notna(p.get(k)))
-    return (f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4><table>{rows}</table>"
+    story = "<h5>why it is here</h5><ul>" + "".join(f"<li>{e(w)}</li>" for w in reasons) + "</ul>" if reasons else ""
+    return (f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4>{story}<table>{rows}</table>"
             f"{_timeline(snap, r, logs)}{blocks}</div>")
 
 
@@ -105,15 +112,18 @@ def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = Tr
     """Pick a queue, then a job: its fields, timeline (with its worker log records when
     ``logs`` are given), data, options and stack trace.
     Static fallback: the newest ``per_queue`` jobs of every queue."""
+    from .detectors import Context
+    from .thresholds import Thresholds
     queues = _queues(snap)
     if logs is not None:
         from .logs import join_logs
         logs = join_logs(logs, snap)
+    ctx = Context(snap, Thresholds())
     if not interactive:
         cards = []
         for q in queues:
             jobs = _jobs_of(snap, q).sort_values("added_at", ascending=False, na_position="last").head(per_queue)
-            cards += [job_card(snap, q, j, logs) for j in jobs["job_id"].astype("str")]
+            cards += [job_card(snap, q, j, logs, ctx) for j in jobs["job_id"].astype("str")]
         return _HTML("<h3>Newest jobs per queue</h3>" + ("".join(cards) or "<p>No jobs.</p>"))
     import ipywidgets as w
     qpick = w.Dropdown(options=queues, description="queue")
@@ -125,7 +135,7 @@ def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = Tr
         jpick.options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
 
     def show(_=None):
-        out.value = job_card(snap, qpick.value, jpick.value, logs) if jpick.value else ""
+        out.value = job_card(snap, qpick.value, jpick.value, logs, ctx) if jpick.value else ""
     qpick.observe(jobs_for, "value")
     jpick.observe(show, "value")
     if queues:

@@ -226,7 +226,8 @@ def test_custom_job_ids_still_count_as_arrivals(tmp_path):
     ev = f["evidence"]
     assert 200 * 60 * 0.6 <= ev["arrivals_per_min"] <= 200 * 60 * 1.4, ev
     assert ev["drain_per_min"] < 0.1 * ev["arrivals_per_min"]            # no worker: (almost) nothing drains
-    assert f["severity"] == "high"
+    assert f["severity"] == "critical"                                    # nothing progresses now
+    assert [r["id"] for r in f["explained_by"]] == ["no-workers"]         # and why
 
 
 def test_a_series_can_be_continued(redis_server, tmp_path):
@@ -238,3 +239,26 @@ def test_a_series_can_be_continued(redis_server, tmp_path):
     meta = json.loads((out / SERIES_FILE).read_text())
     assert [m[:4] for m in meta["snapshots"]] == ["0001", "0002", "0003", "0004"]
     assert len(forensics.load_series(out)) == 4
+
+
+def _series_of(redis_server, prefix: str, fills: list[int]) -> "forensics.Series":
+    """Captures of one queue with ``fills[i]`` real BullMQ jobs added before capture i."""
+    from forensics.series import Series
+    snaps = []
+    for n in fills:
+        if n:
+            run_node("fill.js", "bullmq5", redis_server.url(0), prefix, "steps", str(n), "2000")
+        snaps.append(forensics.capture(redis_server.url(0), prefix=prefix, progress=False))
+        time.sleep(0.05)
+    return Series(snaps)
+
+
+def test_growth_that_levelled_off_is_not_growth(redis_server):
+    """A backlog that jumped once and then held (one bulk add, nothing since) rose and
+    levelled off: neither the backlog nor Redis memory is growing. A least-squares line
+    through it (old rule) called both growth; the same adds spread over the captures are."""
+    d = forensics.diagnose(_series_of(redis_server, "step-once", [10, 600, 0, 0, 0]))
+    assert not d.findings["id"].isin(["backlog-growth", "redis-memory-growth"]).any(), d.to_table()
+    steady = forensics.diagnose(_series_of(redis_server, "step-steady", [10, 150, 150, 150, 150]))
+    f = steady.findings[steady.findings["id"] == "backlog-growth"]
+    assert len(f) == 1 and f.iloc[0]["evidence"]["tau"] >= 0.9, steady.to_table()

@@ -56,12 +56,15 @@ def retry_events(ev: pd.DataFrame) -> pd.DataFrame:
     return ev[back | backoff].drop(columns="_seq")
 
 
-def retries_made(jobs: pd.DataFrame) -> pd.Series:
-    """Retries each job has had so far. Bull counts failures (a failed job's last failure
-    was not retried); BullMQ counts finished attempts (a finished job's last one was not)."""
-    made = jobs["attempts_made"].astype("Float64").fillna(0)
-    last_not_retried = jobs["state"].eq("failed") | (jobs["state"].eq("completed") & jobs["flavor"].eq("bullmq"))
-    return (made - last_not_retried.astype("float64")).clip(lower=0).astype("float64")
+def retries_started(jobs: pd.DataFrame) -> pd.Series:
+    """Retries each job has started so far: attempts started, less the first. BullMQ keeps
+    the count (`ats`; `attemptsMade` before v5); Bull counts only failures, so the attempt
+    running now or the one that succeeded is added."""
+    started = jobs["attempts_started"].astype("Float64")
+    bull_count = jobs["attempts_made"].astype("Float64").fillna(0) + \
+        jobs["state"].isin(["active", "completed"]).astype("float64")
+    started = started.where(jobs["flavor"].ne("bull") & started.notna(), bull_count)
+    return (started - 1).clip(lower=0).astype("float64")
 
 
 def _last_activity(jobs: pd.DataFrame) -> pd.Series:
@@ -76,24 +79,27 @@ def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
     first, last = r["time"].min(), r["time"].max()
     window = (last - first).total_seconds()
     ids = set(r["job_id"].dropna().astype(str))
+    # n retries span n - 1 intervals: the measured rate; the sustained one counts all of them
+    # over at least a minute
     return {"basis": "events stream", "retries": len(r), "first": first, "last": last, "window_s": window,
-            "per_min": len(r) / max(window, 1.0) * 60, "sustained_per_min": len(r) / max(window, 60.0) * 60,
+            "per_min": (len(r) - 1) / window * 60 if len(r) > 1 and window > 0 else float(len(r)),
+            "sustained_per_min": len(r) / max(window, 60.0) * 60,
             "jobs": jq[jq["job_id"].isin(ids)], "retrying_jobs": len(ids)}
 
 
 def _storm_from_jobs(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
-    """Bull keeps no events: each recently active job's retries over the time since it was
-    added, summed over the queue's jobs."""
-    last = _last_activity(jq)
-    retries = retries_made(jq)
-    recent = (ctx.now - last) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
-    jobs = jq[recent.fillna(False) & (retries > 0) & jq["added_at"].notna()]
+    """Bull keeps no events: each recently active job's retries, started between when it
+    was added and its latest start, summed over the queue's jobs."""
+    retries = retries_started(jq)
+    recent = (ctx.now - _last_activity(jq)) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
+    jobs = jq[recent.fillna(False) & (retries > 0) & jq["added_at"].notna() & jq["processed_at"].notna()]
     if not len(jobs):
         return None
     r = retries[jobs.index]
-    span = (last[jobs.index] - jobs["added_at"]).dt.total_seconds().clip(lower=0)
+    last = jobs["processed_at"]
+    span = (last - jobs["added_at"]).dt.total_seconds().clip(lower=0)
     return {"basis": "job attempt counters", "retries": int(r.sum()), "first": jobs["added_at"].min(),
-            "last": last[jobs.index].max(), "window_s": float(span.max()),
+            "last": last.max(), "window_s": float(span.max()),
             "per_min": float((r / span.clip(lower=1.0)).sum() * 60),
             "sustained_per_min": float((r / span.clip(lower=60.0)).sum() * 60),
             "jobs": jobs, "retrying_jobs": len(jobs)}

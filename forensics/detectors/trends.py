@@ -17,10 +17,12 @@ BACKLOG = ["n_wait", "n_paused", "n_prioritized", "n_delayed"]
 
 
 def duration(seconds: float | None) -> str:
-    """'0.2 s', '40 s', '3 min', '2.5 h', '4 days' (None: 'never')."""
+    """'200 ms', '4.5 s', '40 s', '3 min', '2.5 h', '4 days' (None: 'never')."""
     if seconds is None:
         return "never"
     s = max(0.0, float(seconds))
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
     if s < 10:
         return f"{s:.1f} s"
     if s < 90:

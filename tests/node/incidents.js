@@ -6,7 +6,8 @@
 //   storm    queues (workers running):
 //              storm    one job failing for good, attempts 100000 and no backoff: retried
 //                       every few milliseconds
-//              trickle  one job retried with a fixed 700 ms backoff: a retry now and then
+//              trickle  one job retried with a fixed 2 s backoff: ~30 retries a minute, half
+//                       the storm threshold however long it goes on
 //              blip     40 jobs that fail once (a transient error) and succeed on the retry,
 //                       exponential backoff: a short burst of retries, not a storm
 //              burst    30 jobs with 8 attempts and a fixed 10 ms backoff, all failed for
@@ -69,7 +70,7 @@ async function storm() {
     throw new Error(`upstream 503 Service Unavailable for account ${job.data.account}`);
   };
   await queue('storm').add('charge', { account: 'acme' }, { attempts: 100000 });
-  await queue('trickle').add('charge', { account: 'slow' }, { attempts: 1000, backoff: { type: 'fixed', delay: 700 } });
+  await queue('trickle').add('charge', { account: 'slow' }, { attempts: 1000, backoff: { type: 'fixed', delay: 2000 } });
   const blip = queue('blip');
   for (let i = 0; i < 40; i++) {
     await blip.add('sync', { account: `a${i}`, transient: true }, { attempts: 3, backoff: { type: 'exponential', delay: 100 } });
@@ -81,7 +82,7 @@ async function storm() {
   for (const name of ['storm', 'trickle', 'blip', 'burst']) worker(name, fail, name === 'burst' ? 5 : 1);
   await until(async () => (await burst.getJobCounts()).failed === 30, 'the burst to end');
   await until(async () => (await blip.getJobCounts()).completed === 40, 'the blip to settle');
-  await sleep(2500);  // the storm goes on; the trickle retries a few times
+  await sleep(4500);  // the storm goes on; the trickle retries a few times
   holdUntilStdinEnds();
 }
 

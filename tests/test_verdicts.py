@@ -1,0 +1,230 @@
+"""Verdicts judged by rate, bytes and order, on incidents the real libraries produce
+(tests/node/incidents.js via conftest.incident): the evidence an on-call engineer would
+use, severities on the one documented scale, and the causal links between findings.
+
+Fire / silent cases for every detector are in test_diagnose.py; these check what the
+findings say."""
+from __future__ import annotations
+
+import json
+import re
+import pandas as pd
+import pytest
+
+import forensics
+from forensics.causes import RULES
+from forensics.detectors import REGISTRY, SEVERITIES
+
+from conftest import ROOT
+
+
+def diagnosis(incident, mode: str, lib: str = "bullmq5", **thresholds):
+    snap, logs = incident(mode, lib)
+    return forensics.diagnose(snap, logs=logs, thresholds=thresholds or None)
+
+
+def one(d, id: str, queue: str | None) -> pd.Series:
+    f = d.findings
+    hit = f[(f["id"] == id) & ((f["queue"] == queue) if queue else f["queue"].isna())]
+    assert len(hit) == 1, f[["id", "queue", "title"]].to_string()
+    return hit.iloc[0]
+
+
+# -- retry storms: a rate -------------------------------------------------------------
+
+@pytest.mark.parametrize("lib,basis", [("bullmq5", "events stream"), ("bull", "job attempt counters")])
+def test_an_ongoing_retry_storm_is_measured_and_critical(incident, lib, basis):
+    storm = one(diagnosis(incident, "storm", lib), "retry-storm", "storm")
+    ev = storm["evidence"]
+    # one job, no backoff: hundreds of retries in a few seconds, thousands per minute
+    assert ev["basis"] == basis and ev["retrying_jobs"] == 1 and ev["retries"] >= 100
+    assert ev["retries_per_min"] >= 1000 and 0 < ev["window_s"] < 60
+    assert ev["ongoing"] is True and ev["attempts_unbounded"] is True and ev["backoff"] == {"none": 1}
+    assert storm["severity"] == "critical"              # never ends by itself, hammering now
+    assert "upstream 503 Service Unavailable for account acme" in ev["example_error"]
+    assert re.match(r"retry storm: ~[\d,]+ retries/min \([\d,]+ retries of 1 job\(s\) in [\d.]+ s\), failing with: "
+                    r"upstream <n> Service Unavailable for account acme; still going", storm["title"]), storm["title"]
+    assert storm["job_ids"] == ["1"] and "exponential" in storm["remediation"]
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bull"])
+def test_a_storm_that_ended_is_medium_and_says_when(incident, lib):
+    burst = one(diagnosis(incident, "storm", lib), "retry-storm", "burst")
+    ev = burst["evidence"]
+    assert ev["retries"] == 30 * 7 and ev["retrying_jobs"] == 30       # 8 attempts each, all used
+    assert ev["ongoing"] is False and burst["severity"] == "medium"
+    assert "last retry" in burst["title"] and "before the capture" in burst["title"]
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bull"])
+def test_the_rate_is_measured_right_and_decides(incident, lib):
+    """The trickle retries every 2 s (its fixed backoff): ~30 a minute, half the default
+    threshold however long it runs, so it is silent (test_diagnose). Lower the threshold to
+    1 a minute and it is reported, at the rate its backoff sets."""
+    snap, _ = incident("storm", lib)
+    d = forensics.diagnose(snap, thresholds={"retry_storm_per_min": 1})
+    trickle = one(d, "retry-storm", "trickle")["evidence"]
+    assert trickle["retries"] >= 2 and 15 <= trickle["retries_per_min"] <= 40, trickle
+    assert trickle["backoff"] == {"fixed 2000 ms": 1}
+
+
+# -- bloat: bytes ---------------------------------------------------------------------
+
+def test_stream_bloat_is_judged_in_bytes(incident):
+    d = diagnosis(incident, "bloat")
+    bloat = one(d, "events-stream-bloat", "results")
+    ev = bloat["evidence"]
+    assert ev["entries"] < 500 and ev["stream_bytes"] > 10 * 1024 * 1024     # few entries, many MB
+    assert ev["bytes_basis"] == "MEMORY USAGE" and ev["bytes_per_entry"] > 50_000
+    assert next(iter(ev["bytes_by_event"])) == "completed"                     # the return values
+    # 15 MB of a 48 MB maxmemory: it will fill Redis
+    assert ev["share_of"] == "maxmemory" and ev["share"] >= 0.25 and bloat["severity"] == "high"
+    chatty = d.findings[(d.findings["queue"] == "chatty")]
+    assert not len(chatty), chatty[["id", "title"]].to_string()               # 32,000 small entries
+
+
+def test_return_values_that_live_only_in_the_stream_are_named(incident):
+    snap, _ = incident("bloat")
+    d = forensics.diagnose(snap)
+    rv = one(d, "oversized-returnvalue", "results")
+    ev = rv["evidence"]
+    assert ev["in_job_hashes"] == 0 and ev["only_in_events_stream"] == 60 and rv["count"] == 60
+    assert len(ev["event_ids"]) == 20 and all(re.fullmatch(r"\d+-\d+", x) for x in ev["event_ids"])
+    results = snap.jobs[snap.jobs["queue"] == "results"]
+    assert not len(results) and len(rv["job_ids"]) == 20      # removed on complete: named from the stream
+    assert "outlives `removeOnComplete`" in rv["remediation"]
+
+
+# -- no worker: every kind of work that needs one -------------------------------------
+
+def test_no_workers_counts_every_kind_of_work_that_needs_a_worker(captured):
+    d = forensics.diagnose(captured("bullmq5")[0])
+    late = one(d, "no-workers", "late")["evidence"]
+    assert late["delayed_past_due"] == 1 and late["waiting"] == 0
+    convert = one(d, "no-workers", "convert")["evidence"]
+    assert convert["active_without_lock"] == 1 and convert["waiting"] == 1
+
+
+# -- starvation: an order -------------------------------------------------------------
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bull"])
+def test_starvation_is_seen_by_order_and_minutes_only_raise_it(incident, lib):
+    snap, _ = incident("starve", lib)
+    f = one(forensics.diagnose(snap), "priority-starvation", "starve")
+    ev = f["evidence"]
+    assert f["count"] == 3 and ev["overtaken_by"] >= 50 and ev["oldest_waiting_minutes"] < 1
+    assert f["severity"] == "medium"                     # seconds old: risky, not yet lost
+    if lib == "bullmq5":
+        assert ev["starving_priorities"] == {"1": 3} and set(ev["overtaker_priorities"]) == {"0"}
+        assert "priority 0" in f["remediation"]
+    else:
+        assert ev["starving_priorities"] == {"10": 3} and set(ev["overtaker_priorities"]) == {"1"}
+    longer = one(forensics.diagnose(snap, thresholds={"starvation_minutes": 0}), "priority-starvation", "starve")
+    assert longer["severity"] == "high"
+
+
+# -- leaks: per job, robust -----------------------------------------------------------
+
+def test_a_leak_is_judged_per_job_through_a_quiet_stretch(worker_logs, redis_server):
+    prefix, path = worker_logs("leak-steps", "bullmq5")
+    logs = forensics.read_logs(path)
+    d = forensics.diagnose(forensics.capture(redis_server.url(0), prefix=prefix), logs=logs)
+    leak = one(d, "worker-memory-growth", "images")["evidence"]
+    assert leak["axis"] == "jobs" and leak["jobs_seen"] == 300
+    # 4 MB kept every 20 jobs: ~200 KB a job, ~58 MB in all (the pause bends nothing)
+    assert 150_000 <= leak["growth_bytes_per_job"] <= 300_000, leak
+    assert leak["grown_bytes"] >= 50 * 1024 * 1024 and leak["tau"] >= 0.9
+
+
+def test_a_worker_killed_and_restarted_is_judged_run_by_run(incident):
+    d = diagnosis(incident, "oomkill")
+    leak = one(d, "worker-memory-growth", "images")
+    assert leak["evidence"]["restarts"] == 1 and leak["severity"] == "high"
+    assert leak["evidence"]["worker"] == "worker-a/1"
+
+
+# -- one severity scale -----------------------------------------------------------------
+
+def test_readme_documents_every_detector_and_the_scale():
+    readme = (ROOT / "README.md").read_text()
+    for det in REGISTRY:
+        assert re.search(rf"^\| `{re.escape(det)}` \|", readme, re.M), f"{det} missing from the README's detector table"
+    for sev in SEVERITIES:
+        assert re.search(rf"^\| `{sev}` \|", readme, re.M), f"severity {sev} missing from the README's scale"
+    # the causal links, as the README lists them ("- `a`, `b` → `c`, `d` (...); `e` → `f`"),
+    # are exactly the declared rules
+    section = readme[readme.index("### Causes, not a list"):readme.index("### One job's story")]
+    documented = set()
+    for line in section.splitlines():
+        if line.startswith("- "):
+            for clause in line[2:].split(";"):
+                cause, _, effect = clause.partition("→")
+                effect = effect.split("(")[0]
+                documented |= {(c, e) for c in re.findall(r"`([a-z-]+)`", cause)
+                               for e in re.findall(r"`([a-z-]+)`", effect)}
+    assert documented == {(r.cause, r.effect) for r in RULES}, documented ^ {(r.cause, r.effect) for r in RULES}
+
+
+# -- causes, not a list -----------------------------------------------------------------
+
+def _refs(f: pd.Series, key: str) -> set[tuple]:
+    return {(r["id"], r["queue"]) for r in f[key]}
+
+
+def test_no_workers_explains_what_it_leaves_behind(captured):
+    d = forensics.diagnose(captured("bullmq5")[0], thresholds={"overdue_delayed_s": 0})
+    assert ("no-workers", "convert") in _refs(one(d, "stalled-active", "convert"), "explained_by")
+    assert ("no-workers", "late") in _refs(one(d, "overdue-delayed", "late"), "explained_by")
+    cause = one(d, "no-workers", "convert")
+    assert ("stalled-active", "convert") in _refs(cause, "explains") and not cause["explained_by"]
+    # references point at the finding in the list: index is its position
+    for f in d.findings.itertuples():
+        for r in f.explains + f.explained_by:
+            target = d.findings.iloc[r["index"]]
+            assert (target["id"], target["queue"]) == (r["id"], r["queue"]) and r["why"]
+
+
+def test_a_retry_storm_explains_its_traces_and_hotspot(incident):
+    d = diagnosis(incident, "storm", "bullmq5")
+    assert ("retry-storm", "storm") in _refs(one(d, "stacktrace-bloat", "storm"), "explained_by")
+    assert ("retry-storm", "burst") in _refs(one(d, "error-hotspot", "burst"), "explained_by")
+
+
+def test_a_leaking_worker_that_was_killed_explains_the_stalls(incident):
+    d = diagnosis(incident, "oomkill")
+    leak = ("worker-memory-growth", "images")
+    assert leak in _refs(one(d, "stall-failures", "images"), "explained_by")
+    stalled = one(d, "stalled-active", "images")
+    assert {leak, ("no-workers", "images")} <= _refs(stalled, "explained_by")
+
+
+def test_big_return_values_explain_the_stream_and_the_memory(incident):
+    d = diagnosis(incident, "bloat", memory_pressure_share=0.3)
+    bloat = one(d, "events-stream-bloat", "results")
+    assert ("oversized-returnvalue", "results") in _refs(bloat, "explained_by")
+    pressure = one(d, "memory-pressure", None)
+    assert ("events-stream-bloat", "results") in _refs(pressure, "explained_by")
+    roots = d.root_causes
+    assert "oversized-returnvalue" in set(roots["id"]) and "memory-pressure" not in set(roots["id"])
+
+
+def test_renderings_lead_with_root_causes(incident):
+    snap, logs = incident("oomkill")
+    d = forensics.diagnose(snap, logs=logs)
+    table = d.to_table().splitlines()
+    n, k = len(d.findings), len(d.root_causes)
+    head = table.index(f"{k} root causes, {n} findings (each effect is folded under its cause)")
+    assert k < n and table[head + 1].startswith("SEVERITY")
+    rows = table[head + 2:head + 2 + n]
+    folded = [r for r in rows if r.lstrip().startswith("└")]
+    assert len(folded) == n - k and all("[because " in r for r in folded)
+    # an effect comes after its cause
+    assert rows.index(next(r for r in rows if " stall-failures " in r)) > \
+        rows.index(next(r for r in rows if " worker-memory-growth " in r))
+    md = d.to_markdown()
+    assert "↳ " in md and "*because worker-memory-growth" in md
+    assert "because" in d._repr_html_() and "↳" in d._repr_html_()
+    doc = json.loads(d.to_json())
+    assert doc["summary"]["findings"] == n and doc["summary"]["root_causes"] == k
+    assert sum(doc["summary"]["by_severity"].values()) == len(doc["findings"]) == n   # every finding kept
+    assert all({"explains", "explained_by"} <= set(f) for f in doc["findings"])

@@ -243,7 +243,8 @@ class Diagnosis:
             because = f"<br><small><i>because {e(self._because(i))}</i></small>" if depth else ""
             rows.append(
                 f"<tr><td style='color:#fff;background:{colors[r['severity']]}'>{e(r['severity'])}</td>"
-                f"<td style='padding-left:{0.4 + 1.5 * depth}em'>{'↳ ' if depth else ''}<code>{e(r['id'])}</code></td>"
+                f"<td style='text-align:left;white-space:nowrap;padding-left:{0.4 + 1.5 * depth}em'>"
+                f"{'↳ ' if depth else ''}<code style='white-space:nowrap'>{e(r['id'])}</code></td>"
                 f"<td>{e(self._label(r['prefix'], r['queue']))}</td>"
                 f"<td style='text-align:right'>{r['count']:,}</td><td>{e(r['title'])}{because}"
                 f"<br><small>{e(r['remediation'])}</small></td>"

@@ -79,6 +79,20 @@ def open_logs(logs: str = "", snap=None):
     return gather_logs(logs if logs and logs.strip() else None, [snap] if snap is not None else [])
 
 
+def explain_job(snap, job: str = "", logs=None, thresholds: dict | None = None):
+    """``forensics.explain`` of the ``job`` parameter, or a note saying how to ask for one
+    (and a one-line error, not a failed cell, for an unknown or ambiguous id)."""
+    import forensics
+    if not job or not str(job).strip():
+        return _HTML("<p>Set the <code>job</code> parameter to a job id (and <code>queue</code> when the id is "
+                     "in several queues) to see its story: why it is in its state, its attempts, events, logs "
+                     "and the findings that cover it.</p>")
+    try:
+        return forensics.explain(snap, str(job).strip(), logs=logs, thresholds=thresholds)
+    except forensics.UsageError as e:
+        return _HTML(f"<p><b>{html.escape(str(e))}</b></p>")
+
+
 def only_queue(snap, queue: str):
     """A view of the snapshot restricted to one queue: ``prefix:name`` selects exactly one;
     a bare name selects that queue under every prefix."""

@@ -4,9 +4,10 @@ Starts a private redis-server, lets the real libraries produce the incident of
 tests/node/scenario.js (BullMQ 5 under prefix `bull`, Bull 4 under prefix `legacy`),
 adds one job whose payload tries to inject HTML (reports must show it as text), runs two
 real pino-logging workers (tests/node/logging.js: a BullMQ worker leaking memory on queue
-`images`, a Bull worker losing its job lock on `crunch`), then captures it with
-queue-forensics, attaches the two workers' logs, and saves it. Needs node (make node)
-and redis-server.
+`images`, a Bull worker losing its job lock on `crunch`), starts a retry storm that goes on
+during the capture (tests/node/incidents.js storm: queues `storm`, `trickle`, `blip`,
+`burst`), then captures it with queue-forensics, attaches the two workers' logs, and saves
+it. Needs node (make node) and redis-server.
 
     .venv/bin/python scripts/make_example.py snapshots/example
 """
@@ -61,7 +62,15 @@ q.add('welcome', { user: '<script>alert("pwned")</script>', note: '<img src=x on
             subprocess.run(["node", str(NODE / "logging.js"), mode, lib, url, prefix, queue, str(log), "30"],
                            check=True, cwd=NODE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             logs.append(str(log))
-        snap = forensics.capture(url, prefix=["bull", "legacy"])
+        storm = subprocess.Popen(["node", str(NODE / "incidents.js"), "storm", "bullmq5", url, "bull"], cwd=NODE,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            if storm.stdout.readline().strip() != "ready":
+                raise SystemExit("incidents.js storm failed")
+            snap = forensics.capture(url, prefix=["bull", "legacy"])  # while the storm goes on
+        finally:
+            storm.stdin.close()
+            storm.wait(30)
         worker_logs = forensics.read_logs(logs)
         worker_logs.attrs["sources"] = [Path(x).name for x in logs]  # not this machine's temp paths
         snap.attach_logs(worker_logs)

@@ -17,6 +17,7 @@ PARAMETERS = '''snapshot: str = "../snapshots/example"  # snapshot or series fol
 redis_url: str = ""  # a Redis URL such as redis://localhost:6379/0 (read-only capture)
 prefix: str = "bull"  # key prefix of the queues
 queue: str = ""  # one queue to look at, or empty for every queue
+job: str = ""  # a job id whose story to tell (forensics explain); set queue when the id is in several queues
 logs: str = ""  # worker log files (pino/winston JSON lines or text, .gz), comma separated
 thresholds: dict = {}  # detector threshold overrides, e.g. {"max_attempts": 20}
 interactive: bool = True  # widgets; False gives static output (reports, papermill)'''
@@ -24,6 +25,7 @@ OPEN = "snap = notebook.open_snapshot(snapshot, redis_url, prefix, queue)"
 SERIES = "series = notebook.open_series(snapshot, queue)"
 LOGS = "worker_logs = notebook.open_logs(logs, snap)"
 DIAG = "result = forensics.diagnose(series or snap, logs=worker_logs, thresholds=thresholds)"
+EXPLAIN = "notebook.explain_job(snap, job, worker_logs, thresholds)"
 
 
 def findings_of(family: str) -> str:
@@ -39,11 +41,13 @@ NOTEBOOKS = {
     ]),
     "stuck-jobs": ("Stuck jobs: active, stalled, hung, waiting", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("stuck"), "plots.active_timeline(snap)",
+        ("md", "One job's story: set the `job` parameter (and `queue`)."), EXPLAIN,
         "widgets.job_inspector(snap, worker_logs, interactive=interactive)",
     ]),
     "retry-storms": ("Retry storms and failures", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("retries"), "plots.failures_over_time(snap)",
         "plots.attempts_histogram(snap)", "plots.error_fingerprints(snap, worker_logs)",
+        ("md", "One job's attempts and errors: set the `job` parameter (and `queue`)."), EXPLAIN,
     ]),
     "payloads": ("Payloads: what the jobs carry", [
         OPEN, SERIES, LOGS, "notebook.header(snap)", DIAG, findings_of("payloads"), "plots.payload_sizes(snap)",

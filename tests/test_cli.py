@@ -9,10 +9,11 @@ from conftest import forensics_cli
 
 
 def test_help_smoke():
-    for args in ([], ["capture"], ["summary"]):
+    for args in ([], ["capture"], ["summary"], ["diagnose"], ["explain"]):
         res = forensics_cli(*args, "--help")
         assert res.returncode == 0 and "usage: forensics" in res.stdout
     assert "--no-redact" in forensics_cli("capture", "--help").stdout
+    assert "explain" in forensics_cli("--help").stdout and "JOB_ID" in forensics_cli("explain", "--help").stdout
 
 
 def test_usage_errors_exit_2():

@@ -92,6 +92,7 @@ FIRES = [
     ("worker-memory-growth", "logs-leak-bullmq5", "images", {}),
     ("worker-memory-growth", "logs-leak-bull", "images", {}),
     ("worker-memory-growth", "logs-leak-steps-bullmq5", "images", {}),   # per job, despite the pause
+    ("worker-memory-growth", "logs-leak-steps-bull", "images", {}),
     ("worker-memory-growth", "oomkill", "images", {}),        # judged run by run between kills
     ("lock-lost", "logs-locklost-bullmq5", "jobs", {}),
     ("lock-lost", "logs-locklost-bull", "jobs", {}),
@@ -149,6 +150,7 @@ SILENT = [
     ("backlog-growth", "series-growing", "nothing-else"),  # only the queue that grows
     ("worker-memory-growth", "logs-steady-bullmq5", None),  # same work, nothing retained
     ("worker-memory-growth", "logs-warmup-bullmq5", None),  # rose 60 MB, then levelled off
+    ("worker-memory-growth", "logs-warmup-bull", None),
     ("lock-lost", "logs-steady-bullmq5", None),
     ("lock-lost", "logs-winston-json-bull", None),         # failures, but no lock trouble
     ("redis-connection-errors", "logs-steady-bullmq5", None),

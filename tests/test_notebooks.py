@@ -19,7 +19,7 @@ from conftest import forensics_cli
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXAMPLE = ROOT / "snapshots" / "example"
-PARAMS = {"snapshot": "str", "redis_url": "str", "prefix": "str", "queue": "str", "logs": "str",
+PARAMS = {"snapshot": "str", "redis_url": "str", "prefix": "str", "queue": "str", "job": "str", "logs": "str",
           "thresholds": "dict", "interactive": "bool"}
 
 
@@ -56,6 +56,21 @@ def test_notebook_runs_under_papermill(nb, tmp_path):
     outputs = [o for c in done.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("text/html" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.parametrize("job,queue,expect", [
+    ("1", "bull:convert", "Its lock is gone"),                       # the story of a stalled job
+    ("1", "", "job 1 is in 29 queues"),                              # ambiguous: said, not a failed cell
+    ("", "", "Set the <code>job</code> parameter"),                  # nothing asked
+])
+def test_stuck_jobs_notebook_tells_a_jobs_story(tmp_path, job, queue, expect):
+    out = tmp_path / "stuck-jobs.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "stuck-jobs.ipynb"), str(out), kernel_name="python3",
+                               progress_bar=False, cwd=str(ROOT / "notebooks"),
+                               parameters={"snapshot": str(EXAMPLE), "queue": queue, "job": job, "interactive": False})
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(str(out), as_version=4).cells
+                   if c.cell_type == "code" and "explain_job" in c.source for o in c.outputs)
+    assert expect in html, html[:2000]
 
 
 @pytest.fixture(scope="module")

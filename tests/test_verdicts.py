@@ -40,9 +40,11 @@ def test_an_ongoing_retry_storm_is_measured_and_critical(incident, lib, basis):
     assert ev["basis"] == basis and ev["retrying_jobs"] == 1 and ev["retries"] >= 100
     assert ev["retries_per_min"] >= 1000 and 0 < ev["window_s"] < 60
     assert ev["ongoing"] is True and ev["attempts_unbounded"] is True and ev["backoff"] == {"none": 1}
+    assert ev["bounded_by"] == ("up to 100,000 attempts (unbounded in practice); "
+                                "no backoff: nothing but the processor's own speed limits the pace")
     assert storm["severity"] == "critical"              # never ends by itself, hammering now
     assert "upstream 503 Service Unavailable for account acme" in ev["example_error"]
-    assert re.match(r"retry storm: ~[\d,]+ retries/min \([\d,]+ retries of 1 job\(s\) in [\d.]+ s\), failing with: "
+    assert re.match(r"retry storm: [\d,]+ retries of 1 job\(s\) in [\d.]+ s \(~[\d,]+/min\), failing with: "
                     r"upstream <n> Service Unavailable for account acme; still going", storm["title"]), storm["title"]
     assert storm["job_ids"] == ["1"] and "exponential" in storm["remediation"]
 
@@ -53,6 +55,7 @@ def test_a_storm_that_ended_is_medium_and_says_when(incident, lib):
     ev = burst["evidence"]
     assert ev["retries"] == 30 * 7 and ev["retrying_jobs"] == 30       # 8 attempts each, all used
     assert ev["ongoing"] is False and burst["severity"] == "medium"
+    assert ev["bounded_by"] == "up to 8 attempts; a fixed backoff of 10 ms: at most 6,000 retries a minute per job"
     assert "last retry" in burst["title"] and "before the capture" in burst["title"]
 
 

@@ -105,6 +105,29 @@ def _storm_from_jobs(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
             "jobs": jobs, "retrying_jobs": len(jobs)}
 
 
+def bound(jobs: pd.DataFrame, max_attempts: int) -> str:
+    """What limits a storm, in words: the attempts left and the pace the backoff allows."""
+    if not len(jobs):
+        return "unknown (the jobs are gone)"
+    inf = jobs["attempts_infinite"].fillna(False).astype(bool).any()
+    top = jobs["attempts_configured"].max()
+    attempts = "unbounded attempts" if inf else (
+        f"up to {int(top):,} attempts" + (" (unbounded in practice)" if top > max_attempts else "")
+        if pd.notna(top) else "attempts unknown")
+    kinds = jobs["backoff_type"].fillna("none")
+    if (kinds == "none").all():
+        pace = "no backoff: nothing but the processor's own speed limits the pace"
+    elif (kinds == "fixed").all():
+        d = float(jobs["backoff_delay_ms"].fillna(0).min())
+        pace = (f"a fixed backoff of {d:,.0f} ms: at most {60000 / d:,.0f} retries a minute per job" if d > 0
+                else "a fixed backoff of 0 ms: no pause at all")
+    elif (kinds == "exponential").all():
+        pace = "an exponential backoff: each retry waits twice as long as the one before"
+    else:
+        pace = "mixed backoffs (" + ", ".join(sorted(set(kinds))) + ")"
+    return f"{attempts}; {pace}"
+
+
 def _backoffs(jobs: pd.DataFrame) -> dict[str, int]:
     label = jobs["backoff_type"].fillna("none").astype(str) + \
         jobs["backoff_delay_ms"].map(lambda d: "" if pd.isna(d) else f" {int(d)} ms")
@@ -135,7 +158,7 @@ def retry_storm(ctx: Context):
         evidence = {"retrying_now": len(waiting), "unfinished": unfinished,
                     "weak_backoff": int(weak.sum()) if len(weak) else 0,
                     "backoff": _backoffs(jobs) if len(jobs) else {},
-                    "attempts_unbounded": unbounded,
+                    "attempts_unbounded": unbounded, "bounded_by": bound(jobs, t.max_attempts),
                     "max_attempts_configured": None if not jobs["attempts_configured"].notna().any()
                     else int(jobs["attempts_configured"].max()),
                     "max_attempts_made": int(jobs["attempts_made"].fillna(0).max()) if len(jobs) else 0,
@@ -147,8 +170,10 @@ def retry_storm(ctx: Context):
             severity = ("critical" if ongoing and unbounded and weak_most else
                         "high" if ongoing and (weak_most or storm["per_min"] >= 10 * t.retry_storm_per_min) else "medium")
             from .trends import duration
-            title = (f"retry storm: ~{storm['per_min']:,.0f} retries/min ({storm['retries']:,} retries of "
-                     f"{storm['retrying_jobs']:,} job(s) in {duration(storm['window_s'])}){error}"
+            # a per-minute figure from under a second of data says nothing: give the count then
+            pace = f" (~{storm['per_min']:,.0f}/min)" if storm["window_s"] >= 1 else ""
+            title = (f"retry storm: {storm['retries']:,} retries of {storm['retrying_jobs']:,} job(s) in "
+                     f"{duration(storm['window_s'])}{pace}{error}"
                      + ("; still going" if ongoing else f"; last retry {duration(ago)} before the capture"))
             evidence = {"retries": storm["retries"], "window_s": round(storm["window_s"], 3),
                         "retries_per_min": round(storm["per_min"], 1),

@@ -112,7 +112,9 @@ def stall_failures(ctx: Context):
         sev = "high" if len(failed) or len(deferred) else "medium"
         yield ctx.finding(
             "stall-failures", sev,
-            f"{len(failed) + len(deferred)} job(s) failed for stalling, {len(recovered)} re-queued after a stall",
+            "; ".join(x for x in (f"{len(failed) + len(deferred)} job(s) failed for stalling" if len(failed) or len(deferred)
+                                  else "", f"{len(recovered)} job(s) re-queued after a stall" if len(recovered) else "") if x)
+            + ": their worker lost the lock",
             q, hit,
             evidence={"failed_for_stalling": len(failed), "deferred_stall_failure": len(deferred),
                       "requeued_after_stall": len(recovered),
@@ -147,8 +149,8 @@ def no_workers(ctx: Context):
         since = pd.concat([waiting["added_at"], due["due_at"], stalled["processed_at"]]).min()
         yield ctx.finding(
             "no-workers", "critical",
-            f"{len(hit)} job(s) need a worker and none is connected ("
-            + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in kinds.items() if n) + ")",
+            f"{len(hit):,} job(s) need a worker and none is connected ("
+            + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in kinds.items() if n) + ")",
             q, hit, order="added_at",
             evidence={**kinds, "workers_connected": 0, "waiting_since": _iso(since)},
             remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take these jobs, "

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .detectors import Context
-from .detectors.stuck import WAITING, lockless_active
+from .detectors.stuck import WAITING, became_waiting, lockless_active
 from .detectors.trends import duration
 from .errors import UsageError
 from .summary import human_bytes
@@ -70,7 +70,7 @@ def _attempts_allowed(r) -> str:
     return "?" if pd.isna(r["attempts_configured"]) else f"{max(int(r['attempts_configured']), 1):,}"
 
 
-def _ahead(ctx: Context, q, jq: pd.DataFrame, r) -> int:
+def _ahead(q, jq: pd.DataFrame, r) -> int:
     """How many waiting jobs a worker takes before this one (BullMQ: every priority-0 job
     before any prioritized one, then by priority; Bull: prioritized first, lower numbers
     first; FIFO within a level)."""
@@ -87,12 +87,14 @@ def _ahead(ctx: Context, q, jq: pd.DataFrame, r) -> int:
     return int(((prio == 0) | (prio < p) | ((prio == p) & earlier)).sum())
 
 
-def _overtaken(jq: pd.DataFrame, r) -> int:
-    """Jobs added after this (never started) one that a worker took while it waited."""
+def _overtaken(ctx: Context, q, jq: pd.DataFrame, r) -> int:
+    """Jobs added after this (never started) one that a worker took while it waited (as
+    priority-starvation counts them)."""
     if pd.notna(r["processed_at"]) or pd.isna(r["added_at"]):
         return 0
+    since = became_waiting(ctx, q, jq.loc[[r.name]]).iloc[0]
     taken = jq[jq["processed_at"].notna()]
-    return int(((taken["added_at"] > r["added_at"]) & (taken["processed_at"] > r["added_at"])).sum())
+    return int(((taken["added_at"] > r["added_at"]) & (taken["processed_at"] > since)).sum())
 
 
 def reasons(ctx: Context, q, jq: pd.DataFrame, r) -> list[str]:
@@ -111,12 +113,12 @@ def reasons(ctx: Context, q, jq: pd.DataFrame, r) -> list[str]:
         gc = q["global_concurrency"]
         if pd.notna(gc) and int(q["n_active"]) >= int(gc):
             why.append(f"The queue's global concurrency ({int(gc)}) is reached: {int(q['n_active'])} jobs are active.")
-        over = _overtaken(jq, r)
+        over = _overtaken(ctx, q, jq, r)
         if over:
             why.append(f"{over:,} job(s) added after it were taken first"
                        + (" (BullMQ takes every priority-0 job before any prioritized one)"
                           if q["flavor"] != "bull" and _n(r["priority"]) > 0 else "") + ".")
-        ahead = _ahead(ctx, q, jq, r)
+        ahead = _ahead(q, jq, r)
         why.append((f"About {ahead:,} waiting job(s) are ahead of it" if ahead else "It is next in line")
                    + (f" (priority {int(r['priority'])})" if _n(r["priority"]) > 0 else "") + ".")
         if _n(r["attempts_made"]) > 0:
@@ -180,7 +182,8 @@ def reasons(ctx: Context, q, jq: pd.DataFrame, r) -> list[str]:
         ran = (r["finished_at"] - r["processed_at"]).total_seconds() if pd.notna(r["finished_at"]) and \
             pd.notna(r["processed_at"]) else None
         why.append(f"Completed at {_when(r['finished_at'])}" + (f" after running {duration(ran)}" if ran is not None else "")
-                   + (f", on attempt {int(r['attempts_made'])}" if _n(r["attempts_made"]) > 1 else "")
+                   + (f", on attempt {attempt:,}" if (attempt := _n(r["attempts_made"]) + (r["flavor"] == "bull")) > 1
+                      else "")  # Bull counts only failures; BullMQ every finished attempt
                    + (f"; returned {human_bytes(r['returnvalue_bytes'])}" if pd.notna(r["returnvalue_bytes"]) else "")
                    + ".")
     elif state == "failed":

@@ -6,6 +6,7 @@ import re
 import pandas as pd
 
 from . import Context, detector, is_bull, retried_jobs
+from .trends import duration
 
 UNFINISHED = ["wait", "active", "paused", "prioritized", "delayed", "waiting-children"]
 RETRY_WAIT = ["wait", "paused", "prioritized", "delayed"]
@@ -155,7 +156,7 @@ def retry_storm(ctx: Context):
         weak_most = bool(len(weak)) and weak.mean() > 0.5
         top = _top_reasons(ctx, jobs)
         example = jobs["failed_reason"].dropna()
-        evidence = {"retrying_now": len(waiting), "unfinished": unfinished,
+        evidence = {"retrying": len(waiting), "unfinished": unfinished,
                     "weak_backoff": int(weak.sum()) if len(weak) else 0,
                     "backoff": _backoffs(jobs) if len(jobs) else {},
                     "attempts_unbounded": unbounded, "bounded_by": bound(jobs, t.max_attempts),
@@ -169,7 +170,6 @@ def retry_storm(ctx: Context):
             ongoing = ago <= 60 and bool(jobs["state"].isin(UNFINISHED).any())
             severity = ("critical" if ongoing and unbounded and weak_most else
                         "high" if ongoing and (weak_most or storm["per_min"] >= 10 * t.retry_storm_per_min) else "medium")
-            from .trends import duration
             # a per-minute figure from under a second of data says nothing: give the count then
             pace = f" (~{storm['per_min']:,.0f}/min)" if storm["window_s"] >= 1 else ""
             title = (f"retry storm: {storm['retries']:,} retries of {storm['retrying_jobs']:,} job(s) in "

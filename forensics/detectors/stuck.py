@@ -145,14 +145,16 @@ def no_workers(ctx: Context):
             continue
         kinds = {"waiting": int((waiting["state"] == "wait").sum()),
                  "prioritized": int((waiting["state"] == "prioritized").sum()),
-                 "delayed_past_due": len(due), "active_without_lock": len(stalled)}
+                 "delayed past due": len(due), "active without lock": len(stalled)}
         since = pd.concat([waiting["added_at"], due["due_at"], stalled["processed_at"]]).min()
         yield ctx.finding(
             "no-workers", "critical",
             f"{len(hit):,} job(s) need a worker and none is connected ("
-            + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in kinds.items() if n) + ")",
+            + ", ".join(f"{n:,} {k}" for k, n in kinds.items() if n) + ")",
             q, hit, order="added_at",
-            evidence={**kinds, "workers_connected": 0, "waiting_since": _iso(since)},
+            evidence={"waiting": len(waiting), "prioritized": kinds["prioritized"], "delayed_past_due": len(due),
+                      "active_without_lock": len(stalled), "workers_connected": 0,
+                      "oldest_waiting_since": _iso(waiting["added_at"].min()), "needs_a_worker_since": _iso(since)},
             remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take these jobs, "
                          "promote the delayed ones or recover the stalled ones. Start workers ("
                          + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
@@ -264,7 +266,7 @@ def rate_limit_freeze(ctx: Context):
                          "(milliseconds) or raise `max`."))
 
 
-def _became_waiting(ctx: Context, q, jobs: pd.DataFrame) -> pd.Series:
+def became_waiting(ctx: Context, q, jobs: pd.DataFrame) -> pd.Series:
     """When each never-started job became waiting: when it was added, or, for a job added
     with a delay, when that delay ran out (the hash's `delay` is reset to 0 on promotion,
     so it is read from the job's options)."""
@@ -298,7 +300,7 @@ def priority_starvation(ctx: Context):
         # Overtaken: added after the job, and taken by a worker after it became waiting. For
         # a job added without delay that is every later-added job that was taken (taken
         # after it was added); a job added with a delay is compared pairwise (few of them).
-        since = _became_waiting(ctx, q, cand)
+        since = became_waiting(ctx, q, cand)
         n_over = pd.Series(later[later >= t.starvation_min_overtaken], index=cand.index)
         for idx in cand.index[(since > cand["added_at"]).to_numpy()]:
             n_over[idx] = int(((taken["added_at"] > cand.at[idx, "added_at"]) & (taken["processed_at"] > since[idx])).sum())

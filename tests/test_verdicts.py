@@ -119,13 +119,18 @@ def test_starvation_is_seen_by_order_and_minutes_only_raise_it(incident, lib):
     snap, _ = incident("starve", lib)
     f = one(forensics.diagnose(snap), "priority-starvation", "starve")
     ev = f["evidence"]
-    assert f["count"] == 3 and ev["overtaken_by"] >= 50 and ev["oldest_waiting_minutes"] < 1
+    assert ev["overtaken_by"] >= 50 and ev["oldest_waiting_minutes"] < 1
     assert f["severity"] == "medium"                     # seconds old: risky, not yet lost
     if lib == "bullmq5":
-        assert ev["starving_priorities"] == {"1": 3} and set(ev["overtaker_priorities"]) == {"0"}
-        assert "priority 0" in f["remediation"]
+        assert f["count"] == 3 and ev["starving_priorities"] == {"1": 3}
+        assert set(ev["overtaker_priorities"]) == {"0"} and "priority 0" in f["remediation"]
     else:
-        assert ev["starving_priorities"] == {"10": 3} and set(ev["overtaker_priorities"]) == {"1"}
+        # Bull places a prioritized job by counting its priority set, where a job just
+        # popped (BRPOPLPUSH) stays until moveToActive removes it: under load a new
+        # priority-1 job can land behind the priority-10 ones and starve with them. Those
+        # are reported too, rightly; the three priority-10 jobs always are.
+        assert ev["starving_priorities"]["10"] == 3 and set(ev["starving_priorities"]) <= {"10", "1"}
+        assert set(ev["overtaker_priorities"]) == {"1"}
     longer = one(forensics.diagnose(snap, thresholds={"starvation_minutes": 0}), "priority-starvation", "starve")
     assert longer["severity"] == "high"
 

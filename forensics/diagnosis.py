@@ -86,9 +86,9 @@ class Diagnosis:
         rank = f["severity"].map(RANK).tolist()
         worst: dict[int, int] = {}
 
-        def tree_rank(i: int, seen: frozenset = frozenset()) -> int:
+        def tree_rank(i: int) -> int:  # the links are acyclic (causes.py checks it at import)
             if i not in worst:
-                worst[i] = min([rank[i], *[tree_rank(c, seen | {i}) for c in children[i] if c not in seen]])
+                worst[i] = min([rank[i], *[tree_rank(c) for c in children[i]]])
             return worst[i]
         placed: set[int] = set()
         out: list[tuple[int, int]] = []

@@ -103,7 +103,7 @@ def trend(times: pd.Series, values: pd.Series) -> dict | None:
     tr = robust_trend((t - t.min()).dt.total_seconds().to_numpy(), v.to_numpy())
     if tr is None:
         return None
-    return {**tr, "slope_per_s": tr["slope"], "late_slope_per_s": tr["late_slope"], "span_s": tr["span"]}
+    return {**tr, "slope_per_s": tr["slope"], "span_s": tr["span"]}
 
 
 class Context:

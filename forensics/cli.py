@@ -32,7 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read-only snapshot of every Bull/BullMQ queue under a prefix, "
                                    "saved as Parquet + manifest.json. The path is printed last.")
     c.add_argument("--redis", metavar="URL", default=None,
-                   help="Redis URL (default: $REDIS_URL, then redis://localhost:6379/0)")
+                   help="redis://, rediss:// (TLS), unix:// or redis+sentinel://HOST:26379[,HOST:PORT]/SERVICE[/DB] "
+                        "(default: $REDIS_URL, then redis://localhost:6379/0)")
+    cl = c.add_mutually_exclusive_group()
+    cl.add_argument("--cluster", dest="cluster", action="store_true", default=None,
+                    help="the URL is a Redis Cluster node: read every master (default: detected)")
+    cl.add_argument("--no-cluster", dest="cluster", action="store_false",
+                    help="read only the node the URL names, even if it is a cluster node")
+    c.add_argument("--replica", action="store_true",
+                   help="read a replica of the primary (or the sentinels' master) instead: the lowest-impact capture")
+    c.add_argument("--tls-ca", metavar="FILE", help="CA certificate(s) to verify the server with (implies TLS)")
+    c.add_argument("--tls-cert", metavar="FILE", help="client certificate (with --tls-key), when the server asks for one")
+    c.add_argument("--tls-key", metavar="FILE", help="the client certificate's private key")
+    c.add_argument("--tls-insecure", action="store_true",
+                   help="do not verify the server's certificate or host name (recorded in the manifest)")
+    c.add_argument("--rdb", metavar="DUMP", help="capture an RDB backup instead of a live Redis: a private "
+                                                 "redis-server loads a copy of it (loopback only, nothing written back)")
+    c.add_argument("--db", type=int, default=0, metavar="N", help="with --rdb: the database of the dump (default 0)")
+    c.add_argument("--redis-server", metavar="PATH",
+                   help="with --rdb: the redis-server binary to load it with (default: the one on PATH)")
     c.add_argument("--prefix", action="append", metavar="P", help="key prefix (default: bull); repeatable")
     c.add_argument("--queue", action="append", metavar="Q", help="only this queue; repeatable")
     c.add_argument("--out", metavar="DIR", help="snapshot folder (default: snapshots/<UTC timestamp>)")
@@ -114,6 +132,8 @@ def _capture(args) -> int:
     if logs is not None:
         print(f"logs: {describe(logs)}", file=sys.stderr)
     if args.every is not None:
+        if args.rdb is not None:
+            raise UsageError("--every captures a live Redis over time; a backup (--rdb) is captured once")
         return _capture_series(args, logs)
     out = Path(args.out) if args.out else None
     # Refuse a bad destination before a long capture, not after it.
@@ -121,7 +141,7 @@ def _capture(args) -> int:
         raise UsageError(f"--out {out} exists and is not a snapshot folder; choose a new path")
     snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
                    redact=not args.no_redact, memory_samples=args.memory_samples,
-                   progress=False if args.quiet else (True if args.progress else None))
+                   progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
     if logs is not None:
         snap.attach_logs(logs)
     path = snap.save(args.out)
@@ -132,6 +152,18 @@ def _capture(args) -> int:
           f"{'' if snap.complete else ' (INCOMPLETE: ' + str(m['incomplete_reason']) + ')'}", file=sys.stderr)
     print(path)
     return EXIT_OK if snap.complete else EXIT_INCOMPLETE
+
+
+def _connect_args(args) -> dict:
+    """How to reach Redis (the capture's connection keyword arguments)."""
+    from .errors import UsageError
+    if args.rdb is None and (args.db or args.redis_server):
+        raise UsageError("--db and --redis-server go with --rdb (for a live Redis, put the database in the URL)")
+    out = dict(cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+               tls_key=args.tls_key, tls_insecure=args.tls_insecure)
+    if args.rdb is not None:
+        out.update(rdb=args.rdb, db=args.db, redis_server=args.redis_server)
+    return out
 
 
 def _capture_series(args, logs) -> int:
@@ -147,7 +179,7 @@ def _capture_series(args, logs) -> int:
     series, reason = capture_series(
         args.redis, prefix=args.prefix or ["bull"], queues=args.queue, every=args.every, count=args.count,
         out=args.out, redact=not args.no_redact, memory_samples=args.memory_samples,
-        progress=True if args.progress else False, logs=logs, on_tick=tick)
+        progress=True if args.progress else False, logs=logs, on_tick=tick, **_connect_args(args))
     gaps = len(series.manifest.get("gaps", []))
     print(f"series: {len(series)} snapshots over {series.span.total_seconds():.0f} s"
           + (f", {gaps} gap(s)" if gaps else "") + f"; stopped: {reason}", file=sys.stderr)

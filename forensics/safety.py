@@ -30,6 +30,9 @@ READ_COMMANDS: frozenset[str] = frozenset({
     "ZCARD", "ZRANGE", "ZSCORE", "ZCOUNT", "ZSCAN",
     "SCARD", "SSCAN", "SISMEMBER",
     "XLEN", "XRANGE", "XREVRANGE",
+    # Cluster: ASKING only flags this connection to read one key being migrated (a
+    # redirection, not a change); READONLY lets a connection read a cluster replica.
+    "ASKING", "READONLY", "ROLE",
 })
 READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "CONFIG": frozenset({"GET"}),
@@ -37,6 +40,8 @@ READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "MEMORY": frozenset({"USAGE", "STATS"}),
     "XINFO": frozenset({"STREAM", "GROUPS", "CONSUMERS"}),
     "OBJECT": frozenset({"ENCODING", "IDLETIME", "FREQ"}),
+    "CLUSTER": frozenset({"INFO", "SLOTS", "SHARDS", "NODES", "MYID", "KEYSLOT"}),
+    "SENTINEL": frozenset({"GET-MASTER-ADDR-BY-NAME", "MASTER", "MASTERS", "REPLICAS", "SLAVES", "SENTINELS"}),
 }
 
 
@@ -116,13 +121,14 @@ def _gated(base: type, ledger: CommandLedger) -> type:
     return type(f"ReadOnly{base.__name__}", (_GateMixin, base), {"ledger": ledger})
 
 
-def read_only_client(url: str, ledger: CommandLedger, **kwargs) -> redis.Redis:
-    """A redis client whose every connection refuses non-read commands before sending."""
+def read_only_client(url: str | None, ledger: CommandLedger, **kwargs) -> redis.Redis:
+    """A redis client whose every connection refuses non-read commands before sending
+    (``url`` None: host, port and the rest given as keyword arguments)."""
     # The handshake must stay read-only too: no CLIENT SETINFO, no maintenance
     # notifications subscription (redis-py >= 8 sends CLIENT MAINT_NOTIFICATIONS).
     kwargs.setdefault("driver_info", None)
     kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
-    pool = redis.ConnectionPool.from_url(url, **kwargs)
+    pool = redis.ConnectionPool.from_url(url, **kwargs) if url else redis.ConnectionPool(**kwargs)
     base = pool.connection_class
     if base not in (Connection, SSLConnection, UnixDomainSocketConnection):
         base = Connection

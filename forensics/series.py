@@ -161,7 +161,8 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                    every: float, count: int | None, out: str | os.PathLike | None = None,
                    redact: bool = True, memory_samples: int = 1000, progress: bool | None = None,
                    logs: pd.DataFrame | None = None,
-                   on_tick: Callable[[int, Snapshot | None, str | None], None] | None = None) -> tuple[Series, str]:
+                   on_tick: Callable[[int, Snapshot | None, str | None], None] | None = None,
+                   **connect: Any) -> tuple[Series, str]:
     """Capture every ``every`` seconds, ``count`` times (None: until Ctrl-C), into ``out``.
 
     Ticks follow a fixed schedule from the start; a capture longer than ``every`` starts the
@@ -225,7 +226,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                 with warnings.catch_warnings():  # an incomplete tick is reported below, once
                     warnings.simplefilter("ignore")
                     snap = capture(url, prefix=prefixes, queues=queues, redact=redact,
-                                   memory_samples=memory_samples, progress=progress)
+                                   memory_samples=memory_samples, progress=progress, **connect)
             except ConnectError as e:
                 if not saved:  # nothing read yet in this run: a wrong URL or password, say so now
                     raise

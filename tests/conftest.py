@@ -33,21 +33,30 @@ def free_port() -> int:
 class RedisServer:
     """A private redis-server process (real binary), started and stopped by the tests."""
 
-    def __init__(self, tmp: Path, *extra: str):
-        self.port = free_port()
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None, ping_kw: dict | None = None):
+        self.port = port or free_port()
         self.dir = tmp
+        self.extra = extra
+        self.ping_kw = ping_kw or {}
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp),
-             "--enable-debug-command", "yes", *extra],
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+             "--enable-debug-command", "yes", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while True:
             try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
+                redis.Redis(port=self.port, socket_timeout=1, **self.ping_kw).ping()
                 break
-            except redis.AuthenticationError:
+            except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
                 break
+            except redis.ResponseError as e:  # e.g. a cluster node answering before it is configured
+                if "LOADING" not in str(e):
+                    break
+                time.sleep(0.05)
             except redis.ConnectionError:
                 if time.time() > deadline or self.proc.poll() is not None:
                     raise RuntimeError("redis-server did not start")
@@ -256,3 +265,94 @@ def incident(redis_server, tmp_path_factory):
     yield get
     for srv in servers:
         srv.stop()
+
+
+# ---- production topologies: one cluster, one sentinel set per session ------------------
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(100):
+        p = free_port()
+        if p + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 10000))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """Three real masters (redis-server --cluster-enabled yes), joined by redis-cli --cluster create."""
+
+    def __init__(self, tmp: Path, masters: int = 3):
+        self.nodes: list[RedisServer] = []
+        for i in range(masters):
+            d = tmp / f"node{i}"
+            d.mkdir()
+            port = free_cluster_port()
+            self.nodes.append(RedisServer(d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                          "--cluster-node-timeout", "15000", port=port))
+        res = subprocess.run(["redis-cli", "--cluster", "create", *self.addrs, "--cluster-replicas", "0",
+                              "--cluster-yes"], capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {res.stdout[-2000:]}{res.stderr[-2000:]}")
+        self.wait_ok()
+
+    @property
+    def addrs(self) -> list[str]:
+        return [f"127.0.0.1:{n.port}" for n in self.nodes]
+
+    def url(self, i: int = 0) -> str:
+        return self.nodes[i].url(0)
+
+    def client(self, i: int) -> redis.Redis:
+        return self.nodes[i].client(0)
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                infos = [n.client(0).cluster("info") for n in self.nodes]
+                if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(self.nodes)
+                       for i in infos):
+                    return
+            except redis.RedisError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def owner(self, key: str) -> int:
+        """Index of the node that owns key's slot now."""
+        slot = self.client(0).cluster("keyslot", key)
+        for entry in self.client(0).execute_command("CLUSTER", "SLOTS"):
+            a, b, primary = int(entry[0]), int(entry[1]), entry[2]
+            if a <= slot <= b:
+                port = int(primary[1])
+                return next(i for i, n in enumerate(self.nodes) if n.port == port)
+        raise LookupError(key)
+
+    def node_id(self, i: int) -> str:
+        return self.client(i).execute_command("CLUSTER", "MYID")
+
+    def digests(self) -> list[str]:
+        return [n.client(0).execute_command("DEBUG", "DIGEST") for n in self.nodes]
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-master cluster, filled once through ioredis' Cluster client by BullMQ 5 and
+    Bull (tests/node/cluster.js). Yields (cluster, library report)."""
+    if not shutil.which("redis-cli"):
+        pytest.fail("redis-cli is not on PATH; install it (Debian: redis-tools)")
+    cl = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    report = json.loads(run_node("cluster.js", ",".join(cl.addrs)).splitlines()[0])
+    yield cl, report
+    cl.stop()

@@ -1,120 +1,74 @@
-"""Read-only, low-impact capture of every Bull/BullMQ queue under a prefix.
+"""The readers: what a capture reads for each queue, whatever the topology.
 
-Every command goes through the read-only gate (``safety.read_only_client``). Impact on the
+A ``Capture`` is fed by a source (``sources.py``: one node, a cluster's masters, a replica,
+a private server on an RDB) and hands every command to ``_results``, which sends it to the
+node that serves its key, in bounded pipelines, through the read-only gate. Impact on the
 inspected Redis is kept small by design: SCAN (never KEYS), lists and sorted sets read in
 windows of ``WINDOW`` entries, pipelines of at most ``PIPELINE`` commands, no Lua.
 
 The capture never aborts half-way on bad data: odd keys, wrong types, malformed hashes
 and jobs vanishing mid-read are recorded (manifest ``warnings`` / counts) and the rest is
-read. If Redis goes away or the user presses Ctrl-C, what was read is returned with
-``complete: false`` and the reason.
+read. A command the server refuses (ACL, renamed, disabled) is recorded in the manifest's
+``unavailable`` with what it costs the diagnosis.
 """
 from __future__ import annotations
 
 import base64
 import collections
-import contextlib
-import os
 import random
-import signal
-import socket
-import sys
-import threading
-import time
-import warnings
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
+import hiredis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-import hiredis
 import redis
-from redis._parsers.helpers import parse_info
 
-from . import keys as K
-from ._version import __version__
-from .decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
-from .errors import ConnectError, UsageError
-from .safety import CommandLedger, command_name, read_only_client, redact_json_text, redact_url
-from .snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from .. import keys as K
+from .._version import __version__
+from ..decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
+from ..errors import ConnectError
+from ..safety import CommandLedger, command_name, redact_json_text, redact_url
+from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from .progress import Progress, Stopped
+from .sources import Connect, Node, Source, key_slot, open_source
+from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
+                     empty_memory, empty_metrics, empty_workers, shape)
 
-DEFAULT_URL = "redis://localhost:6379/0"
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
 CHUNK = 20000         # jobs decoded (and payloads spooled) at a time
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
+REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
+INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
+# A command a managed service renamed or disabled answers like an unknown one.
+REFUSED = re.compile(r"^ERR (unknown command|unknown subcommand|Unknown subcommand|.*disabled|.*not allowed)"
+                     r"|^ERR command .* not allowed", re.I)
+# What the diagnosis loses when a command is refused (manifest ``unavailable``).
+CONSEQUENCES = {
+    "INFO": "Redis memory, eviction counters, clients and version unknown: memory-pressure, eviction-policy "
+            "and redis-memory-growth are not judged",
+    "CONFIG GET": "maxmemory and maxmemory-policy taken from INFO where it has them, else unknown",
+    "CLIENT LIST": "worker connections unknown: no-workers is not judged and the health-checks item is unknown",
+    "MEMORY USAGE": "bytes per queue and per key family not measured: bloat findings judge payload sizes only",
+    "XRANGE": "events stream not read: retry rates, events-stream-bloat and event timelines are not judged",
+    "SSCAN": "stalled set not read: in_stalled_set is false for every job",
+    "LPOS": "missing hashes and orphans are not re-checked: some may be jobs that moved while we read",
+    "ZSCORE": "missing hashes and orphans are not re-checked: some may be jobs that moved while we read",
+    "PTTL": "lock expiries unknown",
+    "GET": "locks and counters not read: active jobs look unlocked",
+    "XLEN": "events stream length unknown",
+    "SCARD": "stalled set size unknown",
+}
 
-# State structures in precedence order: a job seen in two (it moved while we read) keeps
-# the first. (key suffix, redis type, state name)
-STATE_KEYS = (
-    ("active", "list", "active"), ("wait", "list", "wait"), ("paused", "list", "paused"),
-    ("prioritized", "zset", "prioritized"), ("delayed", "zset", "delayed"),
-    ("waiting-children", "zset", "waiting-children"),
-    ("failed", "zset", "failed"), ("completed", "zset", "completed"),
-)
-STATES = [s for _, _, s in STATE_KEYS]
-JOB_STATES = STATES + ["orphan", "missing-hash"]
 # Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
-
-
-class _Spool:
-    """A Parquet file written table by table, in row groups of at least ``rows`` rows
-    (small queues would otherwise each leave a tiny row group with its own metadata)."""
-
-    def __init__(self, path, schema: pa.Schema, rows: int):
-        self.writer = pq.ParquetWriter(path, schema)
-        self.schema = schema
-        self.rows = rows
-        self.pending: list[pa.Table] = []
-        self.n = 0
-
-    def write(self, df: pd.DataFrame) -> None:
-        self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
-        self.n += len(df)
-        if self.n >= self.rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending))
-        self.pending, self.n = [], 0
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
-
-
-class _Stopped(Exception):
-    """The user asked the capture to stop (first Ctrl-C); what was read is kept."""
-
-
-@contextlib.contextmanager
-def _stop_on_ctrl_c(cap: "_Capture", progress: "Progress"):
-    """First Ctrl-C: finish the chunk in hand, then stop and keep what was read.
-    Second Ctrl-C: stop at once. (Signal handlers exist only in the main thread.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if cap.stop_requested:
-            raise KeyboardInterrupt
-        cap.stop_requested = True
-        progress.stream.write("\ncapture: stopping, saving what was read (Ctrl-C again to abort)\n")
-        progress.stream.flush()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -136,51 +90,22 @@ class _Queue:
     evidence: list[str] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
+    node: str | None = None    # the node that holds it (host:port)
+    slot: int | None = None    # its keys' hash slot, on a cluster
 
     @property
     def base(self) -> str:
         return f"{self.prefix}:{self.name}:"
 
 
-class Progress:
-    """Progress on stderr: a live line on a terminal, a line per 2 s when forced elsewhere."""
+class Capture:
+    """One capture: the readers, fed by a source (``connect`` opens it)."""
 
-    def __init__(self, enabled: bool | None = None, stream=None):
-        self.stream = stream or sys.stderr
-        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.enabled = tty if enabled is None else enabled
-        self.tty = tty
-        self.t0 = time.monotonic()
-        self.last = 0.0
-        self.jobs = 0
-
-    def update(self, text: str, jobs: int = 0, force: bool = False) -> None:
-        self.jobs += jobs
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < (0.2 if self.tty else 2.0):
-            return
-        self.last = now
-        rate = self.jobs / max(now - self.t0, 1e-6)
-        line = f"capture: {text} | {self.jobs:,} jobs read, {rate:,.0f} jobs/s"
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line[:200])
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class _Capture:
-    def __init__(self, url: str, prefixes: list[str], queues: list[str] | None, *,
+    def __init__(self, url: str | Connect, prefixes: list[str], queues: list[str] | None, *,
                  redact: bool, memory_samples: int, progress: Progress,
-                 socket_timeout: float):
-        self.url = url
+                 socket_timeout: float = 30.0):
+        self.conn = url if isinstance(url, Connect) else Connect(url, socket_timeout=socket_timeout)
+        self.url = self.conn.url
         self.prefixes = prefixes
         self.only = list(queues) if queues else None
         self.redact = redact
@@ -188,8 +113,9 @@ class _Capture:
         self.progress = progress
         self.ledger = CommandLedger()
         self.warnings: list[str] = []
-        self.counts: dict[str, int] = {"foreign_keys": 0, "vanished_jobs": 0,
-                                       "state_conflicts": 0, "markers": 0, "undecodable_keys": 0}
+        self.unavailable: list[dict] = []
+        self.counts: dict[str, int] = {"foreign_keys": 0, "vanished_jobs": 0, "state_conflicts": 0,
+                                       "markers": 0, "undecodable_keys": 0, "redirects": 0}
         self.foreign_samples: list[str] = []
         self.complete = True
         self.reason: str | None = None
@@ -197,27 +123,28 @@ class _Capture:
         self.queues: list[_Queue] = []
         self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.jobs_rows = 0
-        self._jobs_writer: _Spool | None = None
+        self._jobs_writer: Spool | None = None
         self.job_dtypes = JOB_COLUMNS | {"in_stalled_set": "boolean"}
         self.events: list[pd.DataFrame] = []
         self.metrics: list[dict] = []
         self.memory: list[dict] = []
         self.workers = pd.DataFrame()
-        self.redis_row: dict[str, Any] = {}
+        self.redis_rows: list[dict[str, Any]] = []
+        self.src: Source | None = None
+        self.rdb: dict | None = None  # set by capture(rdb=...): what was loaded
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
         self.jobs_file = self.spool / "jobs.parquet"
-        self._payload_writer = _Spool(self.payload_file,
-                                      pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
-        self.client = read_only_client(url, self.ledger, decode_responses=True, protocol=2,
-                                       encoding_errors="replace",
-                                       socket_timeout=socket_timeout, socket_connect_timeout=10)
+        self._payload_writer = Spool(self.payload_file,
+                                     pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
         self.started = utcnow()
 
     # ---- command helpers ----------------------------------------------------------------
-    def _results(self, cmds: list[tuple], essential: bool = True) -> list[Any]:
-        """Run commands in bounded pipelines. Per-command errors become None (+warning);
-        a refused permission on an essential command is fatal (exit 3).
+    def _results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None) -> list[Any]:
+        """Run commands in bounded pipelines, each on the node that serves its key (or on
+        ``node``, for commands without a key). Per-command errors become None (+warning or
+        ``unavailable``); a refused permission on an essential command is fatal (exit 3);
+        a cluster's MOVED/ASK are followed (counted in ``counts.redirects``).
 
         Replies are read straight from the socket with hiredis (RESP2, which every Redis
         BullMQ supports): redis-py's per-command pipeline machinery costs more than the
@@ -225,78 +152,157 @@ class _Capture:
         connection's gated packer, so the read-only gate sees every one of them.
         """
         if self.stop_requested:  # Ctrl-C: stop at the next round trip, keep what is read
-            raise _Stopped()
-        out: list[Any] = []
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            for i in range(0, len(cmds), PIPELINE):
-                batch = cmds[i:i + PIPELINE]
-                packer = conn._command_packer  # the gated packer (see safety.py)
-                conn.send_packed_command([b"".join([b for c in batch for b in packer.pack(*c)])],
-                                         check_health=False)
-                replies = _read_replies(conn, len(batch))
-                for c, r in zip(batch, replies):
+            raise Stopped()
+        out: list[Any] = [None] * len(cmds)
+        plan = [(node, range(len(cmds)))] if node is not None else self.src.route(cmds)
+        redirected: list[tuple[int, str]] = []
+        for n, idx in plan:
+            sub = cmds if len(plan) == 1 else [cmds[i] for i in idx]
+            for start in range(0, len(sub), PIPELINE):
+                batch = sub[start:start + PIPELINE]
+                replies = n.send(batch)
+                for i, c, r in zip(idx[start:start + PIPELINE], batch, replies):
                     if isinstance(r, hiredis.ReplyError):
-                        r = self._command_error(c, r, essential)
+                        text = str(r)
+                        if self.src.clustered and text.startswith(("MOVED ", "ASK ")):
+                            redirected.append((i, text))
+                            continue
+                        out[i] = self._command_error(c, r, essential, n)
                     else:
-                        r = _shape(c, r)
-                    out.append(r)
-        except BaseException:
-            conn.disconnect()  # never reuse a connection with unread replies
-            raise
-        finally:
-            pool.release(conn)
+                        out[i] = shape(c, r)
+        if redirected:
+            self._follow(cmds, out, redirected, essential)
         return out
 
-    def _command_error(self, cmd: tuple, err: Exception, essential: bool):
+    def _follow(self, cmds: list[tuple], out: list[Any], redirected: list[tuple[int, str]], essential: bool) -> None:
+        """A slot moved while we read (a resharding): MOVED re-reads the key from its new
+        owner (and remembers it); ASK reads it once from the importing node, after ASKING."""
+        for _ in range(REDIRECT_ROUNDS):
+            if not redirected:
+                return
+            self.counts["redirects"] += len(redirected)
+            by_node: dict[int, tuple[Node, list[tuple[int, bool]]]] = {}
+            for i, text in redirected:
+                kind, slot, addr = text.split()[:3]
+                node = self.src.moved(int(slot), addr) if kind == "MOVED" else self.src.node_at(addr)
+                by_node.setdefault(id(node), (node, []))[1].append((i, kind == "ASK"))
+            redirected = []
+            for node, items in by_node.values():
+                batch: list[tuple] = []
+                for i, ask in items:
+                    batch += [("ASKING",), cmds[i]] if ask else [cmds[i]]
+                replies = node.send(batch)
+                k = 0
+                for i, ask in items:
+                    k += 1 if ask else 0
+                    r = replies[k]
+                    k += 1
+                    if isinstance(r, hiredis.ReplyError):
+                        text = str(r)
+                        if text.startswith(("MOVED ", "ASK ")):
+                            redirected.append((i, text))
+                            continue
+                        out[i] = self._command_error(cmds[i], r, essential, node)
+                    else:
+                        out[i] = shape(cmds[i], r)
+        for i, text in redirected:
+            self._warn(f"{command_name(cmds[i])} {cmds[i][1]}: still redirected after {REDIRECT_ROUNDS} tries "
+                       f"({text}); not read")
+
+    def _command_error(self, cmd: tuple, err: Exception, essential: bool, node: Node | None = None):
         name = command_name(cmd)
+        text = str(err)
         if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
             raise err
-        if isinstance(err, redis.exceptions.NoPermissionError) or "NOPERM" in str(err):
+        if isinstance(err, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
             if essential and name in ESSENTIAL:
                 raise ConnectError(
                     f"the Redis user may not run {name} on {cmd[1] if len(cmd) > 1 else ''}: "
                     f"grant it read access (ACL '+@read ~{self.prefixes[0]}:*'): {err}")
-            self._warn(f"{name} refused by ACL ({err}); that part of the snapshot is empty")
+            self._unavailable(name, node, f"refused by ACL ({text})")
             return None
-        if "WRONGTYPE" in str(err):
+        if REFUSED.search(text):  # renamed or disabled by a managed service
+            if essential and name in ESSENTIAL:
+                raise ConnectError(f"this Redis does not run {name} ({text}): queue-forensics cannot read queues "
+                                   "without it")
+            self._unavailable(name, node, f"not available ({text})")
+            return None
+        if "WRONGTYPE" in text:
             self._warn(f"key {cmd[1]} has an unexpected type for {name}; skipped")
+            return None
+        if text.startswith("CLUSTERDOWN"):
+            self._warn(f"{name} {cmd[1] if len(cmd) > 1 else ''}: the cluster is down for this slot ({text})")
             return None
         self._warn(f"{name} {cmd[1] if len(cmd) > 1 else ''} failed: {err}")
         return None
+
+    def _unavailable(self, name: str, node: Node | None, why: str, consequence: str | None = None) -> None:
+        """A command the server would not run: recorded once per command and node, with what
+        the diagnosis loses without it (never guessed around)."""
+        where = node.addr if node is not None else None
+        if any(u["command"] == name and u["node"] == where for u in self.unavailable):
+            return
+        consequence = consequence or CONSEQUENCES.get(name, "that part of the snapshot is empty")
+        self.unavailable.append({"command": name, "node": where, "error": why, "consequence": consequence})
+        self._warn(f"{name} {why.split(' (')[0]}" + (f" on {where}" if where and self.src and len(self.src.nodes) > 1
+                                                      else "") + f": {consequence}")
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings and len(self.warnings) < 200:
             self.warnings.append(text)
 
-    def _one(self, *cmd, essential: bool = True):
-        return self._results([cmd], essential)[0]
+    def _one(self, *cmd, essential: bool = True, node: Node | None = None):
+        return self._results([cmd], essential, node)[0]
 
     # ---- steps ----------------------------------------------------------------------------
     def connect(self) -> None:
-        where = redact_url(self.url)
-        try:
-            self.client.ping()
-        except redis.AuthenticationError as e:
-            raise ConnectError(f"Redis at {where} refused the credentials: {e}. "
-                               "Check the user name and password in the URL") from None
-        except redis.exceptions.NoPermissionError as e:
-            raise ConnectError(f"Redis at {where}: permission denied ({e})") from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise ConnectError(f"cannot connect to Redis at {where}: {e}") from None
-        except redis.ResponseError as e:
-            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
-                raise ConnectError(f"Redis at {where} needs a password: {e}") from None
-            raise ConnectError(f"Redis at {where} answered PING with an error: {e}") from None
+        """Open the source: reach the node(s), check the credentials, learn the topology."""
+        self.src = open_source(self.conn, self.ledger, self._warn)
+        for n in self.src.down:
+            self.complete = False
+            self.reason = f"cluster node {n.addr} could not be reached; its queues were not read"
+            self._warn(f"cluster node {n.addr} is down ({n.error}); its slots ({sum(b - a + 1 for a, b in n.slots):,}) "
+                       "were not read")
+        if self.src.workers_note:
+            self._unavailable("CLIENT LIST", None, self.src.workers_note)
+        if self.rdb is not None:  # a private server on a backup: its config and clients are not the incident's
+            self.src.mode = "rdb"
+            self.src.nodes[0].role = "rdb"
+            self.src.workers_nodes = []
+            self._unavailable("CLIENT LIST", None, "an RDB backup holds no client connections")
+            self._unavailable("CONFIG GET", None, "an RDB backup holds no configuration",
+                              "maxmemory, maxmemory-policy and the eviction counters of the server that wrote "
+                              "the dump are unknown: eviction-policy and memory-pressure are not judged")
 
     def server_info(self) -> None:
-        info = self._one("INFO", "all", essential=False) or {}
-        cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False) or {}
-        db = self.client.get_connection_kwargs().get("db", 0)
+        for node in self.src.nodes:
+            self.redis_rows.append(self._node_info(node))
+
+    def _info(self, node: Node) -> dict:
+        """INFO all; where it is refused, section by section (a managed service may refuse some)."""
+        info = self._one("INFO", "all", essential=False, node=node)
+        if info:
+            return info
+        merged: dict = {}
+        missing = []
+        for section in INFO_SECTIONS:
+            part = self._results([("INFO", section)], essential=False, node=node)[0]
+            if part:
+                merged.update(part)
+            else:
+                missing.append(section)
+        if merged and missing:
+            self._warn(f"INFO sections refused on {node.addr}: {', '.join(missing)}")
+        return merged
+
+    def _node_info(self, node: Node) -> dict:
+        info = self._info(node)
+        cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False, node=node) or {}
+        db = self.src.params.get("db", 0) or 0
         ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
         maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
-        self.redis_row = {
+        rep = self.src.replication if node.role == "replica" and self.src.replication else {}
+        row = {
             "captured_at": self.started,
             "redis_version": str(info.get("redis_version", "")) or None,
             "redis_mode": info.get("redis_mode"),
@@ -321,9 +327,24 @@ class _Capture:
             "aof_enabled": info.get("aof_enabled"),
             "info_available": bool(info),
             "config_available": bool(cfg),
+            "node": node.addr,
+            "role": node.role,
+            "cluster_node_id": node.node_id,
+            "slots": sum(b - a + 1 for a, b in node.slots) if node.slots else None,
+            "replication_lag_bytes": rep.get("lag_bytes"),
+            "master_last_io_seconds_ago": rep.get("master_last_io_seconds_ago"),
         }
-        if not cfg:
-            self._warn("CONFIG GET maxmemory* not allowed: eviction settings taken from INFO where present")
+        if self.rdb is not None:  # the private server's own settings say nothing of the incident's
+            row.update(maxmemory=None, maxmemory_policy=None, evicted_keys=None, expired_keys=None,
+                       rejected_connections=None, connected_clients=None, blocked_clients=None, maxclients=None,
+                       instantaneous_ops_per_sec=None, total_commands_processed=None, uptime_in_seconds=None,
+                       used_memory_peak=None, used_memory_rss=None, mem_fragmentation_ratio=None,
+                       config_available=False)
+            return row
+        if not cfg and info.get("maxmemory_policy") is None:
+            self._warn(f"maxmemory-policy unknown on {node.addr} (neither CONFIG GET nor INFO gave it): "
+                       "eviction-policy and memory-pressure are not judged")
+        return row
 
     def discover(self, prefix: str) -> pd.DataFrame:
         """SCAN the prefix, find the queues, classify every key."""
@@ -336,10 +357,10 @@ class _Capture:
         arrays: list[pa.Array] = []
         buf: list[str] = []
         seen = 0
-        for pattern in patterns:
+        for node, pattern in [(n, p) for n in self.src.nodes for p in patterns]:
             cursor = 0
             while True:
-                cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+                cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, node=node)
                 buf.extend(batch)
                 seen += len(batch)
                 if len(buf) >= 100_000:
@@ -382,7 +403,12 @@ class _Capture:
         self.foreign_samples.extend(foreign["key"].head(20 - len(self.foreign_samples)).tolist())
         for name in sorted(confirmed):
             fams = set(table.loc[table["queue"] == name, "family"].unique())
-            self.queues.append(_Queue(prefix, name, families=fams | confirmed[name]))
+            q = _Queue(prefix, name, families=fams | confirmed[name])
+            home = self.src.node_of(q.base + "id")
+            q.node = home.addr
+            if self.src.clustered:
+                q.slot = key_slot((q.base + "id").encode("utf-8", "surrogateescape"))
+            self.queues.append(q)
         self.set_job_dtypes()
         return table
 
@@ -442,9 +468,9 @@ class _Capture:
 
         q.row = {
             "stalled_set": int(stalled_n or 0), "priority_zset": int(priority_n or 0),
-            "events_length": int(events_n or 0), "id_counter": _int(id_counter),
-            "limiter_ttl_ms": _int(limiter_ttl) if _int(limiter_ttl) and _int(limiter_ttl) > 0 else None,
-            "limiter_value": _int(limiter_val), "repeat_count": int(repeat_n or 0),
+            "events_length": int(events_n or 0), "id_counter": as_int(id_counter),
+            "limiter_ttl_ms": as_int(limiter_ttl) if as_int(limiter_ttl) and as_int(limiter_ttl) > 0 else None,
+            "limiter_value": as_int(limiter_val), "repeat_count": int(repeat_n or 0),
             "markers": 0, "meta_paused_key": meta_paused is not None,
         }
         rows = []
@@ -567,7 +593,7 @@ class _Capture:
             schema = pa.Schema.from_pandas(
                 empty_jobs().assign(in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes),
                 preserve_index=False)
-            self._jobs_writer = _Spool(self.jobs_file, schema, CHUNK)
+            self._jobs_writer = Spool(self.jobs_file, schema, CHUNK)
         self._jobs_writer.write(jobs)
         for state, n in jobs["state"].value_counts().items():
             self.state_counts[(q.prefix, q.name, str(state))] += int(n)
@@ -626,7 +652,7 @@ class _Capture:
         res = self._results([c for j in ids for c in (("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock"))],
                             essential=False)
         token = pd.Series(res[0::2], index=ids, dtype="str")
-        ttl = pd.Series([_int(x) for x in res[1::2]], index=ids, dtype="Int64")
+        ttl = pd.Series([as_int(x) for x in res[1::2]], index=ids, dtype="Int64")
         if extras.locks is not None:
             token, ttl = pd.concat([extras.locks[0], token]), pd.concat([extras.locks[1], ttl])
         extras.locks = (token, ttl)
@@ -643,15 +669,15 @@ class _Capture:
                 cmds += [("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock")]
             res = self._results(cmds, essential=False)
             locks = (pd.Series(res[0::2], index=lock_ids, dtype="str"),
-                     pd.Series([_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64"))
+                     pd.Series([as_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64"))
         log_ids = mine.loc[mine["family"] == "logs", "job_id"].astype("str").unique()
         if len(log_ids):
             cmds = []
             for j in log_ids:  # the count, and the newest LOG_LINES lines for the job inspector
                 cmds += [("LLEN", f"{q.base}{j}:logs"), ("LRANGE", f"{q.base}{j}:logs", -LOG_LINES, -1)]
             res = self._results(cmds, essential=False)
-            logs = pd.Series([_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
-            self._log_lines = pd.Series([_json(x) if x else None for x in res[1::2]], index=log_ids, dtype="str")
+            logs = pd.Series([as_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
+            self._log_lines = pd.Series([as_json(x) if x else None for x in res[1::2]], index=log_ids, dtype="str")
         else:
             self._log_lines = None
         return locks, logs
@@ -692,7 +718,7 @@ class _Capture:
                 fields["data"] = redact_json_text(fields["data"])[0]
             ev = fields.pop("event", None)
             jid = fields.pop("jobId", None)
-            rows.append((sid, ev, jid, _json(fields) if fields else None))
+            rows.append((sid, ev, jid, as_json(fields) if fields else None))
         df = pd.DataFrame(rows, columns=["stream_id", "event", "job_id", "fields"])
         ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
         df.insert(0, "prefix", q.prefix)
@@ -707,8 +733,8 @@ class _Capture:
             key = f"{q.base}metrics:{kind}"
             head = self._one("HGETALL", key, essential=False) or {}
             data = [int(x) for x, _ in self._read_window("list", key + ":data", 0) if str(x).lstrip("-").isdigit()]
-            q.row[f"metrics_{kind}_total"] = _int(head.get("count"))
-            prev = _int(head.get("prevTS"))
+            q.row[f"metrics_{kind}_total"] = as_int(head.get("count"))
+            prev = as_int(head.get("prevTS"))
             if prev is None:
                 continue
             minute = prev // 60000 * 60000
@@ -718,12 +744,14 @@ class _Capture:
                                      "count": count})
 
     def read_workers(self) -> None:
-        clients = self._one("CLIENT", "LIST", essential=False)
-        if clients is None:
-            return
-        if isinstance(clients, str):
-            clients = [dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv)
-                       for line in clients.splitlines() if line]
+        """CLIENT LIST where the workers connect (every master of a cluster; the primary of
+        a replica), each row tagged with the node that listed it."""
+        clients = []
+        for node in self.src.workers_nodes:
+            text = self._one("CLIENT", "LIST", essential=False, node=node)
+            if isinstance(text, str):
+                clients += [dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv) | {"_node": node.addr}
+                            for line in text.splitlines() if line]
         names: dict[str, tuple[str, str, str]] = {}
         for q in self.queues:
             b64 = base64.b64encode(q.name.encode()).decode()
@@ -744,9 +772,9 @@ class _Capture:
                 continue
             prefix, queue, runtime = names[base]
             rows.append({"prefix": prefix, "queue": queue, "role": role, "worker_name": wname, "runtime": runtime,
-                         "client_name": name, "client_id": _int(c.get("id")), "addr": c.get("addr"),
-                         "age_s": _int(c.get("age")), "idle_s": _int(c.get("idle")),
-                         "last_command": c.get("cmd"), "db": _int(c.get("db"))})
+                         "client_name": name, "client_id": as_int(c.get("id")), "addr": c.get("addr"),
+                         "age_s": as_int(c.get("age")), "idle_s": as_int(c.get("idle")),
+                         "last_command": c.get("cmd"), "db": as_int(c.get("db")), "node": c["_node"]})
         self.workers = pd.DataFrame(rows)
 
     def _memory(self, q: _Queue, mine: pd.DataFrame) -> pd.Series | None:
@@ -755,6 +783,8 @@ class _Capture:
         per-job figures measured (job id -> bytes) for the jobs table."""
         rng = random.Random(0)
         job_mem = None
+        if any(u["command"] == "MEMORY USAGE" and u["node"] in (None, q.node) for u in self.unavailable):
+            return None
         for fam, grp in mine.groupby("family", sort=True, observed=True):
             n = len(grp)
             idx = list(range(n)) if n <= self.memory_samples else sorted(rng.sample(range(n), self.memory_samples))
@@ -764,7 +794,7 @@ class _Capture:
             exact = ("SAMPLES", "0") if fam == "events" else ()
             res = self._results([("MEMORY", "USAGE", k, *exact) for k in K.key_names(q.base, str(fam), rows)],
                                 essential=False)
-            vals = pd.Series([_int(r) for r in res], index=rows["job_id"].tolist(), dtype="Int64")
+            vals = pd.Series([as_int(r) for r in res], index=rows["job_id"].tolist(), dtype="Int64")
             measured = vals.dropna()
             if not len(measured):
                 continue
@@ -784,13 +814,17 @@ class _Capture:
                 in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes))
         self._jobs_writer.close()
         queues = self._queues_table()
-        events = pd.concat(self.events, ignore_index=True) if self.events else _empty_events()
-        metrics = pd.DataFrame(self.metrics) if self.metrics else _empty_metrics()
-        memory = pd.DataFrame(self.memory) if self.memory else _empty_memory()
-        workers = self.workers if len(self.workers) else _empty_workers()
-        redis_row = dict(self.redis_row)
-        redis_row["measured_queue_bytes"] = int(memory["bytes"].sum()) if len(memory) else None
-        redis_df = pd.DataFrame([redis_row]) if self.redis_row else pd.DataFrame([{"captured_at": self.started}])
+        events = pd.concat(self.events, ignore_index=True) if self.events else empty_events()
+        metrics = pd.DataFrame(self.metrics) if self.metrics else empty_metrics()
+        memory = pd.DataFrame(self.memory) if self.memory else empty_memory()
+        workers = self.workers if len(self.workers) else empty_workers()
+        home = {(q.prefix, q.name): q.node for q in self.queues}
+        rows = []
+        for row in self.redis_rows:
+            mine = [m["bytes"] for m in self.memory if home.get((m["prefix"], m["queue"])) == row["node"]]
+            rows.append(row | {"measured_queue_bytes": int(sum(mine)) if mine else None})
+        redis_df = pd.DataFrame(rows) if rows else pd.DataFrame([{"captured_at": self.started}])
+        first = self.redis_rows[0] if self.redis_rows else {}
         finished = utcnow()
         if not self.complete:
             self.warnings.insert(0, f"capture cut short: {self.reason}")
@@ -801,8 +835,13 @@ class _Capture:
             "captured_at": self.started.isoformat(),
             "finished_at": finished.isoformat(),
             "duration_s": round((finished - self.started).total_seconds(), 3),
-            "source": redact_url(self.url),
-            "redis_version": self.redis_row.get("redis_version"),
+            "source": (f"rdb:{self.rdb['path']}" if self.rdb else
+                       self.src.label if self.src is not None else redact_url(self.conn.url)),
+            "redis_version": first.get("redis_version"),
+            "topology": self.src.describe() if self.src is not None else None,
+            "rdb": self.rdb,
+            "tls": self.conn.describe_tls(),
+            "unavailable": self.unavailable,
             "options": {"prefixes": self.prefixes, "queues": self.only, "redact": self.redact,
                         "memory_samples": self.memory_samples, "window": WINDOW,
                         "pipeline": PIPELINE, "scan_count": SCAN_COUNT},
@@ -816,7 +855,9 @@ class _Capture:
                           f"{self.memory_samples} keys per family and extrapolated",
                 "estimated_families": int(memory["estimated"].sum()) if len(memory) else 0,
             },
-            "consistency": "not atomic: states are read one after another while the queues run",
+            "consistency": "not atomic: states are read one after another while the queues run"
+                           + ("; read from a replica, behind the primary by the lag in topology.replication"
+                              if self.src is not None and self.src.replication else ""),
             "commands": dict(sorted(self.ledger.counts.items())),
         }
         tables = {"queues": queues, "events": events, "workers": workers,
@@ -829,8 +870,8 @@ class _Capture:
         rows = []
         for q in self.queues:
             c = {s: self.state_counts.get((q.prefix, q.name, s), 0) for s in JOB_STATES}
-            workers = self.workers[(self.workers["prefix"] == q.prefix) & (self.workers["queue"] == q.name)] \
-                if len(self.workers) else pd.DataFrame()
+            workers = self.workers[(self.workers["prefix"] == q.prefix) & (self.workers["queue"] == q.name)
+                                   & (self.workers["role"] == "worker")] if len(self.workers) else pd.DataFrame()
             version = str(q.meta.get("version", "")) or None
             paused = q.meta.get("paused") in ("1", 1) or bool(q.row.get("meta_paused_key"))
             row = {
@@ -839,15 +880,19 @@ class _Capture:
                 "flavor_evidence": ", ".join(q.evidence),
                 "paused": paused,
                 **{f"n_{s.replace('-', '_')}": int(c.get(s, 0)) for s in STATES + ["orphan", "missing-hash"]},
-                "workers": int((workers["role"] == "worker").sum()) if len(workers) else 0,
-                "meta": _json({k: v for k, v in q.meta.items()}) if q.meta else None,
-                "max_len_events": _int(q.meta.get("opts.maxLenEvents")),
-                "global_concurrency": _int(q.meta.get("concurrency")),
-                "rate_limit_max": _int(q.meta.get("max")),
-                "rate_limit_duration_ms": _int(q.meta.get("duration")),
+                # A cluster worker may show on several masters: the node listing most (as BullMQ's getWorkers)
+                "workers": int(workers.groupby("node").size().max()) if len(workers) else 0,
+                "meta": as_json({k: v for k, v in q.meta.items()}) if q.meta else None,
+                "max_len_events": as_int(q.meta.get("opts.maxLenEvents")),
+                "global_concurrency": as_int(q.meta.get("concurrency")),
+                "rate_limit_max": as_int(q.meta.get("max")),
+                "rate_limit_duration_ms": as_int(q.meta.get("duration")),
                 **{k: v for k, v in q.row.items() if k != "meta_paused_key"},
                 "memory_bytes": int(sum(m["bytes"] for m in self.memory
                                         if (m["prefix"], m["queue"]) == (q.prefix, q.name))) or None,
+                # where it was read (a slot that moved during the capture: its new owner)
+                "node": self.src.node_of(q.base + "id").addr if self.src is not None and self.src.clustered
+                else q.node, "slot": q.slot,
             }
             rows.append(row)
         df = pd.DataFrame(rows).reindex(columns=list(QUEUE_COLUMNS))
@@ -856,139 +901,3 @@ class _Capture:
         return df.astype(QUEUE_COLUMNS)
 
 
-def _read_replies(conn, n: int) -> list[Any]:
-    sock = conn._sock
-    reader = hiredis.Reader(encoding="utf-8", errors="replace")
-    replies: list[Any] = []
-    while len(replies) < n:
-        r = reader.gets()
-        if r is False:
-            try:
-                data = sock.recv(262144)
-            except socket.timeout as e:
-                raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {e}") from None
-            if not data:
-                raise redis.ConnectionError("Redis closed the connection")
-            reader.feed(data)
-            continue
-        replies.append(r)
-    return replies
-
-
-def _pairs(flat: list) -> dict:
-    it = iter(flat)
-    return dict(zip(it, it))
-
-
-def _shape(cmd: tuple, r: Any) -> Any:
-    """RESP2 replies into the shapes the readers use (what redis-py's callbacks would give)."""
-    name = cmd[0]
-    if name == "HGETALL":
-        return _pairs(r) if r else {}
-    if name == "ZRANGE" and cmd[-1] == "WITHSCORES":
-        return list(zip(r[0::2], map(float, r[1::2])))
-    if name == "XRANGE":
-        return [(sid, _pairs(fields or [])) for sid, fields in r]
-    if name == "INFO":
-        return parse_info(r)
-    if name == "CONFIG":
-        return _pairs(r)
-    return r
-
-
-def _int(x) -> int | None:
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _json(obj) -> str:
-    import json
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def _empty_events() -> pd.DataFrame:
-    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "stream_id": pd.Series(dtype="str"),
-                         "time": pd.Series(dtype="datetime64[ms, UTC]"), "event": pd.Series(dtype="str"),
-                         "job_id": pd.Series(dtype="str"), "fields": pd.Series(dtype="str")})
-
-
-def _empty_metrics() -> pd.DataFrame:
-    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "kind": pd.Series(dtype="str"),
-                         "time": pd.Series(dtype="datetime64[ns, UTC]"), "count": pd.Series(dtype="int64")})
-
-
-def _empty_memory() -> pd.DataFrame:
-    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "family": pd.Series(dtype="str"),
-                         "keys": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"),
-                         "measured_keys": pd.Series(dtype="int64"), "estimated": pd.Series(dtype="bool")})
-
-
-def _empty_workers() -> pd.DataFrame:
-    cols = {"prefix": "str", "queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
-            "client_id": "Int64", "addr": "str", "age_s": "Int64", "idle_s": "Int64",
-            "last_command": "str", "db": "Int64"}
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
-
-
-# Columns and dtypes of the queues table (the same whether or not queues were found).
-QUEUE_COLUMNS: dict[str, str] = {
-    "prefix": "str", "queue": "str", "flavor": "str", "library_version": "str",
-    "flavor_evidence": "str", "paused": "bool",
-    **{f"n_{s.replace('-', '_')}": "int64" for s in STATES + ["orphan", "missing-hash"]},
-    "workers": "int64", "meta": "str", "max_len_events": "Int64", "global_concurrency": "Int64",
-    "rate_limit_max": "Int64", "rate_limit_duration_ms": "Int64", "stalled_set": "int64",
-    "priority_zset": "int64", "events_length": "int64", "id_counter": "Int64",
-    "limiter_ttl_ms": "Int64", "limiter_value": "Int64", "repeat_count": "int64", "markers": "int64",
-    "metrics_completed_total": "Int64", "metrics_failed_total": "Int64", "memory_bytes": "Int64",
-}
-
-
-def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
-            queues: Iterable[str] | None = None, *, redact: bool = True,
-            memory_samples: int = 1000, progress: bool | None = None,
-            socket_timeout: float = 30.0) -> Snapshot:
-    """Capture every queue under ``prefix`` (or only ``queues``) from a live Redis, read-only.
-
-    ``url`` defaults to ``$REDIS_URL``, then ``redis://localhost:6379/0``. Raises
-    ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut short
-    (Redis gone, Ctrl-C) returns what was read, with ``snap.complete`` False.
-    """
-    url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
-    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
-    if not prefixes or any(not p for p in prefixes):
-        raise UsageError("--prefix must not be empty")
-    if memory_samples < 0:
-        raise UsageError("memory_samples must be >= 0")
-    prog = progress if isinstance(progress, Progress) else Progress(progress)
-    try:
-        cap = _Capture(url, prefixes, list(queues) if queues else None, redact=redact,
-                       memory_samples=memory_samples, progress=prog, socket_timeout=socket_timeout)
-    except ValueError as e:  # malformed URL
-        raise UsageError(f"bad Redis URL {redact_url(url)!r}: {e}") from None
-    cap.connect()
-    tables: dict[str, pd.DataFrame] = {}
-    try:
-        with _stop_on_ctrl_c(cap, prog):
-            cap.server_info()
-            for p in prefixes:
-                tables[p] = cap.discover(p)
-            for i, q in enumerate(cap.queues):
-                prog.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
-                cap.read_queue(q, tables[q.prefix])
-            cap.read_workers()
-    except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
-        cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
-    except (KeyboardInterrupt, _Stopped):
-        cap.complete, cap.reason = False, "interrupted (Ctrl-C)"
-    finally:
-        prog.done()
-        try:
-            cap.client.close()
-        except Exception:
-            pass
-    snap = cap.assemble()
-    if not snap.complete:
-        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=2)
-    return snap

@@ -1,0 +1,120 @@
+"""Read-only, low-impact capture of every Bull/BullMQ queue under a prefix.
+
+Two layers:
+
+* **sources** (``sources.py``, ``rdb.py``): how the data is reached — one node, every
+  master of a Redis Cluster, the master or a replica named by Sentinel, a replica of a
+  primary, or a private ``redis-server`` on a copy of an RDB backup. TLS and credentials
+  live there, and every connection passes the read-only gate (``safety.py``).
+* **readers** (``readers.py``): what is read for each queue (state lists and sets, job
+  hashes, locks, logs, events, metrics, memory, worker connections), whatever the topology.
+
+If Redis goes away, a cluster node is down or the user presses Ctrl-C, what was read is
+returned with ``complete: false`` and the reason.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterable
+
+import pandas as pd
+import redis
+
+from ..errors import UsageError
+from ..snapshot import Snapshot
+from .progress import Progress, Stopped, stop_on_ctrl_c
+from .readers import CHUNK, PIPELINE, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
+from .sources import Connect
+from .tables import JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES
+
+DEFAULT_URL = "redis://localhost:6379/0"
+_Capture = Capture  # the name the tests used before the split
+
+__all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", "PIPELINE", "RECHECK_LIMIT",
+           "SCAN_COUNT", "WINDOW", "JOB_STATES", "QUEUE_COLUMNS", "STATE_KEYS", "STATES"]
+
+
+def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
+            queues: Iterable[str] | None = None, *, redact: bool = True,
+            memory_samples: int = 1000, progress: bool | Progress | None = None,
+            socket_timeout: float = 30.0, cluster: bool | None = None, replica: bool = False,
+            tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+            tls_insecure: bool = False, rdb: str | os.PathLike | None = None, db: int = 0,
+            redis_server: str | None = None) -> Snapshot:
+    """Capture every queue under ``prefix`` (or only ``queues``), read-only.
+
+    ``url``: ``redis://``, ``rediss://`` (TLS), ``unix://`` or
+    ``redis+sentinel://host:26379[,host:26380]/SERVICE[/DB]``; defaults to ``$REDIS_URL``,
+    then ``redis://localhost:6379/0``. A Redis Cluster node is detected and every master read
+    (``cluster=True``/``False`` forces it). ``replica=True`` reads a replica instead of the
+    primary. ``tls_*``: CA, client certificate and key files; ``tls_insecure`` skips
+    verification (recorded in the manifest). ``rdb``: capture a backup file instead of a live
+    Redis (its database ``db``), loaded by a private ``redis_server`` (default: the one on PATH).
+
+    Raises ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut
+    short (Redis gone, a cluster node down, Ctrl-C) returns what was read, with
+    ``snap.complete`` False.
+    """
+    prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
+    if not prefixes or any(not p for p in prefixes):
+        raise UsageError("--prefix must not be empty")
+    if memory_samples < 0:
+        raise UsageError("memory_samples must be >= 0")
+    prog = progress if isinstance(progress, Progress) else Progress(progress)
+    opts = dict(redact=redact, memory_samples=memory_samples, progress=prog)
+    if rdb is not None:
+        if url or cluster or replica or tls_ca or tls_cert or tls_key or tls_insecure:
+            raise UsageError("--rdb reads a backup file: it goes without --redis, --cluster, --replica and --tls-*")
+        if db < 0:
+            raise UsageError("--db must be >= 0")
+        from .rdb import RdbServer
+        with RdbServer(rdb, redis_server, progress=prog) as srv:
+            return _run(Connect(srv.url(db), cluster=False, socket_timeout=socket_timeout), prefixes, queues,
+                        rdb=srv.info, **opts)
+    url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    conn = Connect(url, cluster=cluster, replica=replica, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                   tls_insecure=tls_insecure, socket_timeout=socket_timeout)
+    return _run(conn, prefixes, queues, **opts)
+
+
+def _run(conn: Connect, prefixes: list[str], queues, *, redact: bool, memory_samples: int, progress: Progress,
+         rdb: dict | None = None) -> Snapshot:
+    cap = Capture(conn, prefixes, list(queues) if queues else None, redact=redact,
+                  memory_samples=memory_samples, progress=progress)
+    cap.rdb = rdb
+    cap.connect()
+    tables: dict[str, pd.DataFrame] = {}
+    try:
+        with stop_on_ctrl_c(cap, progress):
+            cap.server_info()
+            if rdb is not None:
+                _rdb_keyspace(cap)
+            for p in prefixes:
+                tables[p] = cap.discover(p)
+            for i, q in enumerate(cap.queues):
+                progress.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
+                cap.read_queue(q, tables[q.prefix])
+            cap.read_workers()
+    except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
+        cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
+    except (KeyboardInterrupt, Stopped):
+        cap.complete, cap.reason = False, "interrupted (Ctrl-C)"
+    finally:
+        progress.done()
+        cap.src.close()
+    snap = cap.assemble()
+    if not snap.complete:
+        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=3)
+    return snap
+
+
+def _rdb_keyspace(cap: Capture) -> None:
+    """Which databases the dump holds keys in (a dump carries all of them)."""
+    info = cap._one("INFO", "keyspace", essential=False, node=cap.src.nodes[0]) or {}
+    keyspace = {k: v.get("keys") for k, v in info.items() if k.startswith("db") and isinstance(v, dict)}
+    cap.rdb = dict(cap.rdb or {}, keyspace=keyspace)
+    db = cap.src.params.get("db", 0) or 0
+    if not keyspace.get(f"db{db}") and keyspace:
+        others = ", ".join(f"{k[2:]} ({n:,} keys)" for k, n in keyspace.items())
+        cap._warn(f"database {db} of the dump is empty; it holds keys in database {others}: use --db N")

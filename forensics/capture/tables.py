@@ -1,0 +1,119 @@
+"""The tables a capture writes: spooled Parquet files, empty tables with their dtypes,
+and RESP2 replies shaped the way the readers use them."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from redis._parsers.helpers import parse_info
+
+
+# State structures in precedence order: a job seen in two (it moved while we read) keeps
+# the first. (key suffix, redis type, state name)
+STATE_KEYS = (
+    ("active", "list", "active"), ("wait", "list", "wait"), ("paused", "list", "paused"),
+    ("prioritized", "zset", "prioritized"), ("delayed", "zset", "delayed"),
+    ("waiting-children", "zset", "waiting-children"),
+    ("failed", "zset", "failed"), ("completed", "zset", "completed"),
+)
+STATES = [s for _, _, s in STATE_KEYS]
+JOB_STATES = STATES + ["orphan", "missing-hash"]
+
+class Spool:
+    """A Parquet file written table by table, in row groups of at least ``rows`` rows
+    (small queues would otherwise each leave a tiny row group with its own metadata)."""
+
+    def __init__(self, path, schema: pa.Schema, rows: int):
+        self.writer = pq.ParquetWriter(path, schema)
+        self.schema = schema
+        self.rows = rows
+        self.pending: list[pa.Table] = []
+        self.n = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
+        self.n += len(df)
+        if self.n >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending))
+        self.pending, self.n = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def pairs(flat: list) -> dict:
+    it = iter(flat)
+    return dict(zip(it, it))
+
+
+def shape(cmd: tuple, r: Any) -> Any:
+    """RESP2 replies into the shapes the readers use (what redis-py's callbacks would give)."""
+    name = cmd[0]
+    if name == "HGETALL":
+        return pairs(r) if r else {}
+    if name == "ZRANGE" and cmd[-1] == "WITHSCORES":
+        return list(zip(r[0::2], map(float, r[1::2])))
+    if name == "XRANGE":
+        return [(sid, pairs(fields or [])) for sid, fields in r]
+    if name == "INFO":
+        return parse_info(r)
+    if name == "CONFIG":
+        return pairs(r)
+    return r
+
+
+def as_int(x) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_json(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def empty_events() -> pd.DataFrame:
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "stream_id": pd.Series(dtype="str"),
+                         "time": pd.Series(dtype="datetime64[ms, UTC]"), "event": pd.Series(dtype="str"),
+                         "job_id": pd.Series(dtype="str"), "fields": pd.Series(dtype="str")})
+
+
+def empty_metrics() -> pd.DataFrame:
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "kind": pd.Series(dtype="str"),
+                         "time": pd.Series(dtype="datetime64[ns, UTC]"), "count": pd.Series(dtype="int64")})
+
+
+def empty_memory() -> pd.DataFrame:
+    return pd.DataFrame({"prefix": pd.Series(dtype="str"), "queue": pd.Series(dtype="str"), "family": pd.Series(dtype="str"),
+                         "keys": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"),
+                         "measured_keys": pd.Series(dtype="int64"), "estimated": pd.Series(dtype="bool")})
+
+
+def empty_workers() -> pd.DataFrame:
+    cols = {"prefix": "str", "queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
+            "client_id": "Int64", "addr": "str", "age_s": "Int64", "idle_s": "Int64",
+            "last_command": "str", "db": "Int64", "node": "str"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+# Columns and dtypes of the queues table (the same whether or not queues were found).
+QUEUE_COLUMNS: dict[str, str] = {
+    "prefix": "str", "queue": "str", "flavor": "str", "library_version": "str",
+    "flavor_evidence": "str", "paused": "bool",
+    **{f"n_{s.replace('-', '_')}": "int64" for s in STATES + ["orphan", "missing-hash"]},
+    "workers": "int64", "meta": "str", "max_len_events": "Int64", "global_concurrency": "Int64",
+    "rate_limit_max": "Int64", "rate_limit_duration_ms": "Int64", "stalled_set": "int64",
+    "priority_zset": "int64", "events_length": "int64", "id_counter": "Int64",
+    "limiter_ttl_ms": "Int64", "limiter_value": "Int64", "repeat_count": "int64", "markers": "int64",
+    "metrics_completed_total": "Int64", "metrics_failed_total": "Int64", "memory_bytes": "Int64",
+    "node": "str", "slot": "Int64",
+}

@@ -117,8 +117,22 @@ class _GateMixin:
         return _GatedPacker(super()._construct_command_packer(packer), self.ledger)
 
 
+class _TLSHandshakeMixin:
+    def on_connect_check_health(self, check_health: bool = True):
+        super().on_connect_check_health(check_health=check_health)
+        # TLS 1.3 servers send session tickets after the handshake. redis-py reads them as
+        # "data waiting" on a fresh connection (and refuses it: "Connection not ready")
+        # unless a reply was read first: read one (PING, or its NOPERM for a bare ACL user).
+        self.send_command("PING", check_health=False)
+        try:
+            self.read_response()
+        except redis.ResponseError:
+            pass
+
+
 def _gated(base: type, ledger: CommandLedger) -> type:
-    return type(f"ReadOnly{base.__name__}", (_GateMixin, base), {"ledger": ledger})
+    mixins = (_GateMixin, _TLSHandshakeMixin) if issubclass(base, SSLConnection) else (_GateMixin,)
+    return type(f"ReadOnly{base.__name__}", (*mixins, base), {"ledger": ledger})
 
 
 def read_only_client(url: str | None, ledger: CommandLedger, **kwargs) -> redis.Redis:

@@ -138,6 +138,9 @@ class Capture:
         self._payload_writer = Spool(self.payload_file,
                                      pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
         self.started = utcnow()
+        tls = self.conn.describe_tls()
+        if tls and tls.get("warning"):
+            self._warn(tls["warning"])
 
     # ---- command helpers ----------------------------------------------------------------
     def _results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None) -> list[Any]:

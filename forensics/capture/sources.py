@@ -148,6 +148,9 @@ def connect_error(where: str, e: BaseException, tls: bool) -> ConnectError:
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text or "record layer failure" in text:
         return ConnectError(f"TLS to Redis at {where} failed: the port does not speak TLS (use redis:// without "
                             f"--tls-* flags): {text}")
+    if tls and "Timeout connecting" in text:
+        return ConnectError(f"TLS to Redis at {where} failed: no answer to the TLS handshake (is this a TLS port? a "
+                            f"plain Redis port stays silent: use redis:// without --tls-* flags): {text}")
     if tls and ("Connection reset" in text or "closed" in text.lower() or "EOF" in text):
         return ConnectError(f"TLS to Redis at {where} failed: the server closed the handshake (it may want a client "
                             f"certificate: --tls-cert/--tls-key): {text}")

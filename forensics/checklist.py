@@ -152,7 +152,8 @@ def monitoring(ctx: Context, q, jq, found):
 @check("health-checks")
 def health_checks(ctx: Context, q, jq, found):
     if not ctx.workers_known:
-        return "unknown", "CLIENT LIST was not read (ACL or capture cut short)"
+        return "unknown", "CLIENT LIST was not read (refused, renamed, a replica without its primary, a backup, " \
+                          "or the capture was cut short)"
     workers = int(q["workers"])
     waiting = int(q["n_wait"]) + int(q["n_prioritized"])
     if not workers:

@@ -200,6 +200,9 @@ class Diagnosis:
             out.append(f"logs: {lg['records']:,} records from {', '.join(lg['sources']) or '(attached)'}"
                        + (f"; {lg['unparsed']:,} line(s) could not be read, e.g. {lg['unparsed_examples'][0]}"
                           if lg.get("unparsed") else ""))
+        for u in s.get("unavailable") or []:
+            out.append(f"! not judged: {u['consequence']} ({u['command']} {u['error']}"
+                       + (f" on {u['node']}" if u.get("node") else "") + ")")
         return out
 
     def _pivot(self) -> pd.DataFrame:
@@ -297,6 +300,8 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
     checklist = checklist_mod.evaluate(ctx, findings)
     meta = {"path": series.path if series is not None else snap.path,
             "captured_at": snap.manifest.get("captured_at"), "complete": snap.complete}
+    if snap.manifest.get("unavailable"):  # what the server would not tell, and what is not judged for it
+        meta["unavailable"] = snap.manifest["unavailable"]
     if series is not None:
         meta["series"] = {"snapshots": len(series), "first": series.first.captured_at.isoformat(),
                           "last": series.latest.captured_at.isoformat(), "warnings": series.warnings}

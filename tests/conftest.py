@@ -356,3 +356,72 @@ def redis_cluster(tmp_path_factory):
     report = json.loads(run_node("cluster.js", ",".join(cl.addrs)).splitlines()[0])
     yield cl, report
     cl.stop()
+
+
+class SentinelSet:
+    """A real primary, a replica (--replicaof) and two sentinels (redis-server --sentinel)
+    watching the primary as SERVICE."""
+
+    SERVICE = "queues"
+
+    def __init__(self, tmp: Path):
+        (tmp / "primary").mkdir()
+        (tmp / "replica").mkdir()
+        self.primary = RedisServer(tmp / "primary")
+        self.replica = RedisServer(tmp / "replica", "--replicaof", "127.0.0.1", str(self.primary.port))
+        self.sentinels: list[subprocess.Popen] = []
+        self.sentinel_ports: list[int] = []
+        for i in range(2):
+            port = free_port()
+            conf = tmp / f"sentinel{i}.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+                            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+                            f"sentinel down-after-milliseconds {self.SERVICE} 60000\n")
+            self.sentinels.append(subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.sentinel_ports.append(port)
+        deadline = time.time() + 30
+        while True:  # the replica is linked and both sentinels know it
+            try:
+                link = self.replica.client(0).info("replication").get("master_link_status")
+                known = [redis.Redis(port=p, decode_responses=True).execute_command(
+                    "SENTINEL", "REPLICAS", self.SERVICE) for p in self.sentinel_ports]
+                if link == "up" and all(k for k in known):
+                    break
+            except redis.RedisError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the sentinel set did not come up")
+            time.sleep(0.1)
+
+    def url(self, extra: str = "") -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}{extra}/{self.SERVICE}"
+
+    def synced(self, timeout: float = 10) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            p = self.primary.client(0).info("replication")["master_repl_offset"]
+            r = self.replica.client(0).info("replication").get("slave_repl_offset")
+            if r == p:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the replica did not catch up")
+
+    def stop(self) -> None:
+        for s in self.sentinels:
+            s.kill()
+            s.wait(10)
+        self.replica.stop()
+        self.primary.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_set(tmp_path_factory):
+    """One sentinel set per session; the primary holds 40 real BullMQ 5 jobs (replicated)."""
+    s = SentinelSet(tmp_path_factory.mktemp("sentinel"))
+    run_node("fill.js", "bullmq5", s.primary.url(0), "bull", "orders", "40")
+    s.synced()
+    yield s
+    s.stop()

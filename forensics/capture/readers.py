@@ -50,6 +50,18 @@ INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replica
 # A command a managed service renamed or disabled answers like an unknown one.
 REFUSED = re.compile(r"^ERR (unknown command|unknown subcommand|Unknown subcommand|.*disabled|.*not allowed)"
                      r"|^ERR command .* not allowed", re.I)
+# What is lost when one INFO section is refused (the others read).
+INFO_SECTION_LOSS = {
+    "memory": "used_memory, maxmemory and maxmemory-policy unknown unless CONFIG GET gives them: memory-pressure, "
+              "eviction-policy and redis-memory-growth may not be judged",
+    "stats": "evicted and expired key counters unknown: evictions are not counted",
+    "clients": "connected and blocked clients unknown",
+    "server": "Redis version and uptime unknown",
+    "keyspace": "key counts per database unknown",
+    "replication": "role and replication offsets unknown",
+    "persistence": "persistence settings unknown",
+    "cluster": "cluster mode unknown (read as one node unless --cluster)",
+}
 # What the diagnosis loses when a command is refused (manifest ``unavailable``).
 CONSEQUENCES = {
     "INFO": "Redis memory, eviction counters, clients and version unknown: memory-pressure, eviction-policy "
@@ -132,6 +144,7 @@ class Capture:
         self.redis_rows: list[dict[str, Any]] = []
         self.src: Source | None = None
         self.rdb: dict | None = None  # set by capture(rdb=...): what was loaded
+        self._memory_probed: set[str | None] = set()
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
         self.jobs_file = self.spool / "jobs.parquet"
@@ -282,21 +295,31 @@ class Capture:
             self.redis_rows.append(self._node_info(node))
 
     def _info(self, node: Node) -> dict:
-        """INFO all; where it is refused, section by section (a managed service may refuse some)."""
-        info = self._one("INFO", "all", essential=False, node=node)
-        if info:
-            return info
+        """INFO all; where it is refused, section by section (a managed service or an ACL may
+        allow some sections only). What is refused is recorded with what it costs."""
+        first = self._raw(node, ("INFO", "all"))
+        if not isinstance(first, hiredis.ReplyError):
+            return shape(("INFO",), first)
         merged: dict = {}
         missing = []
         for section in INFO_SECTIONS:
-            part = self._results([("INFO", section)], essential=False, node=node)[0]
-            if part:
-                merged.update(part)
-            else:
+            part = self._raw(node, ("INFO", section))
+            if isinstance(part, hiredis.ReplyError):
                 missing.append(section)
-        if merged and missing:
-            self._warn(f"INFO sections refused on {node.addr}: {', '.join(missing)}")
+            else:
+                merged.update(shape(("INFO",), part))
+        why = f"refused ({first})" if str(first).startswith("NOPERM") else f"not available ({first})"
+        if not merged:
+            self._unavailable("INFO", node, why)
+        else:
+            for section in missing:
+                self._unavailable(f"INFO {section}", node, why, INFO_SECTION_LOSS.get(section))
         return merged
+
+    def _raw(self, node: Node, cmd: tuple):
+        if self.stop_requested:
+            raise Stopped()
+        return node.send([cmd])[0]
 
     def _node_info(self, node: Node) -> dict:
         info = self._info(node)
@@ -786,7 +809,14 @@ class Capture:
         per-job figures measured (job id -> bytes) for the jobs table."""
         rng = random.Random(0)
         job_mem = None
-        if any(u["command"] == "MEMORY USAGE" and u["node"] in (None, q.node) for u in self.unavailable):
+        refused = lambda: any(u["command"] == "MEMORY USAGE" and u["node"] in (None, q.node)  # noqa: E731
+                              for u in self.unavailable)
+        if not refused() and q.node not in self._memory_probed and len(mine):
+            # One key first: a server without MEMORY USAGE answers once, not once per key.
+            self._memory_probed.add(q.node)
+            self._results([("MEMORY", "USAGE", K.key_names(q.base, str(mine["family"].iloc[0]), mine.iloc[:1])[0])],
+                          essential=False)
+        if refused():
             return None
         for fam, grp in mine.groupby("family", sort=True, observed=True):
             n = len(grp)

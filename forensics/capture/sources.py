@@ -192,7 +192,7 @@ class Source:
         self.c = c
         self.ledger = ledger
         self.warn = warn
-        self.params = node_params(c)
+        self.params = self._params(c)
         self.nodes: list[Node] = []          # the nodes whose data is read
         self.down: list[Node] = []           # nodes that could not be reached
         self.workers_nodes: list[Node] = []  # where CLIENT LIST shows the workers
@@ -203,6 +203,9 @@ class Source:
     @property
     def label(self) -> str:
         return redact_url(self.c.url)
+
+    def _params(self, c: Connect) -> dict:
+        return node_params(c)
 
     def open(self) -> None:
         host, port = self.params.pop("host"), self.params.pop("port")
@@ -411,15 +414,15 @@ class SentinelSource(ReplicaSource):
     name the master (and its replicas, with ``--replica``)."""
     mode = "sentinel"
 
-    def __init__(self, c: Connect, ledger, warn):
-        super().__init__(c, ledger, warn)
+    def _params(self, c: Connect) -> dict:
         self.sentinels, self.service, db = parse_sentinel_url(c.url)
-        self.params = node_params(Connect(f"{'rediss' if c.tls else 'redis'}://{_userinfo(c.url)}x:1/{db}",
-                                          tls_ca=c.tls_ca, tls_cert=c.tls_cert, tls_key=c.tls_key,
-                                          tls_insecure=c.tls_insecure, socket_timeout=c.socket_timeout))
-        self.params.pop("host"), self.params.pop("port")
+        params = node_params(Connect(f"{'rediss' if c.tls else 'redis'}://{_userinfo(c.url)}x:1/{db}",
+                                     tls_ca=c.tls_ca, tls_cert=c.tls_cert, tls_key=c.tls_key,
+                                     tls_insecure=c.tls_insecure, socket_timeout=c.socket_timeout))
+        params.pop("host"), params.pop("port")
         # Sentinels are asked without the data nodes' credentials and database.
-        self.sentinel_params = {k: v for k, v in self.params.items() if k not in ("username", "password", "db")}
+        self.sentinel_params = {k: v for k, v in params.items() if k not in ("username", "password", "db")}
+        return params
 
     def open(self) -> None:
         answers, errors, replicas = [], [], []

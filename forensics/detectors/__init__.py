@@ -193,7 +193,8 @@ class Context:
     def workers_known(self) -> bool:
         """CLIENT LIST was read (not refused by ACL, not cut short before it)."""
         return self.manifest.get("commands", {}).get("CLIENT LIST", 0) > 0 and \
-            not self.warned("CLIENT LIST refused")
+            not self.warned("CLIENT LIST refused") and \
+            not any(u.get("command") == "CLIENT LIST" for u in self.manifest.get("unavailable") or [])
 
     @property
     def info_known(self) -> bool:

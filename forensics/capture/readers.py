@@ -260,8 +260,9 @@ class Capture:
             return
         consequence = consequence or CONSEQUENCES.get(name, "that part of the snapshot is empty")
         self.unavailable.append({"command": name, "node": where, "error": why, "consequence": consequence})
-        self._warn(f"{name} {why.split(' (')[0]}" + (f" on {where}" if where and self.src and len(self.src.nodes) > 1
-                                                      else "") + f": {consequence}")
+        short = why.split(" (")[0]
+        self._warn(f"{name}{' ' if short.startswith(('refused', 'not available')) else ': '}{short}"
+                   + (f" on {where}" if where and self.src and len(self.src.nodes) > 1 else "") + f": {consequence}")
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings and len(self.warnings) < 200:

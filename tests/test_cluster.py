@@ -92,6 +92,35 @@ def test_workers_connected_through_the_cluster_are_counted(redis_cluster):
     assert set(nw["queue"]) == {"legacy"}
 
 
+def test_memory_is_judged_on_the_node_that_holds_the_queue(redis_cluster, tmp_path):
+    cl, _ = redis_cluster
+    full = cl.owner("{cl}:mail:id")
+    lru = next(i for i in range(3) if i != full)
+    used = int(cl.client(full).info("memory")["used_memory"])
+    cl.client(full).config_set("maxmemory", str(int(used * 1.05)))
+    cl.client(lru).config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        snap = forensics.capture(cl.url(0), prefix=PREFIXES, progress=False)
+    finally:
+        cl.client(full).config_set("maxmemory", "0")
+        cl.client(lru).config_set("maxmemory-policy", "noeviction")
+    d = forensics.diagnose(snap)
+    f = d.findings.set_index("id")
+    assert d.errors == []
+    pressure = d.findings[d.findings["id"] == "memory-pressure"]
+    assert len(pressure) == 1 and pressure["evidence"].iloc[0]["node"] == cl.addrs[full]
+    assert pressure["title"].iloc[0].startswith(f"node {cl.addrs[full]}: ")
+    assert set(pressure["evidence"].iloc[0]["biggest_queues"]) <= {"{cl}:mail", "{cl}:render"}
+    evict = d.findings[d.findings["id"] == "eviction-policy"]
+    assert len(evict) == 1 and evict["evidence"].iloc[0]["node"] == cl.addrs[lru]
+    assert "memory-pressure" in f.index
+    # A series of cluster captures: one redis row per master per capture, trends per node.
+    series, _ = forensics.series.capture_series(cl.url(0), prefix=PREFIXES, every=0.2, count=3,
+                                                out=tmp_path / "series", progress=False)
+    assert len(series) == 3 and len(series.redis) == 9
+    assert forensics.diagnose(series).errors == []
+
+
 def _migrate(cl, key: str, dst: int, fraction: float = 1.0, finish: bool = True) -> tuple[int, int]:
     """Reshard the slot of ``key`` to node ``dst`` the way redis-cli --cluster reshard does
     (IMPORTING/MIGRATING, MIGRATE the keys, SETSLOT NODE); stop after ``fraction`` of its

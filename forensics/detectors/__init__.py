@@ -162,12 +162,30 @@ class Context:
         sel = m[(m["prefix"] == q["prefix"]) & (m["queue"] == q["queue"]) & m["family"].isin(families)]
         return int(sel["bytes"].sum()) if len(sel) else None
 
-    def memory_weight(self, nbytes: float | None) -> dict:
-        """How much ``nbytes`` weighs in this Redis: its share of maxmemory (when set), else
-        of used_memory. ``heavy`` when that share reaches ``bloat_high_share`` (on the
-        used_memory basis, only from ``bloat_high_min_bytes`` on: a big share of a nearly
-        empty Redis is not a danger)."""
-        limit, used = self.redis.get("maxmemory"), self.redis.get("used_memory")
+    def redis_of(self, q=None) -> pd.Series:
+        """The ``redis`` row of the node that holds queue ``q`` (a cluster has one row per
+        master); the first row for a single node, an old snapshot, or ``q`` None."""
+        r = self.snap.redis
+        if q is not None and len(r) > 1 and "node" in r and "node" in q and isinstance(q["node"], str):
+            mine = r[r["node"] == q["node"]]
+            if len(mine):
+                return mine.iloc[0]
+        return self.redis
+
+    def redis_nodes(self) -> list[tuple[str | None, pd.Series]]:
+        """(node label or None for a single node, redis row) for every node read."""
+        r = self.snap.redis
+        if len(r) > 1 and "node" in r:
+            return [(str(row["node"]), row) for _, row in r.iterrows()]
+        return [(None, self.redis)]
+
+    def memory_weight(self, nbytes: float | None, q=None) -> dict:
+        """How much ``nbytes`` weighs in the Redis that holds queue ``q``: its share of
+        maxmemory (when set), else of used_memory. ``heavy`` when that share reaches
+        ``bloat_high_share`` (on the used_memory basis, only from ``bloat_high_min_bytes``
+        on: a big share of a nearly empty Redis is not a danger)."""
+        node = self.redis_of(q)
+        limit, used = node.get("maxmemory"), node.get("used_memory")
         if nbytes is None or pd.isna(nbytes):
             return {"share": None, "of": None, "heavy": False}
         if pd.notna(limit) and limit:

@@ -20,7 +20,7 @@ def unbounded_retention(ctx: Context):
             set_bytes = ctx.family_bytes(q, [state])
             job_bytes = int(fin["memory_bytes"].mean() * n) if fin["memory_bytes"].notna().any() else None
             known = [b for b in (set_bytes, job_bytes) if b is not None]
-            weight = ctx.memory_weight(sum(known) if known else None)
+            weight = ctx.memory_weight(sum(known) if known else None, q)
             heavy = weight["heavy"] if known else n > 10 * t.retention_max_jobs
             yield ctx.finding(
                 "unbounded-retention", "high" if heavy else "medium",
@@ -78,7 +78,7 @@ def events_stream_bloat(ctx: Context):
         if len(ev):
             b = entry_bytes(ev).groupby(ev["event"]).sum().sort_values(ascending=False)
             by_event = {str(k): int(v) for k, v in b.head(5).items()}
-        weight = ctx.memory_weight(nbytes)
+        weight = ctx.memory_weight(nbytes, q)
         severity = ("high" if weight["heavy"] else "medium") if now_hit else "low"
         heavy_kind = next(iter(by_event), None)
         if now_hit and nbytes is not None:
@@ -106,39 +106,51 @@ def events_stream_bloat(ctx: Context):
 
 @detector("eviction-policy", "memory", "Redis may evict queue keys")
 def eviction_policy(ctx: Context):
-    policy = ctx.redis.get("maxmemory_policy")
-    if not isinstance(policy, str) or not policy or policy == "noeviction":
-        return
-    evicted = ctx.redis.get("evicted_keys")
-    evicted = 0 if pd.isna(evicted) else int(evicted)
-    yield ctx.finding(
-        "eviction-policy", "critical" if evicted else "high",
-        f"maxmemory-policy is {policy}" + (f" and {evicted:,} keys were evicted" if evicted else ""),
-        None, None, count=evicted,
-        evidence={"maxmemory_policy": policy, "evicted_keys": evicted, "maxmemory": ctx.redis.get("maxmemory")},
-        remediation="Set `maxmemory-policy noeviction` (CONFIG SET and redis.conf, or the managed "
-                    "service's parameter group): evicting a job hash, lock or marker silently corrupts "
-                    "queues. Keep cache data in another Redis.")
+    for node, r in ctx.redis_nodes():
+        policy = r.get("maxmemory_policy")
+        if not isinstance(policy, str) or not policy or policy == "noeviction":
+            continue
+        evicted = r.get("evicted_keys")
+        evicted = 0 if pd.isna(evicted) else int(evicted)
+        yield ctx.finding(
+            "eviction-policy", "critical" if evicted else "high",
+            (f"node {node}: " if node else "") + f"maxmemory-policy is {policy}"
+            + (f" and {evicted:,} keys were evicted" if evicted else ""),
+            None, None, count=evicted,
+            evidence={"maxmemory_policy": policy, "evicted_keys": evicted, "maxmemory": r.get("maxmemory")}
+            | ({"node": node} if node else {}),
+            remediation="Set `maxmemory-policy noeviction` (CONFIG SET and redis.conf, or the managed "
+                        "service's parameter group): evicting a job hash, lock or marker silently corrupts "
+                        "queues. Keep cache data in another Redis.")
 
 
 @detector("memory-pressure", "memory", "Redis close to maxmemory")
 def memory_pressure(ctx: Context):
     t = ctx.t
-    used, limit = ctx.redis.get("used_memory"), ctx.redis.get("maxmemory")
-    if pd.isna(used) or pd.isna(limit) or not limit:
-        return  # no limit configured (or not readable): nothing to compare with
-    share = float(used) / float(limit)
-    if share < t.memory_pressure_share:
-        return
     m = ctx.snap.memory
-    top = m.groupby(["prefix", "queue"])["bytes"].sum().sort_values(ascending=False).head(5) if len(m) else pd.Series()
-    yield ctx.finding(
-        "memory-pressure", "critical" if share >= t.memory_critical_share else "high",
-        f"Redis uses {share:.0%} of maxmemory", None, None,
-        evidence={"used_memory": int(used), "maxmemory": int(limit), "share": round(share, 3),
-                  "biggest_queues": {f"{p}:{qn}": int(b) for (p, qn), b in top.items()}},
-        remediation="Free memory before writes fail with OOM: bound retention (removeOnComplete / "
-                    "removeOnFail), shrink payloads, trim events; then raise maxmemory if the load is real.")
+    home = (ctx.queues.set_index(["prefix", "queue"])["node"] if "node" in ctx.queues and len(ctx.queues)
+            else pd.Series(dtype=object))
+    for node, r in ctx.redis_nodes():
+        used, limit = r.get("used_memory"), r.get("maxmemory")
+        if pd.isna(used) or pd.isna(limit) or not limit:
+            continue  # no limit configured (or not readable): nothing to compare with
+        share = float(used) / float(limit)
+        if share < t.memory_pressure_share:
+            continue
+        mine = m
+        if node and len(m) and len(home):  # on a cluster: the queues this node holds
+            keys = list(zip(m["prefix"], m["queue"]))
+            mine = m[[home.get(k) == node for k in keys]]
+        top = (mine.groupby(["prefix", "queue"])["bytes"].sum().sort_values(ascending=False).head(5)
+               if len(mine) else pd.Series())
+        yield ctx.finding(
+            "memory-pressure", "critical" if share >= t.memory_critical_share else "high",
+            (f"node {node}: " if node else "") + f"Redis uses {share:.0%} of maxmemory", None, None,
+            evidence={"used_memory": int(used), "maxmemory": int(limit), "share": round(share, 3),
+                      "biggest_queues": {f"{p}:{qn}": int(b) for (p, qn), b in top.items()}}
+            | ({"node": node} if node else {}),
+            remediation="Free memory before writes fail with OOM: bound retention (removeOnComplete / "
+                        "removeOnFail), shrink payloads, trim events; then raise maxmemory if the load is real.")
 
 
 @detector("orphan-job-hashes", "memory", "job hashes no state references")

@@ -19,7 +19,7 @@ def oversized_payload(ctx: Context):
             continue
         huge = int((size > t.payload_huge_bytes).sum())
         large = int(((size > t.payload_large_bytes) & (size <= t.payload_huge_bytes)).sum())
-        weight = ctx.memory_weight(float(size.sum()))
+        weight = ctx.memory_weight(float(size.sum()), q)
         sev = "high" if weight["heavy"] else "medium" if huge or large else "low"
         by_name = hit.groupby("name", observed=True)["data_bytes"].max().sort_values(ascending=False)
         yield ctx.finding(
@@ -98,7 +98,7 @@ def oversized_returnvalue(ctx: Context):
             continue
         total = int(size[hit.index].sum()) + int(stream["bytes"].sum())
         top = max(float(size.max()) if len(size) else 0.0, float(stream["bytes"].max()) if len(stream) else 0.0)
-        weight = ctx.memory_weight(total)
+        weight = ctx.memory_weight(total, q)
         n = len(hit) + only_stream["job_id"].nunique()
         where = []
         if len(hit):
@@ -131,7 +131,7 @@ def stacktrace_bloat(ctx: Context):
         hit = jq[big | many]
         if not len(hit):
             continue
-        weight = ctx.memory_weight(float(jq["stacktrace_bytes"].fillna(0).sum()))
+        weight = ctx.memory_weight(float(jq["stacktrace_bytes"].fillna(0).sum()), q)
         yield ctx.finding(
             "stacktrace-bloat", "high" if weight["heavy"] else "medium" if big.any() else "low",
             f"{len(hit)} job(s) keep oversized stack traces", q, hit, order="stacktrace_bytes", ascending=False,
@@ -151,7 +151,7 @@ def log_bloat(ctx: Context):
         if not len(hit):
             continue
         log_bytes = ctx.family_bytes(q, ["logs"])
-        weight = ctx.memory_weight(log_bytes)
+        weight = ctx.memory_weight(log_bytes, q)
         yield ctx.finding(
             "log-bloat", "high" if weight["heavy"] else "medium" if hit["log_count"].max() > 10 * t.log_lines_max else "low",
             f"{len(hit)} job(s) keep more than {t.log_lines_max} log lines", q, hit,

@@ -332,12 +332,12 @@ def priority_starvation(ctx: Context):
 
 @detector("missing-job-hash", "stuck", "job ids listed whose hash is gone")
 def missing_job_hash(ctx: Context):
-    evicted = ctx.redis.get("evicted_keys")
-    policy = ctx.redis.get("maxmemory_policy")
     for q, jq in ctx.by_queue(ctx.jobs):
         m = jq[jq["state"] == "missing-hash"]
         if not len(m):
             continue
+        evicted = ctx.redis_of(q).get("evicted_keys")
+        policy = ctx.redis_of(q).get("maxmemory_policy")
         evicting = pd.notna(evicted) and int(evicted) > 0 and isinstance(policy, str) and policy != "noeviction"
         yield ctx.finding(
             "missing-job-hash", "critical" if evicting else "high",

@@ -48,18 +48,32 @@ def trend_series(ctx: Context):
     return series if series is not None and len(series) >= ctx.t.series_min_points else None
 
 
-def memory_trend(series) -> dict | None:
-    r = series.redis
+def memory_trend(series, rows: pd.DataFrame | None = None) -> dict | None:
+    r = series.redis if rows is None else rows
     if not len(r) or "used_memory" not in r or r["used_memory"].notna().sum() < 2:
         return None
+    if rows is None and "node" in r and r["node"].nunique() > 1:  # a cluster: all masters together
+        r = r.groupby("captured_at", as_index=False)["used_memory"].sum(min_count=1)
     return trend(r["captured_at"], r["used_memory"])
 
 
-def queue_growth(series, column: str = "memory_bytes", top: int = 5) -> dict[str, int]:
-    """Per queue: last minus first value of a queues column over the series, biggest first."""
+def redis_by_node(series) -> list[tuple[str | None, pd.DataFrame]]:
+    """The series' redis rows per node (a cluster captures one row per master per capture);
+    one group labelled None for a single node."""
+    r = series.redis
+    if len(r) and "node" in r and r["node"].nunique() > 1:
+        return [(str(n), g.sort_values("captured_at")) for n, g in r.groupby("node", sort=True)]
+    return [(None, r)]
+
+
+def queue_growth(series, column: str = "memory_bytes", top: int = 5, node: str | None = None) -> dict[str, int]:
+    """Per queue (of ``node``, on a cluster): last minus first value of a queues column over
+    the series, biggest first."""
     q = series.queues
     if not len(q) or column not in q:
         return {}
+    if node is not None and "node" in q:
+        q = q[q["node"] == node]
     q = q.astype({"prefix": "str", "queue": "str"}).sort_values("captured_at")
     g = q.groupby(["prefix", "queue"])[column]
     delta = (g.last() - g.first()).dropna().sort_values(ascending=False)
@@ -71,14 +85,19 @@ def redis_memory_growth(ctx: Context):
     series = trend_series(ctx)
     if series is None:
         return
+    for node, rows in redis_by_node(series):
+        yield from _memory_growth(ctx, series, node, rows)
+
+
+def _memory_growth(ctx: Context, series, node: str | None, rows: pd.DataFrame):
     t = ctx.t
-    tr = memory_trend(series)
+    tr = memory_trend(series, rows)
     if tr is None or tr["points"] < t.series_min_points or not rising(tr, t.trend_min_tau, t.trend_late_share):
         return
     grown = tr["last"] - tr["first"]
     if grown < t.memory_growth_min_bytes or grown < t.memory_growth_min_share * max(tr["first"], 1):
         return
-    last = series.redis.iloc[-1]
+    last = rows.iloc[-1]
     used, limit, policy = float(last["used_memory"]), last.get("maxmemory"), last.get("maxmemory_policy")
     per_hour = tr["slope_per_s"] * 3600
     eta = None
@@ -86,7 +105,7 @@ def redis_memory_growth(ctx: Context):
         eta = max(0.0, (float(limit) - used) / tr["slope_per_s"])
     full_at = (series.latest.captured_at + pd.Timedelta(seconds=eta)) if eta is not None else None
     severity = ("medium" if eta is None else "critical" if eta <= 3600 else "high" if eta <= 86400 else "medium")
-    title = (f"Redis memory grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
+    title = ((f"node {node}: " if node else "") + f"Redis memory grew {human_bytes(tr['observed_first'])} → {human_bytes(tr['observed_last'])} "
              f"in {duration(tr['span_s'])} (+{byte_rate(tr['slope_per_s'], tr['span_s'])})")
     title += (f"; maxmemory {human_bytes(limit)} reached in ~{duration(eta)} (about {full_at:%H:%M} UTC)"
               if eta is not None else "; no maxmemory: it grows until the host runs out")
@@ -101,7 +120,7 @@ def redis_memory_growth(ctx: Context):
                   "maxmemory": None if pd.isna(limit) else int(limit), "maxmemory_policy": policy,
                   "seconds_to_maxmemory": None if eta is None else round(eta),
                   "projected_full_at": None if full_at is None else full_at.isoformat(),
-                  "growing_queues": queue_growth(series)},
+                  "growing_queues": queue_growth(series, node=node)} | ({"node": node} if node else {}),
         remediation=f"At maxmemory {outcome}. Find what grows (`growing_queues`, `forensics diff FIRST LAST`): "
                     "usually finished jobs kept without `removeOnComplete`/`removeOnFail`, a backlog no worker "
                     "drains, or large payloads. Bound it, or raise maxmemory to buy time.")

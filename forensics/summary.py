@@ -103,6 +103,30 @@ def observations(snap) -> list[str]:
     return notes
 
 
+def topology_line(m: dict) -> str | None:
+    """How the data was reached, in one line (None for one plain node)."""
+    t = m.get("topology") or {}
+    mode = t.get("mode")
+    if m.get("rdb"):
+        r = m["rdb"]
+        return (f"RDB backup {r.get('path')} ({human_bytes(r.get('bytes'))}, written {r.get('written_at') or '?'} "
+                f"by Redis {r.get('written_by') or '?'}; sha256 {str(r.get('sha256'))[:12]}…)")
+    if mode == "cluster":
+        nodes = t.get("nodes", [])
+        down = [n["addr"] for n in nodes if n.get("error")]
+        return (f"Redis Cluster, {len(nodes)} masters, {t.get('slots_covered', '?')} slots covered"
+                + (f"; DOWN: {', '.join(down)}" if down else ""))
+    rep = t.get("replication")
+    if rep:
+        return (f"replica {rep.get('replica')} of {rep.get('primary') or '?'}"
+                + (f" via sentinel service {t['service']}" if t.get("service") else "")
+                + f", {rep.get('lag_bytes') if rep.get('lag_bytes') is not None else '?'} bytes behind, "
+                  f"link {rep.get('master_link_status')}")
+    if mode == "sentinel":
+        return f"master {t['nodes'][0]['addr']} named by sentinel service {t.get('service')}"
+    return None
+
+
 def summary(snap) -> str:
     """Plain-text summary of a snapshot."""
     m = snap.manifest
@@ -118,6 +142,15 @@ def summary(snap) -> str:
         f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
         f" {len(snap.workers)} worker connections",
     ]
+    if len(snap.redis) > 1 and "node" in snap.redis:  # a cluster: one line per master
+        i = next(k for k, ln in enumerate(lines) if ln.startswith("  redis "))
+        lines[i:i + 1] = [
+            f"  redis       {row.get('node')}  {row.get('redis_version')}  used {human_bytes(row.get('used_memory'))}"
+            f"  maxmemory {human_bytes(row.get('maxmemory')) if row.get('maxmemory') else 'unlimited'}"
+            f"  policy {row.get('maxmemory_policy')}" for _, row in snap.redis.iterrows()]
+    where = topology_line(m)
+    if where:
+        lines.insert(2, f"  topology    {where}")
     if snap.has_logs:
         from .logs import describe
         lines.append(f"  logs        {describe(snap.logs)}")

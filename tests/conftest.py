@@ -425,3 +425,32 @@ def sentinel_set(tmp_path_factory):
     s.synced()
     yield s
     s.stop()
+
+
+@contextlib.contextmanager
+def monitored(ports: list[int]):
+    """Every command the servers on ``ports`` receive while the block runs (Redis MONITOR),
+    as argument lists: what the tool really sent, whatever its own ledger says."""
+    seen: list[list[str]] = []
+    monitors = []
+    for port in ports:
+        m = redis.Redis(port=port, decode_responses=True).monitor()
+        m.__enter__()
+        monitors.append(m)
+
+        def pump(m=m):
+            try:
+                while True:
+                    seen.append(m.next_command()["command"].split(" "))
+            except Exception:
+                pass
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield seen
+    finally:
+        time.sleep(0.3)  # let the last commands arrive
+        for m in monitors:
+            try:
+                m.connection.disconnect()
+            except Exception:
+                pass

@@ -13,7 +13,7 @@ import forensics
 from forensics.capture import Progress
 from forensics.safety import is_read_only
 
-from conftest import NODE_DIR, forensics_cli
+from conftest import NODE_DIR, forensics_cli, monitored
 
 PREFIXES = ["{cl}", "cq", "{bq}"]
 STATE_COLUMNS = {"waiting": "n_wait", "completed": "n_completed", "failed": "n_failed", "delayed": "n_delayed",
@@ -36,7 +36,12 @@ def test_every_master_is_read_each_key_from_its_owner(redis_cluster):
     cl, report = redis_cluster
     before = cl.digests()
     seed = next(i for i in range(3) if i != cl.owner("{cl}:mail:id"))  # any node will do, even one without queues
-    snap = forensics.capture(cl.url(seed), prefix=PREFIXES, progress=False)
+    with monitored([n.port for n in cl.nodes]) as sent:
+        snap = forensics.capture(cl.url(seed), prefix=PREFIXES, progress=False)
+    # What every master really received (MONITOR) is read-only, and there was a lot of it.
+    assert len(sent) > 100 and all(is_read_only(tuple(c)) for c in sent), \
+        sorted({c[0] for c in sent if not is_read_only(tuple(c))})
+    assert {"HGETALL", "SCAN", "CLUSTER"} <= {c[0].upper() for c in sent}
     assert snap.complete
     _counts_match(snap, report)
     assert len(snap.jobs) == sum(sum(c.values()) for c in report.values())
@@ -56,6 +61,7 @@ def test_every_master_is_read_each_key_from_its_owner(redis_cluster):
     assert cl.digests() == before
     assert all(is_read_only(tuple(name.split())) for name in snap.manifest["commands"])
     assert snap.manifest["commands"]["CLUSTER SLOTS"] >= 1 and snap.manifest["counts"]["redirects"] == 0
+    assert "Redis Cluster, 3 masters, 16384 slots covered" in forensics.summary(snap)
 
 
 def test_cli_detects_the_cluster_and_no_cluster_reads_one_node(redis_cluster, tmp_path):

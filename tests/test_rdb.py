@@ -45,6 +45,7 @@ def test_a_backup_is_captured_like_the_live_node(dump, tmp_path):
     assert got.equals(want)
     m = snap.manifest
     assert m["source"] == f"rdb:{path}" and m["topology"]["mode"] == "rdb"
+    assert f"RDB backup {path}" in forensics.summary(snap)
     rdb = m["rdb"]
     assert rdb["sha256"] == sha and rdb["bytes"] == path.stat().st_size and rdb["path"] == str(path)
     assert rdb["rdb_version"] == 10 and rdb["written_by"] == "7.0.15"

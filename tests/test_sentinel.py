@@ -4,7 +4,9 @@ are read where they connect, on the primary."""
 from __future__ import annotations
 
 import forensics
-from conftest import forensics_cli
+from forensics.safety import is_read_only
+
+from conftest import forensics_cli, monitored
 
 
 def _hgetall_calls(srv) -> int:
@@ -31,7 +33,11 @@ def test_replica_capture_reads_the_replica_and_records_the_lag(sentinel_set, tmp
     s = sentinel_set
     s.synced()
     on_primary, on_replica = _hgetall_calls(s.primary), _hgetall_calls(s.replica)
-    snap = forensics.capture(s.url(), replica=True, progress=False)
+    with monitored([s.primary.port, s.replica.port]) as sent:
+        snap = forensics.capture(s.url(), replica=True, progress=False)
+    # MONITOR on both: besides replication (REPLCONF) and the sentinels' hello (PUBLISH), read-only only.
+    others = [c for c in sent if c[0].upper() not in ("REPLCONF", "PUBLISH")]
+    assert any(c[0].upper() == "HGETALL" for c in others) and all(is_read_only(tuple(c)) for c in others)
     assert _hgetall_calls(s.primary) == on_primary          # the primary served no job hash
     assert _hgetall_calls(s.replica) >= on_replica + 40     # the replica served them all
     assert len(snap.jobs) == 40 and snap.complete
@@ -44,6 +50,7 @@ def test_replica_capture_reads_the_replica_and_records_the_lag(sentinel_set, tmp
     assert snap.manifest["unavailable"] == [] and snap.manifest["commands"]["CLIENT LIST"] == 1
     assert "no-workers" in set(forensics.diagnose(snap).findings["id"])
     assert "replica" in snap.manifest["consistency"]
+    assert f"replica 127.0.0.1:{s.replica.port} of 127.0.0.1:{s.primary.port}" in forensics.summary(snap)
 
 
 def test_replica_of_a_plain_primary_url(sentinel_set, tmp_path):

@@ -269,6 +269,20 @@ def incident(redis_server, tmp_path_factory):
 
 # ---- production topologies: one cluster, one sentinel set per session ------------------
 
+def wait_until(ready, timeout: float, failure: str) -> None:
+    """Poll ``ready()`` (Redis errors count as not ready) until true, else RuntimeError(failure)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except redis.RedisError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.1)
+
+
 def free_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     for _ in range(100):
@@ -312,18 +326,11 @@ class RedisCluster:
         return self.nodes[i].client(0)
 
     def wait_ok(self, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                infos = [n.client(0).cluster("info") for n in self.nodes]
-                if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(self.nodes)
-                       for i in infos):
-                    return
-            except redis.RedisError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("the test cluster did not reach cluster_state:ok")
-            time.sleep(0.1)
+        def ok() -> bool:
+            infos = [n.client(0).cluster("info") for n in self.nodes]
+            return all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(self.nodes)
+                       for i in infos)
+        wait_until(ok, timeout, "the test cluster did not reach cluster_state:ok")
 
     def owner(self, key: str) -> int:
         """Index of the node that owns key's slot now."""
@@ -381,19 +388,12 @@ class SentinelSet:
                 [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.sentinel_ports.append(port)
-        deadline = time.time() + 30
-        while True:  # the replica is linked and both sentinels know it
-            try:
-                link = self.replica.client(0).info("replication").get("master_link_status")
-                known = [redis.Redis(port=p, decode_responses=True).execute_command(
-                    "SENTINEL", "REPLICAS", self.SERVICE) for p in self.sentinel_ports]
-                if link == "up" and all(k for k in known):
-                    break
-            except redis.RedisError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("the sentinel set did not come up")
-            time.sleep(0.1)
+        def up() -> bool:  # the replica is linked and both sentinels know it
+            link = self.replica.client(0).info("replication").get("master_link_status")
+            known = [redis.Redis(port=p, decode_responses=True).execute_command(
+                "SENTINEL", "REPLICAS", self.SERVICE) for p in self.sentinel_ports]
+            return link == "up" and all(k for k in known)
+        wait_until(up, 30, "the sentinel set did not come up")
 
     def url(self, extra: str = "") -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)

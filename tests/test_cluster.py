@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 
 import pytest
 
@@ -191,6 +192,7 @@ def test_a_master_that_is_down_is_recorded_and_the_rest_read(redis_cluster, tmp_
     down = cl.owner("cq:{orders}:id")
     assert cl.owner("{cl}:mail:id") != down
     up = next(i for i in range(3) if i != down)
+    cl.client(down).save()  # so that it comes back with its queues (the test servers keep nothing otherwise)
     cl.nodes[down].stop()
     try:
         res = forensics_cli("capture", "--redis", cl.url(up), "--prefix", "{cl}", "--prefix", "cq",
@@ -207,3 +209,39 @@ def test_a_master_that_is_down_is_recorded_and_the_rest_read(redis_cluster, tmp_
     gone = [n for n in snap.manifest["topology"]["nodes"] if n["addr"] == cl.addrs[down]]
     assert gone and "error" in gone[0]
     json.dumps(snap.manifest)  # the manifest stays plain JSON
+
+
+class _KillWhenReading(Progress):
+    """SIGKILLs a master when the capture starts reading the first queue it holds."""
+
+    def __init__(self, cl, victim):
+        super().__init__(False)
+        self.cl, self.victim, self.killed = cl, victim, False
+
+    def update(self, text, jobs=0, force=False):
+        super().update(text, jobs, force)
+        if not self.killed and text.startswith("queue ") and text.endswith("{orders}"):
+            self.cl.nodes[self.victim].stop()
+            self.killed = True
+
+
+def test_a_master_lost_mid_capture_costs_only_its_queues(redis_cluster):
+    cl, report = redis_cluster
+    victim = cl.owner("cq:{orders}:id")
+    assert cl.owner("{cl}:mail:id") != victim
+    prog = _KillWhenReading(cl, victim)
+    cl.client(victim).save()  # so that it comes back with its queues
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            snap = forensics.capture(cl.url(cl.owner("{cl}:mail:id")), prefix=["cq", "{cl}"], progress=prog,
+                                     socket_timeout=5)
+    finally:
+        cl.nodes[victim].start()
+        cl.wait_ok()
+    assert prog.killed and not snap.complete, snap.manifest["warnings"]
+    assert any("capture incomplete" in str(w.message) for w in said)
+    assert "was lost during the capture" in snap.manifest["incomplete_reason"]
+    _counts_match(snap, report, only=["{cl}"])  # read after the loss, from the masters still up
+    lost = [n for n in snap.manifest["topology"]["nodes"] if n["addr"] == cl.addrs[victim]]
+    assert lost and "lost during the capture" in lost[0]["error"]

@@ -29,6 +29,7 @@ from .sources import Connect
 from .tables import JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES
 
 DEFAULT_URL = "redis://localhost:6379/0"
+LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 _Capture = Capture  # the name the tests used before the split
 
 __all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", "PIPELINE", "RECHECK_LIMIT",
@@ -94,9 +95,16 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: bool, memory_sam
                 tables[p] = cap.discover(p)
             for i, q in enumerate(cap.queues):
                 progress.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
-                cap.read_queue(q, tables[q.prefix])
+                if cap.lost(q.node):
+                    continue
+                try:
+                    cap.read_queue(q, tables[q.prefix])
+                except LOST as e:
+                    if not cap.src.clustered:
+                        raise
+                    cap.lose_node(q.node, e, q)  # a cluster master went away: read the others' queues
             cap.read_workers()
-    except (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError) as e:
+    except LOST as e:
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
     except (KeyboardInterrupt, Stopped):
         cap.complete, cap.reason = False, "interrupted (Ctrl-C)"

@@ -384,10 +384,18 @@ class Capture:
         arrays: list[pa.Array] = []
         buf: list[str] = []
         seen = 0
-        for node, pattern in [(n, p) for n in self.src.nodes for p in patterns]:
+        for node, pattern in [(n, p) for n in list(self.src.nodes) for p in patterns]:
+            if self.lost(node.addr):
+                continue
             cursor = 0
             while True:
-                cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, node=node)
+                try:
+                    cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, node=node)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                    if not self.src.clustered:
+                        raise
+                    self.lose_node(node.addr, e)
+                    break
                 buf.extend(batch)
                 seen += len(batch)
                 if len(buf) >= 100_000:
@@ -400,6 +408,9 @@ class Capture:
         del buf
         keys = pc.unique(pa.chunked_array(arrays, pa.large_string()))  # SCAN may repeat a key
         del arrays
+        if self.src.down:  # keys a lost master listed before it went away: not readable now
+            keep = [not self.lost(self.src.node_of(k).addr) for k in keys.to_pylist()]
+            keys = keys.filter(pa.array(keep, pa.bool_()))
         bad = pc.fill_null(pc.match_substring(keys, "\ufffd"), False)
         n_bad = pc.sum(bad).as_py() or 0
         if n_bad:
@@ -770,12 +781,37 @@ class Capture:
                                      "time": pd.Timestamp(minute - i * 60000, unit="ms", tz="UTC"),
                                      "count": count})
 
+    def lost(self, addr: str | None) -> bool:
+        """A cluster master that went away during this capture."""
+        return any(n.addr == addr for n in self.src.down)
+
+    def lose_node(self, addr: str | None, err: Exception, q: "_Queue | None" = None) -> None:
+        """A cluster master stopped answering mid-capture: record it, skip its queues, go on."""
+        node = next((n for n in self.src.nodes if n.addr == addr), None)
+        if node is not None:
+            node.error = f"lost during the capture: {err}"
+            self.src.nodes.remove(node)
+            self.src.down.append(node)
+            self.src.workers_nodes = [n for n in self.src.workers_nodes if n is not node]
+        skipped = [x.name for x in self.queues if x.node == addr and x is not q and x.row == {}]
+        self.complete = False
+        self.reason = f"cluster node {addr} was lost during the capture ({err}); its queues were not read or read in part"
+        self._warn(f"cluster node {addr} stopped answering: {err}"
+                   + (f"; queue {q.prefix}:{q.name} read in part" if q is not None else "")
+                   + (f"; not read: {', '.join(skipped)}" if skipped else ""))
+
     def read_workers(self) -> None:
         """CLIENT LIST where the workers connect (every master of a cluster; the primary of
         a replica), each row tagged with the node that listed it."""
         clients = []
-        for node in self.src.workers_nodes:
-            text = self._one("CLIENT", "LIST", essential=False, node=node)
+        for node in list(self.src.workers_nodes):
+            try:
+                text = self._one("CLIENT", "LIST", essential=False, node=node)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                if not self.src.clustered:
+                    raise
+                self.lose_node(node.addr, e)
+                continue
             if isinstance(text, str):
                 clients += [dict(kv.split("=", 1) for kv in line.split(" ") if "=" in kv) | {"_node": node.addr}
                             for line in text.splitlines() if line]

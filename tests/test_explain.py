@@ -1,9 +1,8 @@
 """forensics explain: one job's story, told from snapshots of real incidents."""
 from __future__ import annotations
 
-import re
-
 import json
+import re
 
 import pytest
 

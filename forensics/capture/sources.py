@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis
-from redis.connection import SSLConnection, parse_url
+from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.crc import key_slot
 from redis._parsers.helpers import parse_info
 
@@ -75,13 +75,18 @@ class Connect:
 class Node:
     """One Redis server the capture talks to, through its own gated connection pool."""
 
-    def __init__(self, host: str, port: int, params: dict, ledger: CommandLedger, role: str = "standalone"):
-        self.host, self.port = host, int(port)
-        self.addr = f"{host}:{port}"
+    def __init__(self, host: str | None, port: int | None, params: dict, ledger: CommandLedger,
+                 role: str = "standalone"):
         self.role = role
         self.node_id: str | None = None
         self.slots: list[tuple[int, int]] = []
         self.error: str | None = None
+        if "path" in params:  # a unix socket (unix:///run/redis.sock)
+            self.host, self.port, self.addr = None, None, f"unix:{params['path']}"
+            self.client = read_only_client(None, ledger, **params)
+            return
+        self.host, self.port = host, int(port)
+        self.addr = f"{host}:{port}"
         self.client = read_only_client(None, ledger, host=host, port=int(port), **params)
 
     def send(self, cmds: list[tuple]) -> list[Any]:
@@ -265,7 +270,11 @@ def node_params(c: Connect) -> dict:
         p = parse_url(c.url)
     except ValueError as e:
         raise UsageError(f"bad Redis URL {redact_url(c.url)!r}: {e}") from None
-    p.pop("connection_class", None)
+    if p.pop("connection_class", None) is UnixDomainSocketConnection:
+        if c.tls:
+            raise UsageError("TLS over a unix socket is not supported: use rediss://host:port")
+        p["connection_class"] = UnixDomainSocketConnection
+        p.update(host=None, port=None)
     p.setdefault("host", "localhost")
     p.setdefault("port", 6379)
     p.update(c.tls_kwargs())

@@ -130,14 +130,32 @@ class _TLSHandshakeMixin:
             pass
 
 
-def _gated(base: type, ledger: CommandLedger) -> type:
-    mixins = (_GateMixin, _TLSHandshakeMixin) if issubclass(base, SSLConnection) else (_GateMixin,)
+class _ReplicaReadsMixin:
+    def on_connect_check_health(self, check_health: bool = True):
+        super().on_connect_check_health(check_health=check_health)
+        # A cluster replica answers reads only on a connection flagged READONLY (a flag of
+        # this connection, not a change to any data); otherwise it redirects to its master.
+        self.send_command("READONLY", check_health=False)
+        try:
+            self.read_response()
+        except redis.ResponseError:
+            pass
+
+
+def _gated(base: type, ledger: CommandLedger, cluster_replica: bool = False) -> type:
+    mixins: tuple[type, ...] = (_GateMixin,)
+    if issubclass(base, SSLConnection):
+        mixins += (_TLSHandshakeMixin,)
+    if cluster_replica:
+        mixins += (_ReplicaReadsMixin,)
     return type(f"ReadOnly{base.__name__}", (*mixins, base), {"ledger": ledger})
 
 
-def read_only_client(url: str | None, ledger: CommandLedger, **kwargs) -> redis.Redis:
+def read_only_client(url: str | None, ledger: CommandLedger, cluster_replica: bool = False,
+                     **kwargs) -> redis.Redis:
     """A redis client whose every connection refuses non-read commands before sending
-    (``url`` None: host, port and the rest given as keyword arguments)."""
+    (``url`` None: host, port and the rest given as keyword arguments). ``cluster_replica``:
+    each connection sends READONLY first, to read a cluster replica."""
     # The handshake must stay read-only too: no CLIENT SETINFO, no maintenance
     # notifications subscription (redis-py >= 8 sends CLIENT MAINT_NOTIFICATIONS).
     kwargs.setdefault("driver_info", None)
@@ -146,7 +164,7 @@ def read_only_client(url: str | None, ledger: CommandLedger, **kwargs) -> redis.
     base = pool.connection_class
     if base not in (Connection, SSLConnection, UnixDomainSocketConnection):
         base = Connection
-    pool.connection_class = _gated(base, ledger)
+    pool.connection_class = _gated(base, ledger, cluster_replica)
     return redis.Redis(connection_pool=pool)
 
 

@@ -299,21 +299,27 @@ def free_cluster_port() -> int:
 
 
 class RedisCluster:
-    """Three real masters (redis-server --cluster-enabled yes), joined by redis-cli --cluster create."""
+    """Real masters and replicas (redis-server --cluster-enabled yes), joined by redis-cli --cluster create."""
 
-    def __init__(self, tmp: Path, masters: int = 3):
+    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 1):
         self.nodes: list[RedisServer] = []
-        for i in range(masters):
+        for i in range(masters * (1 + replicas)):
             d = tmp / f"node{i}"
             d.mkdir()
             port = free_cluster_port()
             self.nodes.append(RedisServer(d, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                           "--cluster-node-timeout", "15000", port=port))
-        res = subprocess.run(["redis-cli", "--cluster", "create", *self.addrs, "--cluster-replicas", "0",
+        res = subprocess.run(["redis-cli", "--cluster", "create", *self.addrs, "--cluster-replicas", str(replicas),
                               "--cluster-yes"], capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {res.stdout[-2000:]}{res.stderr[-2000:]}")
         self.wait_ok()
+        # Masters first (nodes[0..masters-1]), then their replicas, once each replica is linked.
+        role = {n.port: n.client(0).execute_command("ROLE")[0] for n in self.nodes}
+        self.nodes.sort(key=lambda n: role[n.port] != "master")
+        self.masters = masters
+        wait_until(lambda: all(n.client(0).info("replication").get("master_link_status") == "up"
+                               for n in self.nodes[masters:]), 30, "the cluster's replicas did not link up")
 
     @property
     def addrs(self) -> list[str]:
@@ -342,6 +348,18 @@ class RedisCluster:
                 return next(i for i, n in enumerate(self.nodes) if n.port == port)
         raise LookupError(key)
 
+    def synced(self) -> None:
+        """Every master's writes reached its replica (WAIT, on the test's own cluster)."""
+        for n in self.nodes[:self.masters]:
+            n.client(0).execute_command("WAIT", 1, 10000)
+
+    def replica_of(self, i: int) -> int:
+        """Index of master i's replica."""
+        mid = self.node_id(i)
+        return next(k for k in range(self.masters, len(self.nodes))
+                    if self.client(k).info("replication").get("master_port") == self.nodes[i].port
+                    or mid in self.client(k).execute_command("CLUSTER", "MYID"))
+
     def node_id(self, i: int) -> str:
         return self.client(i).execute_command("CLUSTER", "MYID")
 
@@ -355,12 +373,13 @@ class RedisCluster:
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
-    """A real 3-master cluster, filled once through ioredis' Cluster client by BullMQ 5 and
-    Bull (tests/node/cluster.js). Yields (cluster, library report)."""
+    """A real cluster of 3 masters with a replica each, filled once through ioredis' Cluster
+    client by BullMQ 5 and Bull (tests/node/cluster.js). Yields (cluster, library report)."""
     if not shutil.which("redis-cli"):
         pytest.fail("redis-cli is not on PATH; install it (Debian: redis-tools)")
     cl = RedisCluster(tmp_path_factory.mktemp("cluster"))
-    report = json.loads(run_node("cluster.js", ",".join(cl.addrs)).splitlines()[0])
+    report = json.loads(run_node("cluster.js", ",".join(cl.addrs[:cl.masters])).splitlines()[0])
+    cl.synced()
     yield cl, report
     cl.stop()
 

@@ -49,13 +49,13 @@ def test_every_master_is_read_each_key_from_its_owner(redis_cluster):
     # The topology: every master, the slots each holds, the node of every queue.
     topo = snap.manifest["topology"]
     assert topo["mode"] == "cluster" and topo["slots_covered"] == 16384
-    assert sorted(n["addr"] for n in topo["nodes"]) == sorted(cl.addrs)
+    assert sorted(n["addr"] for n in topo["nodes"]) == sorted(cl.addrs[:3])  # the masters (their replicas idle)
     assert sum(n["slots"] for n in topo["nodes"]) == 16384
     for _, q in snap.queues.iterrows():
         assert q["node"] == cl.addrs[cl.owner(f"{q['prefix']}:{q['queue']}:id")]
     assert snap.queues["node"].nunique() >= 2  # the queues really are spread over masters
     # Per-node Redis figures, so memory is judged on the node that holds the queue.
-    assert sorted(snap.redis["node"]) == sorted(cl.addrs) and set(snap.redis["role"]) == {"master"}
+    assert sorted(snap.redis["node"]) == sorted(cl.addrs[:3]) and set(snap.redis["role"]) == {"master"}
     home = snap.queues.set_index("queue")["node"]["mail"]
     assert snap.redis.set_index("node").loc[home, "measured_queue_bytes"] > 0
     # Read-only on every node.
@@ -93,10 +93,39 @@ def test_workers_connected_through_the_cluster_are_counted(redis_cluster):
     workers = snap.queues.set_index(["prefix", "queue"])["workers"]
     assert all(workers[(p, q)] == 1 for p, q in [("{cl}", "mail"), ("{cl}", "render"), ("cq", "{orders}")])
     assert workers[("{bq}", "legacy")] == 0
-    assert set(snap.workers["node"]) <= set(cl.addrs)
+    assert set(snap.workers["node"]) <= set(cl.addrs[:3])
     # Waiting jobs with a worker connected: no-workers stays silent for those queues.
     nw = d.findings[d.findings["id"] == "no-workers"]
     assert set(nw["queue"]) == {"legacy"}
+
+
+def _hgetall_calls(cl, i) -> int:
+    return cl.client(i).info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+
+
+def test_replica_reads_every_masters_slots_from_its_replica(redis_cluster, tmp_path):
+    cl, report = redis_cluster
+    cl.synced()
+    before = [_hgetall_calls(cl, i) for i in range(len(cl.nodes))]
+    with monitored([n.port for n in cl.nodes]) as sent:
+        res = forensics_cli("capture", "--redis", cl.url(0), "--replica", "--prefix", "{cl}", "--prefix", "cq",
+                            "--prefix", "{bq}", "--out", str(tmp_path / "s"), "--quiet")
+    assert res.returncode == 0, res.stderr
+    after = [_hgetall_calls(cl, i) for i in range(len(cl.nodes))]
+    assert after[:3] == before[:3]                             # no master served a job hash
+    assert sum(after[3:]) - sum(before[3:]) >= 54              # their replicas served them all
+    assert all(is_read_only(tuple(c)) for c in sent if c[0].upper() not in ("REPLCONF", "PUBLISH"))
+    snap = forensics.load(tmp_path / "s")
+    _counts_match(snap, report)
+    nodes = snap.manifest["topology"]["nodes"]
+    assert {n["role"] for n in nodes} == {"replica"} and sorted(n["replica_of"] for n in nodes) == sorted(cl.addrs[:3])
+    assert all(n["lag_bytes"] is not None for n in nodes) and snap.manifest["topology"]["reads"] == "replicas"
+    assert set(snap.redis["role"]) == {"replica"} and snap.redis["replication_lag_bytes"].notna().all()
+    for _, q in snap.queues.iterrows():  # each queue read from the replica of the master that owns it
+        owner = cl.owner(f"{q['prefix']}:{q['queue']}:id")
+        assert q["node"] == cl.addrs[cl.replica_of(owner)]
+    # Workers connect to the masters: CLIENT LIST was read there.
+    assert snap.manifest["unavailable"] == [] and snap.manifest["commands"]["CLIENT LIST"] == 3
 
 
 def test_memory_is_judged_on_the_node_that_holds_the_queue(redis_cluster, tmp_path):

@@ -328,7 +328,7 @@ class Capture:
         db = self.src.params.get("db", 0) or 0
         ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
         maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
-        rep = self.src.replication if node.role == "replica" and self.src.replication else {}
+        rep = node.replication or {}
         row = {
             "captured_at": self.started,
             "redis_version": str(info.get("redis_version", "")) or None,

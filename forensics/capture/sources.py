@@ -76,18 +76,22 @@ class Node:
     """One Redis server the capture talks to, through its own gated connection pool."""
 
     def __init__(self, host: str | None, port: int | None, params: dict, ledger: CommandLedger,
-                 role: str = "standalone"):
+                 role: str = "standalone", cluster_replica: bool = False):
         self.role = role
         self.node_id: str | None = None
         self.slots: list[tuple[int, int]] = []
         self.error: str | None = None
+        self.replica_addrs: list[tuple[str, int, str | None]] = []  # a cluster master's replicas
+        self.replica_of: str | None = None
+        self.replication: dict | None = None
         if "path" in params:  # a unix socket (unix:///run/redis.sock)
             self.host, self.port, self.addr = None, None, f"unix:{params['path']}"
             self.client = read_only_client(None, ledger, **params)
             return
         self.host, self.port = host, int(port)
         self.addr = f"{host}:{port}"
-        self.client = read_only_client(None, ledger, host=host, port=int(port), **params)
+        self.client = read_only_client(None, ledger, cluster_replica=cluster_replica, host=host, port=int(port),
+                                       **params)
 
     def send(self, cmds: list[tuple]) -> list[Any]:
         """Raw RESP2 replies (hiredis; errors returned as ``hiredis.ReplyError``), one round trip."""
@@ -252,6 +256,10 @@ class Source:
         if n.slots:
             d["slots"] = sum(b - a + 1 for a, b in n.slots)
             d["slot_ranges"] = [[a, b] for a, b in n.slots]
+        if n.replica_of:
+            d["replica_of"] = n.replica_of
+        if n.replication:
+            d["lag_bytes"] = n.replication.get("lag_bytes")
         if n.error:
             d["error"] = n.error
         return d
@@ -307,23 +315,56 @@ class ClusterSource(Source):
             node.role = "master"
             node.node_id = primary[2] if len(primary) > 2 else None
             node.slots.append((a, b))
+            node.replica_addrs = [(str(x[0] or host), int(x[1]), x[2] if len(x) > 2 else None) for x in entry[3:]]
             for s in range(a, b + 1):
                 self.slot_node[s] = node
         self.masters = sorted(masters.values(), key=lambda n: (n.host, n.port))
         for n in self.masters:
             n.slots.sort()
 
+    def use_replicas(self) -> None:
+        """--replica: read each master's slots from one of its replicas (connections flagged
+        READONLY); CLIENT LIST stays on the masters, where the workers connect."""
+        chosen = []
+        for m in self.nodes:
+            picked, errors = None, []
+            for host, port, node_id in m.replica_addrs:
+                n = Node(host, port, self.params, self.ledger, role="replica", cluster_replica=True)
+                try:
+                    ping(n, self.c.tls)
+                except ConnectError as e:
+                    errors.append(str(e))
+                    n.close()
+                    continue
+                info = _flat_info(n.call("INFO", "replication"))
+                if info and info.get("master_link_status") not in (None, "up"):
+                    errors.append(f"{n.addr}: link to its master is {info.get('master_link_status')}")
+                    n.close()
+                    continue
+                picked = n
+                picked.node_id = node_id
+                break
+            if picked is None:
+                self.warn(f"no replica of master {m.addr} can be read ({'; '.join(errors) or 'it has none'}): "
+                          "its slots are read from the master")
+                chosen.append(m)
+                continue
+            picked.slots, picked.replica_of = list(m.slots), m.addr
+            picked.replication = replication_of(picked, m, self.c.tls)
+            for a, b in m.slots:
+                for slot in range(a, b + 1):
+                    self.slot_node[slot] = picked
+            chosen.append(picked)
+        self.workers_nodes = list(self.nodes)
+        self.nodes = chosen
+        self.extra["reads"] = "replicas"
+
     def route(self, cmds):
         groups: dict[int, tuple[Node, list[int]]] = {}
         sn = self.slot_node
-        cache: dict[str, Node] = {}
         for i, c in enumerate(cmds):
             key = c[2] if c[0] == "MEMORY" else c[1]
-            node = cache.get(key)
-            if node is None:
-                node = sn[key_slot(key.encode("utf-8", "surrogateescape"))] or self.seed
-                if len(cache) < 10000:
-                    cache[key] = node
+            node = sn[key_slot(key.encode("utf-8", "surrogateescape"))] or self.seed
             g = groups.get(id(node))
             if g is None:
                 groups[id(node)] = g = (node, [])
@@ -391,31 +432,42 @@ class ReplicaSource(Source):
 
     def _settle(self, replica: Node, primary: Node | None) -> None:
         self.nodes = [replica]
-        rinfo = _flat_info(replica.call("INFO", "replication"))
-        rep: dict[str, Any] = {"replica": replica.addr, "primary": primary.addr if primary else None,
-                               "master_link_status": rinfo.get("master_link_status"),
-                               "master_last_io_seconds_ago": rinfo.get("master_last_io_seconds_ago"),
-                               "replica_offset": rinfo.get("slave_repl_offset", rinfo.get("master_repl_offset")),
-                               "primary_offset": None, "lag_bytes": None}
+        reachable = primary
         if primary is not None:
             try:
                 ping(primary, self.c.tls)
-                pinfo = _flat_info(primary.call("INFO", "replication"))
-                rep["primary_offset"] = pinfo.get("master_repl_offset")
-                if rep["primary_offset"] is not None and rep["replica_offset"] is not None:
-                    rep["lag_bytes"] = max(int(rep["primary_offset"]) - int(rep["replica_offset"]), 0)
                 self.workers_nodes = [primary]
             except ConnectError as e:
                 primary.error = str(e)
                 self.workers_nodes = []
                 self.workers_note = f"the primary {primary.addr} could not be reached ({e}): workers unknown"
+                reachable = None
         else:
             self.workers_nodes = []
             self.workers_note = "the replica does not name its primary: workers unknown"
+        rep = replication_of(replica, reachable, self.c.tls)
+        rep["primary"] = primary.addr if primary is not None else None
         if rep["master_link_status"] not in (None, "up"):
             self.warn(f"the replica's link to its primary is {rep['master_link_status']}: its data may be old "
                       f"(last contact {rep['master_last_io_seconds_ago']} s ago)")
+        replica.replication = rep
         self.replication = rep
+
+
+def replication_of(replica: Node, primary: Node | None, tls: bool) -> dict:
+    """How far behind its primary a replica is (bytes), its link status and last contact."""
+    rinfo = _flat_info(replica.call("INFO", "replication"))
+    rep: dict[str, Any] = {"replica": replica.addr, "primary": primary.addr if primary else None,
+                           "master_link_status": rinfo.get("master_link_status"),
+                           "master_last_io_seconds_ago": rinfo.get("master_last_io_seconds_ago"),
+                           "replica_offset": rinfo.get("slave_repl_offset", rinfo.get("master_repl_offset")),
+                           "primary_offset": None, "lag_bytes": None}
+    if primary is not None:
+        pinfo = _flat_info(primary.call("INFO", "replication"))
+        rep["primary_offset"] = pinfo.get("master_repl_offset")
+        if rep["primary_offset"] is not None and rep["replica_offset"] is not None:
+            rep["lag_bytes"] = max(int(rep["primary_offset"]) - int(rep["replica_offset"]), 0)
+    return rep
 
 
 class SentinelSource(ReplicaSource):
@@ -535,16 +587,18 @@ def open_source(c: Connect, ledger: CommandLedger, warn) -> Source:
     if not c.url.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError(f"bad Redis URL {redact_url(c.url)!r}: it should start with redis://, rediss://, "
                          "unix:// or redis+sentinel://")
-    if c.replica:
-        if c.cluster:
-            raise UsageError("--replica with a cluster is not supported: capture the masters, or one replica "
-                             "node with --no-cluster")
+    if c.replica and c.cluster is False:
         src = ReplicaSource(c, ledger, warn)
         src.open()
         return src
     src = Source(c, ledger, warn)
     src.open()
     if c.cluster is False:
+        return src
+    if c.replica and not c.cluster and is_cluster(src.nodes[0]) is not True:
+        src.close()
+        src = ReplicaSource(c, ledger, warn)
+        src.open()
         return src
     clustered = is_cluster(src.nodes[0])
     if clustered is None and c.cluster is None:
@@ -571,6 +625,8 @@ def open_source(c: Connect, ledger: CommandLedger, warn) -> Source:
                 cl.down.append(n)
         cl.nodes = up
         cl.workers_nodes = up
+        if c.replica:
+            cl.use_replicas()
         if seed not in cl.masters:  # a replica node given as the seed: not read, but closed
             cl.extra["seed"] = seed.addr
         return cl

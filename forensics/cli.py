@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-cluster", dest="cluster", action="store_false",
                     help="read only the node the URL names, even if it is a cluster node")
     c.add_argument("--replica", action="store_true",
-                   help="read a replica of the primary (or the sentinels' master) instead: the lowest-impact capture")
+                   help="read a replica instead of the primary (of the sentinels' master; on a cluster, of each "
+                        "master): the lowest-impact capture")
     c.add_argument("--tls-ca", metavar="FILE", help="CA certificate(s) to verify the server with (implies TLS)")
     c.add_argument("--tls-cert", metavar="FILE", help="client certificate (with --tls-key), when the server asks for one")
     c.add_argument("--tls-key", metavar="FILE", help="the client certificate's private key")

@@ -157,6 +157,9 @@ def connect_error(where: str, e: BaseException, tls: bool) -> ConnectError:
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text or "record layer failure" in text:
         return ConnectError(f"TLS to Redis at {where} failed: the port does not speak TLS (use redis:// without "
                             f"--tls-* flags): {text}")
+    if "CERTIFICATE_REQUIRED" in text or "certificate required" in text:
+        return ConnectError(f"TLS to Redis at {where} failed: the server wants a client certificate "
+                            f"(--tls-cert FILE --tls-key FILE): {text}")
     if tls and "Timeout connecting" in text:
         return ConnectError(f"TLS to Redis at {where} failed: no answer to the TLS handshake (is this a TLS port? a "
                             f"plain Redis port stays silent: use redis:// without --tls-* flags): {text}")

@@ -8,7 +8,9 @@ import trustme
 
 import forensics
 
-from conftest import RedisServer, forensics_cli, free_port, run_node
+from forensics.safety import is_read_only
+
+from conftest import RedisServer, forensics_cli, free_port, monitored, run_node
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +42,11 @@ def _client_args(f):
 
 def test_verified_tls_capture_reads_what_the_plain_port_shows(tls_redis, tmp_path):
     srv, f, port = tls_redis
-    res = forensics_cli("capture", "--redis", f"rediss://localhost:{port}/0", "--tls-ca", f["ca"], *_client_args(f),
-                        "--prefix", "tls", "--out", str(tmp_path / "s"), "--quiet")
+    with monitored([srv.port]) as sent:  # MONITOR sees what arrives over TLS too
+        res = forensics_cli("capture", "--redis", f"rediss://localhost:{port}/0", "--tls-ca", f["ca"],
+                            *_client_args(f), "--prefix", "tls", "--out", str(tmp_path / "s"), "--quiet")
     assert res.returncode == 0, res.stderr
+    assert any(c[0].upper() == "HGETALL" for c in sent) and all(is_read_only(tuple(c)) for c in sent)
     snap = forensics.load(tmp_path / "s")
     plain = forensics.capture(srv.url(0), prefix="tls", progress=False)
     assert len(snap.jobs) == len(plain.jobs) == 25

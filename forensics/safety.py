@@ -117,37 +117,39 @@ class _GateMixin:
         return _GatedPacker(super()._construct_command_packer(packer), self.ledger)
 
 
-class _TLSHandshakeMixin:
+class _OnConnectMixin:
+    """Sends ``on_connect`` (one read command) on every new connection, after the handshake,
+    and reads its reply (an error reply, such as NOPERM, is fine)."""
+    on_connect: str = "PING"
+
     def on_connect_check_health(self, check_health: bool = True):
         super().on_connect_check_health(check_health=check_health)
-        # TLS 1.3 servers send session tickets after the handshake. redis-py reads them as
-        # "data waiting" on a fresh connection (and refuses it: "Connection not ready")
-        # unless a reply was read first: read one (PING, or its NOPERM for a bare ACL user).
-        self.send_command("PING", check_health=False)
+        self.send_command(self.on_connect, check_health=False)
         try:
             self.read_response()
         except redis.ResponseError:
             pass
 
 
-class _ReplicaReadsMixin:
-    def on_connect_check_health(self, check_health: bool = True):
-        super().on_connect_check_health(check_health=check_health)
-        # A cluster replica answers reads only on a connection flagged READONLY (a flag of
-        # this connection, not a change to any data); otherwise it redirects to its master.
-        self.send_command("READONLY", check_health=False)
-        try:
-            self.read_response()
-        except redis.ResponseError:
-            pass
+class _TLSHandshakeMixin(_OnConnectMixin):
+    # TLS 1.3 servers send session tickets after the handshake. redis-py reads them as
+    # "data waiting" on a fresh connection (and refuses it: "Connection not ready") unless
+    # a reply was read first: read one (PING, or its NOPERM for a bare ACL user).
+    on_connect = "PING"
+
+
+class _ReplicaReadsMixin(_OnConnectMixin):
+    # A cluster replica answers reads only on a connection flagged READONLY (a flag of this
+    # connection, not a change to any data); otherwise it redirects to its master.
+    on_connect = "READONLY"
 
 
 def _gated(base: type, ledger: CommandLedger, cluster_replica: bool = False) -> type:
     mixins: tuple[type, ...] = (_GateMixin,)
-    if issubclass(base, SSLConnection):
-        mixins += (_TLSHandshakeMixin,)
     if cluster_replica:
-        mixins += (_ReplicaReadsMixin,)
+        mixins += (_ReplicaReadsMixin,)  # its READONLY reply also clears TLS session tickets
+    elif issubclass(base, SSLConnection):
+        mixins += (_TLSHandshakeMixin,)
     return type(f"ReadOnly{base.__name__}", (*mixins, base), {"ledger": ledger})
 
 

@@ -131,11 +131,14 @@ def header(snap) -> _HTML:
     state = ("<b style='color:#1e8449'>complete</b>" if snap.complete else
              f"<b style='color:#c0392b'>INCOMPLETE</b>: {e(str(m.get('incomplete_reason')))}")
     warn = "".join(f"<li>{e(str(w))}</li>" for w in m.get("warnings", []))
+    from .summary import topology_line
+    where = topology_line(m)
     return _HTML(
         f"<table><tr><th>snapshot</th><td>{e(str(snap.path or '(live capture)'))}</td></tr>"
         f"<tr><th>source</th><td>{e(str(m.get('source')))} (prefixes {e(', '.join(m.get('options', {}).get('prefixes', [])))})</td></tr>"
         f"<tr><th>captured</th><td>{e(str(m.get('captured_at')))} in {e(str(m.get('duration_s')))} s — {state}</td></tr>"
         f"<tr><th>Redis</th><td>{e(str(m.get('redis_version')))}</td></tr>"
+        + (f"<tr><th>topology</th><td>{e(where)}</td></tr>" if where else "") +
         f"<tr><th>contents</th><td>{len(snap.queues)} queues, {snap.row_count('jobs'):,} jobs</td></tr>"
         f"<tr><th>tool</th><td>queue-forensics {e(str(m.get('tool_version')))}</td></tr></table>"
         + (f"<p>Warnings:</p><ul>{warn}</ul>" if warn else ""))

@@ -63,6 +63,8 @@ def test_every_master_is_read_each_key_from_its_owner(redis_cluster):
     assert all(is_read_only(tuple(name.split())) for name in snap.manifest["commands"])
     assert snap.manifest["commands"]["CLUSTER SLOTS"] >= 1 and snap.manifest["counts"]["redirects"] == 0
     assert "Redis Cluster, 3 masters, 16384 slots covered" in forensics.summary(snap)
+    from forensics.notebook import header  # the postmortem's header names the topology too
+    assert "<th>topology</th>" in header(snap)._repr_html_().replace(' style="text-align:left"', "")
 
 
 def test_cli_detects_the_cluster_and_no_cluster_reads_one_node(redis_cluster, tmp_path):

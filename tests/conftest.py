@@ -320,6 +320,10 @@ class RedisCluster:
         self.masters = masters
         wait_until(lambda: all(n.client(0).info("replication").get("master_link_status") == "up"
                                for n in self.nodes[masters:]), 30, "the cluster's replicas did not link up")
+        # ... and every node's CLUSTER SLOTS lists them (gossip can lag behind the links).
+        wait_until(lambda: all(len(entry) >= 3 + replicas for n in self.nodes
+                               for entry in n.client(0).execute_command("CLUSTER", "SLOTS")),
+                   30, "the cluster's nodes did not learn their replicas")
 
     @property
     def addrs(self) -> list[str]:
@@ -349,7 +353,9 @@ class RedisCluster:
         raise LookupError(key)
 
     def synced(self) -> None:
-        """Every master's writes reached its replica (WAIT, on the test's own cluster)."""
+        """Every replica is linked and has its master's writes (WAIT, on the test's own cluster)."""
+        wait_until(lambda: all(n.client(0).info("replication").get("master_link_status") == "up"
+                               for n in self.nodes[self.masters:]), 30, "a replica of the test cluster is unlinked")
         for n in self.nodes[:self.masters]:
             n.client(0).execute_command("WAIT", 1, 10000)
 

@@ -353,7 +353,7 @@ class ClusterSource(Source):
                 chosen.append(m)
                 continue
             picked.slots, picked.replica_of = list(m.slots), m.addr
-            picked.replication = replication_of(picked, m, self.c.tls)
+            picked.replication = replication_of(picked, m)
             for a, b in m.slots:
                 for slot in range(a, b + 1):
                     self.slot_node[slot] = picked
@@ -403,6 +403,11 @@ class ClusterSource(Source):
         out["slots_covered"] = sum(1 for n in self.slot_node if n is not None)
         return out
 
+    def close(self) -> None:
+        super().close()
+        for n in self.masters + [self.seed]:  # masters only met through MOVED, and the seed node
+            n.close()
+
 
 class ReplicaSource(Source):
     """A replica of the primary the URL names (or the URL's replica itself): the lowest-impact
@@ -448,7 +453,7 @@ class ReplicaSource(Source):
         else:
             self.workers_nodes = []
             self.workers_note = "the replica does not name its primary: workers unknown"
-        rep = replication_of(replica, reachable, self.c.tls)
+        rep = replication_of(replica, reachable)
         rep["primary"] = primary.addr if primary is not None else None
         if rep["master_link_status"] not in (None, "up"):
             self.warn(f"the replica's link to its primary is {rep['master_link_status']}: its data may be old "
@@ -457,7 +462,7 @@ class ReplicaSource(Source):
         self.replication = rep
 
 
-def replication_of(replica: Node, primary: Node | None, tls: bool) -> dict:
+def replication_of(replica: Node, primary: Node | None) -> dict:
     """How far behind its primary a replica is (bytes), its link status and last contact."""
     rinfo = _flat_info(replica.call("INFO", "replication"))
     rep: dict[str, Any] = {"replica": replica.addr, "primary": primary.addr if primary else None,

@@ -631,6 +631,9 @@ def open_source(c: Connect, ledger: CommandLedger, warn) -> Source:
             except ConnectError as e:
                 n.error = str(e)
                 cl.down.append(n)
+        if not up:
+            raise ConnectError(f"no master of the cluster at {src.label} answers: "
+                               + "; ".join(f"{n.addr}: {n.error}" for n in cl.down))
         cl.nodes = up
         cl.workers_nodes = up
         if c.replica:

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
     e.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    v = sub.add_parser("verify", help="check a snapshot or series file by file against its manifest",
+                       description="Check every table file of a snapshot (or of every snapshot in a series) "
+                                   "against its manifest: Parquet footer, row count, size and sha256. Exit 2 "
+                                   "naming the first damaged file.")
+    v.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
+    v.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
@@ -230,6 +237,13 @@ def _explain(args) -> int:
     return EXIT_OK
 
 
+def _verify(args) -> int:
+    from .series import verify
+    for line in verify(args.path):
+        print(line)
+    return EXIT_OK
+
+
 def _summary(args) -> int:
     from .series import Series, open_path
     from .summary import summary
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
         return {"capture": _capture, "diagnose": _diagnose, "report": _report, "diff": _diff,
-                "explain": _explain, "summary": _summary}[args.command](args)
+                "explain": _explain, "summary": _summary, "verify": _verify}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

@@ -8,6 +8,7 @@ is read from disk only when first used (``snap.payloads``).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -132,7 +133,7 @@ class Snapshot:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path.parent))
         try:
-            rows = {}
+            rows, listed = {}, {}
             for name in TABLES + tuple(n for n in OPTIONAL if self.has_logs):
                 target = tmp / f"{name}.parquet"
                 if name not in self._tables and name in self._files:
@@ -140,8 +141,11 @@ class Snapshot:
                 else:
                     getattr(self, name).to_parquet(target, index=False)
                 rows[name] = pq.ParquetFile(target).metadata.num_rows
+                listed[f"{name}.parquet"] = {"bytes": target.stat().st_size, "rows": rows[name],
+                                             "sha256": file_sha256(target)}
             manifest = dict(self.manifest)
             manifest["row_counts"] = rows
+            manifest["files"] = listed  # load() checks sizes and rows; verify also the hashes
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             if path.exists():
                 shutil.rmtree(path)
@@ -204,14 +208,24 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load(path: str | os.PathLike) -> Snapshot:
+def file_sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load(path: str | os.PathLike, verify: bool = False) -> Snapshot:
     """Load a snapshot folder written by ``Snapshot.save`` (big tables load on first use).
 
-    Every file's footer and row count is checked now, so a damaged snapshot fails here
-    with one clear message rather than later in a notebook cell."""
+    Every file's footer, row count and size (as the manifest lists them) is checked now, so
+    a damaged snapshot fails here with one clear message rather than later in a notebook
+    cell. ``verify=True`` also checks every file's sha256 against the manifest."""
     path = Path(path)
     manifest = read_manifest(path)
     expected = manifest.get("row_counts", {})
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     tables, files = {}, {}
 
     def check(name: str, file: Path) -> None:
@@ -223,6 +237,15 @@ def load(path: str | os.PathLike) -> Snapshot:
         if name in expected and expected[name] != rows:
             raise SnapshotError(
                 f"snapshot {path} is damaged: {name} has {rows} rows, manifest says {expected[name]}")
+        want = listed.get(file.name)
+        if not isinstance(want, dict):
+            return  # saved before files were listed: footer and rows only
+        size = file.stat().st_size
+        if want.get("bytes") is not None and size != want["bytes"]:
+            raise SnapshotError(f"snapshot {path} is damaged: {file.name} is {size:,} bytes, "
+                                f"the manifest says {want['bytes']:,}")
+        if verify and want.get("sha256") and file_sha256(file) != want["sha256"]:
+            raise SnapshotError(f"snapshot {path} is damaged: {file.name} does not match its sha256 in the manifest")
     for name in TABLES:
         file = path / f"{name}.parquet"
         if not file.exists():

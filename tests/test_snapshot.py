@@ -131,3 +131,67 @@ def test_damaged_attached_logs_fail_at_load(tmp_path):
     with pytest.raises(SnapshotError, match="table logs at"):
         forensics.load(bad)
     assert len(forensics.load(example).logs) == 32
+
+
+def test_manifest_lists_every_file_with_size_rows_and_sha256(saved):
+    import hashlib
+    _, path = saved
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    on_disk = sorted(p.name for p in path.glob("*.parquet"))
+    assert sorted(files) == on_disk
+    for name, f in files.items():
+        data = (path / name).read_bytes()
+        assert f["bytes"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert f["rows"] == forensics.load(path).row_count(name.removesuffix(".parquet"))
+
+
+def _flip_byte_in_a_data_page(p: Path) -> None:
+    """Damage payloads.parquet where only a hash can tell: same size, footer intact."""
+    f = p / "payloads.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def test_verify_finds_what_the_cheap_checks_cannot(tmp_path, saved):
+    bad = _broken(tmp_path, saved, _flip_byte_in_a_data_page)
+    forensics.load(bad)  # sizes, rows and footers still match: loading stays cheap
+    with pytest.raises(SnapshotError, match="payloads.parquet does not match its sha256"):
+        forensics.load(bad, verify=True)
+    res = forensics_cli("verify", str(bad))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "payloads.parquet does not match its sha256" in lines[0] and str(bad) in lines[0]
+    good = forensics_cli("verify", str(saved[1]))
+    assert good.returncode == 0 and "sizes, row counts and sha256 match the manifest" in good.stdout
+
+
+def test_a_replaced_file_with_the_same_rows_fails_on_its_size(tmp_path, saved):
+    def recompress(p):
+        pd.read_parquet(p / "workers.parquet").to_parquet(p / "workers.parquet", compression="gzip", index=False)
+        pd.read_parquet(p / "redis.parquet").to_parquet(p / "redis.parquet", compression="gzip", index=False)
+    bad = _broken(tmp_path, saved, recompress)
+    with pytest.raises(SnapshotError, match=r"(workers|redis)\.parquet is [\d,]+ bytes, the manifest says"):
+        forensics.load(bad)
+
+
+def test_verify_a_series_names_the_damaged_member(tmp_path, saved):
+    _, path = saved
+    series = tmp_path / "series"
+    for member in ("20261203T000000Z", "20261203T000100Z"):
+        shutil.copytree(path, series / member)
+    ok = forensics_cli("verify", str(series))
+    assert ok.returncode == 0 and ok.stdout.count("ok  ") == 2
+    _flip_byte_in_a_data_page(series / "20261203T000100Z")
+    res = forensics_cli("verify", str(series))
+    assert res.returncode == 2 and "20261203T000100Z" in res.stderr and "payloads.parquet" in res.stderr
+
+
+def test_verify_an_older_snapshot_says_what_it_could_check(tmp_path, saved):
+    def legacy(p):  # as saved before the manifest listed its files
+        m = json.loads((p / "manifest.json").read_text())
+        del m["files"]
+        (p / "manifest.json").write_text(json.dumps(m))
+    old = _broken(tmp_path, saved, legacy)
+    res = forensics_cli("verify", str(old))
+    assert res.returncode == 0 and "no file sizes or hashes to check" in res.stdout

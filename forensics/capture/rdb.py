@@ -8,7 +8,6 @@ dump from a newer Redis or a file that is not a dump gets a clear one-line error
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 import secrets
@@ -23,6 +22,7 @@ from pathlib import Path
 import redis
 
 from ..errors import UsageError
+from ..snapshot import file_sha256
 
 # The newest RDB format each Redis release reads (src/rdb.h RDB_VERSION).
 RDB_VERSION_BY_RELEASE = ((2, 6, 6), (2, 8, 6), (3, 2, 7), (4, 0, 8), (5, 0, 9), (6, 0, 9), (6, 2, 9),
@@ -109,14 +109,6 @@ def max_rdb_version(release: tuple[int, int]) -> int:
     return best
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,7 +146,7 @@ class RdbServer:
         stat = self.path.stat()
         ctime = aux.get("ctime")
         self.info = {
-            "path": str(self.path), "bytes": stat.st_size, "sha256": _sha256(self.path),
+            "path": str(self.path), "bytes": stat.st_size, "sha256": file_sha256(self.path),
             "rdb_version": header["rdb_version"], "written_by": aux.get("redis-ver"),
             "written_at": (dt.datetime.fromtimestamp(int(ctime), dt.timezone.utc).isoformat()
                            if ctime and ctime.lstrip("-").isdigit() else None),

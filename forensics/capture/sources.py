@@ -232,17 +232,6 @@ class Source:
     def node_of(self, key: str) -> Node:
         return self.nodes[0]
 
-    def moved(self, slot: int, addr: str) -> Node | None:
-        return None
-
-    def node_at(self, addr: str) -> Node:
-        for n in self.nodes + self.workers_nodes:
-            if n.addr == addr:
-                return n
-        host, _, port = addr.rpartition(":")
-        n = Node(host, int(port), self.params, self.ledger, role="master")
-        return n
-
     def describe(self) -> dict:
         out: dict[str, Any] = {"mode": self.mode,
                                "nodes": [self._node_dict(n) for n in self.nodes + self.down]}
@@ -603,12 +592,12 @@ def open_source(c: Connect, ledger: CommandLedger, warn) -> Source:
     src.open()
     if c.cluster is False:
         return src
-    if c.replica and not c.cluster and is_cluster(src.nodes[0]) is not True:
+    clustered = is_cluster(src.nodes[0])
+    if c.replica and not c.cluster and clustered is not True:
         src.close()
         src = ReplicaSource(c, ledger, warn)
         src.open()
         return src
-    clustered = is_cluster(src.nodes[0])
     if clustered is None and c.cluster is None:
         warn("could not tell whether this is a Redis Cluster node (INFO and CLUSTER refused): read as one node; "
              "pass --cluster if it is one")

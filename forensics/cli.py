@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--db", type=int, default=0, metavar="N", help="with --rdb: the database of the dump (default 0)")
     c.add_argument("--redis-server", metavar="PATH",
                    help="with --rdb: the redis-server binary to load it with (default: the one on PATH)")
+    c.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up on a Redis that does not answer one request for this long: what was read is "
+                        "saved, marked incomplete (default 30)")
     c.add_argument("--prefix", action="append", metavar="P", help="key prefix (default: bull); repeatable")
     c.add_argument("--queue", action="append", metavar="Q", help="only this queue; repeatable")
     c.add_argument("--out", metavar="DIR", help="snapshot folder (default: snapshots/<UTC timestamp>)")
@@ -167,7 +170,9 @@ def _connect_args(args) -> dict:
     from .errors import UsageError
     if args.rdb is None and (args.db or args.redis_server):
         raise UsageError("--db and --redis-server go with --rdb (for a live Redis, put the database in the URL)")
-    out = dict(cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    out = dict(socket_timeout=args.timeout, cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                tls_key=args.tls_key, tls_insecure=args.tls_insecure)
     if args.rdb is not None:
         out.update(rdb=args.rdb, db=args.db, redis_server=args.redis_server)

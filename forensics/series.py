@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .capture.progress import STOP_SIGNALS
 from .snapshot import MANIFEST, TABLES, Snapshot, load, read_manifest, utcnow
 
 SERIES_FILE = "series.json"
@@ -189,7 +190,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
     Ticks follow a fixed schedule from the start; a capture longer than ``every`` starts the
     next one at once. A tick that cannot reach Redis is recorded as a gap and the series goes
     on (the first of this run fails fast: wrong URL or password). A capture that loses Redis
-    mid-read is kept (``complete: false``; trends skip it). Ctrl-C stops cleanly: between
+    mid-read is kept (``complete: false``; trends skip it). Ctrl-C or SIGTERM stops cleanly: between
     ticks at once; during a capture, that partial capture is discarded (kept only when it
     is the first snapshot, so nothing read is lost). ``logs`` are attached once, to this
     run's first snapshot. Returns (Series, reason) where reason is why it stopped ("done",
@@ -222,17 +223,22 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
         except (ValueError, UnicodeDecodeError, AttributeError):
             pass
     stop = threading.Event()
+    stopped_by = ["Ctrl-C"]
     reason = "done"
 
     def write_meta():
-        (root / SERIES_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        try:
+            (root / SERIES_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        except OSError as e:
+            raise SnapshotError(f"could not write {root / SERIES_FILE}: {e.strerror or e}") from None
 
-    def on_sigint(signum, frame):
+    def on_stop(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
+        stopped_by[0] = STOP_SIGNALS.get(signum, "a signal")
         stop.set()
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    previous = {s: signal.signal(s, on_stop) for s in STOP_SIGNALS} if main else {}
     write_meta()
     t0 = time.monotonic()
     tick = saved = 0
@@ -240,7 +246,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
         while count is None or tick < count:
             due = t0 + tick * every
             if stop.wait(max(0.0, due - time.monotonic())):
-                reason = "interrupted (Ctrl-C)"
+                reason = f"interrupted ({stopped_by[0]})"
                 break
             tick += 1
             try:
@@ -256,10 +262,11 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                 if on_tick:
                     on_tick(tick, None, str(e))
                 continue
-            if not snap.complete and "Ctrl-C" in str(snap.manifest.get("incomplete_reason")) and meta["snapshots"]:
+            cut = str(snap.manifest.get("incomplete_reason") or "")
+            if not snap.complete and cut.startswith("interrupted") and meta["snapshots"]:
                 # A tick cut short by the user is not a member: its counts are lower bounds and
                 # would read as a sudden drop. The complete snapshots before it are the series.
-                reason = f"interrupted (Ctrl-C) during capture {tick}; that partial capture was discarded"
+                reason = f"{cut} during capture {tick}; that partial capture was discarded"
                 break
             if logs is not None and not saved:
                 snap.attach_logs(logs)  # once, with this run's first snapshot: the logs are the same for all
@@ -271,23 +278,29 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
             if on_tick:
                 on_tick(tick, snap, None)
             if not snap.complete:
-                if "Ctrl-C" in str(snap.manifest.get("incomplete_reason")):
-                    reason = "interrupted (Ctrl-C)"
+                if cut.startswith("interrupted"):
+                    reason = cut
                     break
                 # Redis went away mid-read: keep what was read (trends skip incomplete
                 # members) and carry on, as with a tick that could not connect.
                 meta.setdefault("incomplete", []).append(name)
                 write_meta()
             if stop.is_set():
-                reason = "interrupted (Ctrl-C)"
+                reason = f"interrupted ({stopped_by[0]})"
                 break
     except KeyboardInterrupt:
-        reason = "interrupted (Ctrl-C, twice)"
+        reason = f"interrupted ({stopped_by[0]}, twice)"
+    except ForensicsError as e:  # a full disk, say: the snapshots saved so far stay whole and listed
+        reason = f"stopped at capture {tick}: {e}"
+        raise
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
         meta["stopped"] = {"at": utcnow().isoformat(), "reason": reason, "ticks": tick}
-        write_meta()
+        try:
+            write_meta()
+        except SnapshotError:  # a full disk: series.json keeps its last good state
+            pass
     if not meta["snapshots"]:
         raise ForensicsError(f"series stopped before the first snapshot was saved ({reason})")
     return load_series(root), reason

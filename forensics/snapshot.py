@@ -150,8 +150,11 @@ class Snapshot:
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):  # a full disk or a file-size limit: one line, nothing half-written
+                raise SnapshotError(f"could not save the snapshot to {path}: {e.strerror or e} "
+                                    f"(nothing was written there; free space or choose another --out)") from e
             raise
         self.manifest = manifest
         self.path = str(path)

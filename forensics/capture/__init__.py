@@ -15,6 +15,7 @@ returned with ``complete: false`` and the reason.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from typing import Iterable
 
@@ -84,7 +85,11 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: bool, memory_sam
     cap = Capture(conn, prefixes, list(queues) if queues else None, redact=redact,
                   memory_samples=memory_samples, progress=progress)
     cap.rdb = rdb
-    cap.connect()
+    try:
+        cap.connect()
+    except BaseException:
+        shutil.rmtree(cap.spool, ignore_errors=True)
+        raise
     tables: dict[str, pd.DataFrame] = {}
     try:
         with stop_on_ctrl_c(cap, progress):
@@ -107,11 +112,18 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: bool, memory_sam
     except LOST as e:
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
     except (KeyboardInterrupt, Stopped):
-        cap.complete, cap.reason = False, "interrupted (Ctrl-C)"
+        cap.complete, cap.reason = False, f"interrupted ({cap.stop_signal or 'Ctrl-C'})"
+    except BaseException:  # a full disk under the spool, a bug: leave no working files behind
+        shutil.rmtree(cap.spool, ignore_errors=True)
+        raise
     finally:
         progress.done()
         cap.src.close()
-    snap = cap.assemble()
+    try:
+        snap = cap.assemble()
+    except BaseException:
+        shutil.rmtree(cap.spool, ignore_errors=True)
+        raise
     if not snap.complete:
         warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=3)
     return snap

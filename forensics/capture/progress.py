@@ -10,13 +10,17 @@ import time
 
 
 class Stopped(Exception):
-    """The user asked the capture to stop (first Ctrl-C); what was read is kept."""
+    """The user asked the capture to stop (first Ctrl-C or SIGTERM); what was read is kept."""
+
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 @contextlib.contextmanager
 def stop_on_ctrl_c(cap, progress: "Progress"):
-    """First Ctrl-C: finish the chunk in hand, then stop and keep what was read.
-    Second Ctrl-C: stop at once. (Signal handlers exist only in the main thread.)"""
+    """First Ctrl-C (or SIGTERM, as a service manager or ``timeout`` sends): finish the round
+    trip in hand, then stop and keep what was read. A second one: stop at once. The signal's
+    name is left in ``cap.stop_signal``. (Signal handlers exist only in the main thread.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -25,14 +29,17 @@ def stop_on_ctrl_c(cap, progress: "Progress"):
         if cap.stop_requested:
             raise KeyboardInterrupt
         cap.stop_requested = True
-        progress.stream.write("\ncapture: stopping, saving what was read (Ctrl-C again to abort)\n")
+        cap.stop_signal = STOP_SIGNALS.get(signum, "a signal")
+        again = "Ctrl-C" if signum == signal.SIGINT else "send it"
+        progress.stream.write(f"\ncapture: {cap.stop_signal}: stopping, saving what was read ({again} again to abort)\n")
         progress.stream.flush()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Progress:

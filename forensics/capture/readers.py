@@ -132,6 +132,7 @@ class Capture:
         self.complete = True
         self.reason: str | None = None
         self.stop_requested = False
+        self.stop_signal: str | None = None  # "Ctrl-C" or "SIGTERM" once asked to stop
         self.queues: list[_Queue] = []
         self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.jobs_rows = 0

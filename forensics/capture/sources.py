@@ -130,8 +130,8 @@ def read_replies(conn, n: int) -> list[Any]:
         if r is False:
             try:
                 data = sock.recv(262144)
-            except socket.timeout as e:
-                raise redis.TimeoutError(f"Redis did not answer within the socket timeout: {e}") from None
+            except socket.timeout:
+                raise redis.TimeoutError(f"Redis sent nothing for {sock.gettimeout():g} s (--timeout)") from None
             except ssl.SSLWantReadError:
                 continue
             if not data:

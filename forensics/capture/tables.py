@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from redis._parsers.helpers import parse_info
 
+from ..errors import SnapshotError
+
 
 # State structures in precedence order: a job seen in two (it moved while we read) keeps
 # the first. (key suffix, redis type, state name)
@@ -24,14 +26,25 @@ JOB_STATES = STATES + ["orphan", "missing-hash"]
 
 class Spool:
     """A Parquet file written table by table, in row groups of at least ``rows`` rows
-    (small queues would otherwise each leave a tiny row group with its own metadata)."""
+    (small queues would otherwise each leave a tiny row group with its own metadata).
+
+    A write the disk refuses (full, a file-size limit) raises ``SnapshotError`` naming the
+    folder: it is not a lost connection, and the capture cannot go on without it."""
 
     def __init__(self, path, schema: pa.Schema, rows: int):
-        self.writer = pq.ParquetWriter(path, schema)
+        self.path = path
+        self.writer = self._io(pq.ParquetWriter, path, schema)
         self.schema = schema
         self.rows = rows
         self.pending: list[pa.Table] = []
         self.n = 0
+
+    def _io(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise SnapshotError(f"could not write the capture's working file {self.path}: {e.strerror or e} "
+                                "(free space there, or point TMPDIR at a disk with room)") from e
 
     def write(self, df: pd.DataFrame) -> None:
         self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
@@ -41,12 +54,12 @@ class Spool:
 
     def flush(self) -> None:
         if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending))
+            self._io(self.writer.write_table, pa.concat_tables(self.pending))
         self.pending, self.n = [], 0
 
     def close(self) -> None:
         self.flush()
-        self.writer.close()
+        self._io(self.writer.close)
 
 
 def pairs(flat: list) -> dict:

@@ -1,0 +1,385 @@
+"""Faults mid-capture, with real processes: a redis-server SIGKILLed or SIGSTOPped while job
+hashes are read, a loopback TCP proxy that cuts, stalls or trickles the replies, SIGTERM to a
+capture and to a series, and a disk that fills while saving.
+
+Each fault must end the same way: the exit code of the contract, what was read saved and
+marked ``complete: false`` with the reason, and a snapshot that loads, verifies and diagnoses.
+The queues are written by the real BullMQ 5 (fill.js) once, dumped, and every test starts its
+own redis-server from a copy of that dump.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import forensics
+from conftest import RedisServer, forensics_cli, forensics_exe, run_node
+from forensics.capture import CHUNK
+
+BIG = 3 * CHUNK          # jobs in queue "big": three decode chunks
+SMALL = 200              # jobs in queue "small"
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory):
+    """An RDB file holding BullMQ 5 queues `big` and `small`, written by the real library."""
+    d = tmp_path_factory.mktemp("faults-dump")
+    srv = RedisServer(d, "--dbfilename", "dump.rdb")
+    try:
+        run_node("fill.js", "bullmq5", srv.url(), "bull", "big", str(BIG), timeout=300)
+        run_node("fill.js", "bullmq5", srv.url(), "bull", "small", str(SMALL))
+        srv.client().save()
+        digest = srv.client().execute_command("DEBUG", "DIGEST")
+    finally:
+        srv.stop()
+    return d / "dump.rdb", digest
+
+
+def server_from(dump, tmp_path) -> RedisServer:
+    d = tmp_path / "redis"
+    d.mkdir()
+    shutil.copy(dump[0], d / "dump.rdb")
+    return RedisServer(d, "--dbfilename", "dump.rdb")
+
+
+def hgetall_calls(client) -> int:
+    return client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+
+
+def when_reading_jobs(srv: RedisServer, act) -> threading.Thread:
+    """Run ``act()`` once the first chunk of job hashes has been read and the second is being
+    fetched (Redis's own command counter)."""
+    watcher = srv.client()
+
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if hgetall_calls(watcher) >= CHUNK + CHUNK // 4:
+                act()
+                return
+            time.sleep(0.002)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def assert_partial(res, out: Path, reason: str, exit_code: int = 4) -> forensics.Snapshot:
+    """The contract for a capture cut short: exit code, one clear line, the path printed last,
+    what was read saved with the reason, and the snapshot loads, verifies and diagnoses."""
+    assert res.returncode == exit_code, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "INCOMPLETE" in res.stderr and reason in res.stderr
+    assert res.stdout.strip().splitlines()[-1] == str(out)
+    snap = forensics.load(out, verify=True)
+    assert snap.manifest["complete"] is False and reason in snap.manifest["incomplete_reason"]
+    assert CHUNK <= snap.row_count("jobs") < BIG + SMALL   # at least one whole chunk kept
+    assert len(snap.payloads) == snap.row_count("jobs")
+    assert forensics_cli("verify", str(out)).returncode == 0
+    d = forensics.diagnose(out)
+    assert "INCOMPLETE snapshot" in d.to_table()
+    return snap
+
+
+# ---- the server dies or freezes -----------------------------------------------------------
+
+def test_redis_sigkilled_mid_hgetall(dump, tmp_path):
+    srv = server_from(dump, tmp_path)
+    try:
+        t = when_reading_jobs(srv, lambda: srv.proc.send_signal(signal.SIGKILL))
+        out = tmp_path / "killed"
+        res = forensics_cli("capture", "--redis", srv.url(), "--queue", "big", "--out", str(out))
+        t.join(10)
+        assert srv.proc.poll() == -signal.SIGKILL            # it really was killed mid-read
+        assert_partial(res, out, "lost the connection")
+    finally:
+        srv.stop()
+
+
+def test_redis_paused_past_the_timeout_then_resumed(dump, tmp_path):
+    srv = server_from(dump, tmp_path)
+    try:
+        t = when_reading_jobs(srv, lambda: srv.proc.send_signal(signal.SIGSTOP))
+        out = tmp_path / "frozen"
+        t0 = time.monotonic()
+        res = forensics_cli("capture", "--redis", srv.url(), "--queue", "big", "--timeout", "1.5",
+                            "--out", str(out))
+        waited = time.monotonic() - t0
+        t.join(10)
+        srv.proc.send_signal(signal.SIGCONT)
+        assert_partial(res, out, "sent nothing for 1.5 s")
+        assert waited < 60                                    # gave up, did not hang for the default 30 s x N
+        # The patient is unharmed: it answers again, with the same data.
+        assert srv.client().execute_command("DEBUG", "DIGEST") == dump[1]
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+        srv.stop()
+
+
+# ---- the network misbehaves: a real loopback proxy between the tool and Redis -------------
+
+class Proxy:
+    """A loopback TCP proxy. Client-to-server bytes pass; server-to-client bytes pass until
+    ``after`` bytes in all, then: ``cut`` closes both sides, ``stall`` forwards nothing more
+    (the sockets stay open), ``trickle`` forwards ``piece`` bytes every ``pause`` seconds
+    from the start."""
+
+    def __init__(self, target: int, mode: str = "pass", after: int = 0, piece: int = 512, pause: float = 0.0005):
+        self.target, self.mode, self.after, self.piece, self.pause = target, mode, after, piece, pause
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.tripped = threading.Event()
+        self.closing = threading.Event()
+        self.socks: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self):
+        while not self.closing.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.socks += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool):
+        try:
+            while True:
+                data = src.recv(self.piece if replies and self.mode == "trickle" else 65536)
+                if not data:
+                    break
+                if replies and self.mode in ("cut", "stall"):
+                    with self.lock:
+                        room = self.after - self.sent
+                        self.sent += len(data)
+                    if room <= 0 or len(data) > room:
+                        dst.sendall(data[:max(room, 0)])
+                        self.tripped.set()
+                        if self.mode == "cut":
+                            break
+                        self.closing.wait()       # stall: hold the connection open, send nothing
+                        break
+                elif replies:
+                    with self.lock:
+                        self.sent += len(data)
+                    if self.mode == "trickle":
+                        time.sleep(self.pause)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.closing.set()
+        self.listener.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def redis_from_dump(dump, tmp_path):
+    srv = server_from(dump, tmp_path)
+    yield srv
+    srv.stop()
+
+
+def reply_bytes_of_a_capture(srv: RedisServer, tmp_path: Path, *args: str) -> int:
+    p = Proxy(srv.port)
+    try:
+        res = forensics_cli("capture", "--redis", p.url(), *args, "--out", str(tmp_path / "through-proxy"))
+        assert res.returncode == 0, res.stderr
+        return p.sent
+    finally:
+        p.close()
+
+
+def test_connection_cut_mid_reply_by_a_proxy(redis_from_dump, tmp_path):
+    total = reply_bytes_of_a_capture(redis_from_dump, tmp_path, "--queue", "big")
+    # Cut in the middle of the job hashes' replies (they are most of the bytes), mid-reply.
+    p = Proxy(redis_from_dump.port, "cut", after=int(total * 0.6) + 7)
+    try:
+        out = tmp_path / "cut"
+        res = forensics_cli("capture", "--redis", p.url(), "--queue", "big", "--out", str(out))
+        assert p.tripped.is_set()
+        assert_partial(res, out, "lost the connection")
+    finally:
+        p.close()
+
+
+def test_proxy_that_stalls_longer_than_the_timeout(redis_from_dump, tmp_path):
+    total = reply_bytes_of_a_capture(redis_from_dump, tmp_path, "--queue", "big")
+    p = Proxy(redis_from_dump.port, "stall", after=int(total * 0.6) + 7)
+    try:
+        out = tmp_path / "stalled"
+        res = forensics_cli("capture", "--redis", p.url(), "--queue", "big", "--timeout", "1",
+                            "--out", str(out), timeout=120)
+        assert p.tripped.is_set()
+        assert_partial(res, out, "sent nothing for 1 s")
+    finally:
+        p.close()
+
+
+def test_proxy_that_trickles_bytes_gives_the_same_snapshot(redis_from_dump, tmp_path):
+    """Replies split into 512-byte pieces with pauses between them: slow, but exactly the
+    snapshot a direct capture gives."""
+    direct = forensics.capture(redis_from_dump.url(), queues=["small"], progress=False)
+    p = Proxy(redis_from_dump.port, "trickle", piece=512, pause=0.0005)
+    try:
+        out = tmp_path / "trickled"
+        res = forensics_cli("capture", "--redis", p.url(), "--queue", "small", "--timeout", "2", "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        assert p.sent > 100 * 512                             # it really came in many pieces
+    finally:
+        p.close()
+    slow = forensics.load(out, verify=True)
+    assert slow.complete and len(slow.jobs) == SMALL
+    cols = ["queue", "job_id", "state", "name", "attempts_made", "data_bytes"]
+    a = direct.jobs[cols].sort_values("job_id").reset_index(drop=True)
+    b = slow.jobs[cols].sort_values("job_id").reset_index(drop=True)
+    assert a.equals(b)
+
+
+# ---- signals to the tool itself --------------------------------------------------------------
+
+def test_sigterm_to_a_capture_saves_what_was_read(redis_from_dump, tmp_path):
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", redis_from_dump.url(), "--queue", "big",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    when_reading_jobs(redis_from_dump, lambda: proc.send_signal(signal.SIGTERM))
+    stdout, stderr = proc.communicate(timeout=120)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert "SIGTERM: stopping" in stderr
+    assert_partial(res, out, "interrupted (SIGTERM)")
+    assert not list(tmp_path.glob(".saving-*"))
+
+
+def test_sigterm_to_a_series_keeps_every_saved_snapshot(redis_from_dump, tmp_path):
+    out = tmp_path / "watch"
+    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", redis_from_dump.url(), "--queue", "small",
+                             "--every", "0.3", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list(out.glob("0*/manifest.json"))) < 2:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr                       # no --count: a signal is how it ends
+    assert "stopped: interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert stdout.strip().splitlines()[-1] == str(out)
+    series = forensics.load_series(out)
+    assert len(series) >= 2 and series.complete
+    meta = json.loads((out / "series.json").read_text())
+    assert meta["stopped"]["reason"].startswith("interrupted (SIGTERM)")
+    assert meta["snapshots"] == sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert forensics_cli("verify", str(out)).returncode == 0
+
+
+# ---- the disk fills while saving ----------------------------------------------------------
+
+def limit_file_size(nbytes: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return apply
+
+
+def test_disk_full_during_a_capture_one_line_and_no_litter(redis_from_dump, tmp_path):
+    """A file-size limit (RLIMIT_FSIZE) makes the capture's working files fail as a full disk
+    would: one clear line naming where, exit 2, no folder that could pass for a snapshot and
+    no working files left in TMPDIR."""
+    out = tmp_path / "snaps" / "full"
+    out.parent.mkdir()
+    work = tmp_path / "tmp"
+    work.mkdir()
+    proc = subprocess.run([forensics_exe(), "capture", "--redis", redis_from_dump.url(), "--queue", "big",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(work)}, preexec_fn=limit_file_size(256 * 1024))
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("forensics:")]
+    assert len(lines) == 1 and "could not write the capture's working file" in lines[0], proc.stderr
+    assert str(work) in lines[0] and "File too large" in lines[0] and "TMPDIR" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    assert list(work.iterdir()) == []
+
+
+SAVE_UNDER_A_LIMIT = """
+import resource, sys, forensics
+url, out, again = sys.argv[1:]
+snap = forensics.capture(url, queues=["big"], progress=False)
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))   # the disk fills now
+try:
+    snap.save(out)
+except forensics.SnapshotError as e:
+    print(e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space freed
+print(snap.save(again))
+"""
+
+
+def test_disk_full_while_saving_loses_nothing(redis_from_dump, tmp_path):
+    """The disk fills in the middle of Snapshot.save: a clear error, no half-written folder
+    (the tables go to a temporary folder renamed into place when whole), and the snapshot in
+    hand can still be saved once there is room."""
+    out, again = tmp_path / "snaps" / "full", tmp_path / "snaps" / "after"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", SAVE_UNDER_A_LIMIT, redis_from_dump.url(), str(out), str(again)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    error, saved = proc.stdout.strip().splitlines()
+    assert error.startswith(f"could not save the snapshot to {out}: ") and "File too large" in error
+    assert "nothing was written there" in error
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == ["after"]       # no .saving-* left behind
+    snap = forensics.load(saved, verify=True)
+    assert snap.complete and snap.row_count("jobs") == BIG
+
+
+def test_disk_full_during_a_series_keeps_the_snapshots_already_saved(redis_from_dump, tmp_path):
+    """The first ticks fit; then the queue grows past the limit: the series stops with one
+    line, exit 2, and the snapshots saved before stay whole and listed."""
+    out = tmp_path / "watch"
+    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", redis_from_dump.url(), "--queue", "small",
+                             "--every", "0.3", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=limit_file_size(256 * 1024))
+    deadline = time.time() + 60
+    while len(list(out.glob("0*/manifest.json"))) < 2:
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    run_node("fill.js", "bullmq5", redis_from_dump.url(), "bull", "small", "30000")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("forensics:")]
+    assert len(lines) == 1 and "File too large" in lines[0] and "Traceback" not in stderr
+    meta = json.loads((out / "series.json").read_text())
+    assert "File too large" in meta["stopped"]["reason"]
+    assert len(meta["snapshots"]) >= 2
+    assert meta["snapshots"] == sorted(p.name for p in out.iterdir() if p.is_dir())   # no half-written member
+    assert forensics_cli("verify", str(out)).returncode == 0
+    assert len(forensics.load_series(out)) == len(meta["snapshots"])

@@ -65,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--logs", action="append", metavar="FILE",
                    help="attach worker logs to the snapshot (pino/winston JSON lines or text; .gz; - for stdin)")
     c.add_argument("--no-redact", action="store_true",
-                   help="keep job data fields that look like secrets (password, token, ...)")
+                   help="keep secrets: fields that look secret (password, token, ...) and tokens in text (URL "
+                        "passwords, ?token=, Bearer, AWS keys, JWTs) are redacted by default")
+    c.add_argument("--redact-field", action="append", metavar="REGEX", default=[],
+                   help="also redact data fields whose name matches REGEX (case-insensitive), e.g. 'ssn|email'; "
+                        "repeatable")
+    c.add_argument("--no-data", action="store_true",
+                   help="keep sizes, shapes and field names but no values (job data, return values, messages "
+                        "reduced to their fingerprints): a snapshot to share outside the team")
     c.add_argument("--memory-samples", type=int, default=1000, metavar="N",
                    help="MEMORY USAGE at most N keys per queue key family, extrapolate the rest (default 1000)")
     g = c.add_mutually_exclusive_group()
@@ -137,9 +144,11 @@ def _capture(args) -> int:
     from .errors import UsageError
     from .snapshot import MANIFEST
     from .logs import describe, read_logs
+    from .redact import Redaction
     if args.count is not None and args.every is None:
         raise UsageError("--count needs --every SECONDS (a series)")
-    logs = read_logs(args.logs, progress=None if not args.quiet else False) if args.logs else None
+    policy = Redaction(secrets=not args.no_redact, fields=tuple(args.redact_field), no_data=args.no_data)
+    logs = read_logs(args.logs, progress=None if not args.quiet else False, redact=policy) if args.logs else None
     if logs is not None:
         print(f"logs: {describe(logs)}", file=sys.stderr)
     if args.every is not None:
@@ -151,7 +160,8 @@ def _capture(args) -> int:
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise UsageError(f"--out {out} exists and is not a snapshot folder; choose a new path")
     snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
-                   redact=not args.no_redact, memory_samples=args.memory_samples,
+                   redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
+                   memory_samples=args.memory_samples,
                    progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
     if logs is not None:
         snap.attach_logs(logs)
@@ -191,7 +201,8 @@ def _capture_series(args, logs) -> int:
               + (f", {args.count} in all" if args.count else ", until Ctrl-C"), file=sys.stderr, flush=True)
     series, reason = capture_series(
         args.redis, prefix=args.prefix or ["bull"], queues=args.queue, every=args.every, count=args.count,
-        out=args.out, redact=not args.no_redact, memory_samples=args.memory_samples,
+        out=args.out, redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
+        memory_samples=args.memory_samples,
         progress=True if args.progress else False, logs=logs, on_tick=tick, **_connect_args(args))
     gaps = len(series.manifest.get("gaps", []))
     print(f"series: {len(series)} snapshots over {series.span.total_seconds():.0f} s"

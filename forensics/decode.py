@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .safety import SECRET_TEXT_RE, redact_json_text
+from .redact import Redaction, json_shape, message_shape, stacktrace_json_shape
 
 STACK_TOP_LINES = 8
 
@@ -173,10 +173,14 @@ def _regex(s: pd.Series, pattern: str, ignore_case: bool = False) -> np.ndarray:
     return hit.fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
+def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redaction" = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode one chunk. ``ids`` has prefix, queue, job_id, state, score, flavor (aligned with
-    ``hashes``, one HGETALL reply each; empty replies must be filtered out before)."""
+    ``hashes``, one HGETALL reply each; empty replies must be filtered out before).
+
+    ``redact``: True redacts secrets in data, return values, failed reasons and stack traces
+    (see ``forensics.redact``); a ``Redaction`` adds field patterns or keeps no values at all.
+    Sizes, flags and decode errors are measured on the values as read."""
     n = len(ids)
     if n == 0:
         return empty_jobs(), empty_payloads()
@@ -255,22 +259,30 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: bool = True
     # data that does not even start like JSON (a cheap check, not a full parse).
     add_error(data.notna() & ~_regex(data, r"^\s*[\[{\"0-9\-tfn]"), "data:json")
 
+    policy = Redaction.of(redact)
+    texts = {"data": data, "returnvalue": rv, "progress": _text(raw, "progress"), "stacktrace": st,
+             "failed_reason": _text(raw, "failedReason"), "deferred_failure": out["deferred_failure"]}
     redacted = pd.Series(0, index=ids.index, dtype="Int64")
-    if redact:
-        suspect = pd.Series(_regex(data, SECRET_TEXT_RE, ignore_case=True), index=ids.index)
-        if suspect.any():
-            pairs = data[suspect].map(redact_json_text)
-            data = data.copy()
-            data[suspect] = pairs.map(lambda p: p[0])
-            redacted[suspect] = pairs.map(lambda p: p[1]).astype("Int64")
+    if policy.no_data:  # sizes, shapes and field names; no values
+        for k in ("data", "returnvalue"):
+            texts[k] = texts[k].map(json_shape).astype("str")
+        number = texts["progress"].str.fullmatch(r"-?\d+(?:\.\d+)?").fillna(False).astype(bool)
+        texts["progress"] = texts["progress"].where(number, texts["progress"].map(json_shape)).astype("str")
+        texts["stacktrace"] = texts["stacktrace"].map(stacktrace_json_shape).astype("str")
+        for k in ("failed_reason", "deferred_failure"):
+            texts[k] = message_shape(texts[k])
+    elif policy.secrets or policy.fields:
+        for k, col in texts.items():
+            texts[k], n = policy.column(col, "json" if k in ("data", "returnvalue", "progress") else "text")
+            redacted += n
+    data, rv, st = texts["data"], texts["returnvalue"], texts["stacktrace"]
     out["redacted_fields"] = redacted
-
-    out["failed_reason"] = _text(raw, "failedReason")
+    for k in ("failed_reason", "deferred_failure", "progress"):
+        out[k] = texts[k]
     parsed_st = _per_distinct(st, parse_stacktrace, ("stacktrace_count", "stacktrace_top", "_st_error"))
     out["stacktrace_count"] = parsed_st["stacktrace_count"].astype("Int64")
     out["stacktrace_top"] = parsed_st["stacktrace_top"]
     add_error(parsed_st["_st_error"].notna(), "stacktrace:json")
-    out["progress"] = _text(raw, "progress")
     out["parent_key"] = _text(raw, "parentKey")
     parent_id = pd.Series(pd.NA, index=ids.index, dtype="str")
     if "parent" in raw:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .errors import UsageError
 from .fingerprint import fingerprints
+from .redact import Redaction, message_shape, stack_shape
 
 LOG_COLUMNS = ["time", "level", "message", "error", "fingerprint", "job_id", "queue", "worker",
                "rss_bytes", "heap_used_bytes", "heap_total_bytes", "source", "line_no", "format"]
@@ -81,14 +82,17 @@ _ERROR_PREFIX = re.compile(r"^.*?\b(?:error|errored|threw)\b\s*(?:with|:|-)\s*",
 
 
 def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker: str | None = None,
-              progress: bool | None = False) -> pd.DataFrame:
+              progress: bool | None = False, redact: "bool | Redaction" = True) -> pd.DataFrame:
     """Read worker log files into one DataFrame (``LOG_COLUMNS``), sorted by time.
 
     ``paths``: a file, a list of files, ``.gz`` files, or ``"-"`` for stdin. A comma
     separated string is split (the notebooks' ``logs`` parameter). ``worker`` names the
     worker for records that do not name one (default: the record's hostname/pid, else the
     file name). A missing file is a UsageError; unreadable lines are only counted.
-    ``progress``: a line on stderr every ~2 s of reading (None: when stderr is a terminal)."""
+    ``progress``: a line on stderr every ~2 s of reading (None: when stderr is a terminal).
+    ``redact``: secrets in messages, errors, stacks and the unparsed examples are redacted
+    (``False`` keeps them; a ``Redaction`` with ``no_data`` keeps only their fingerprints)."""
+    policy = Redaction.of(redact)
     items = _expand(paths)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -99,9 +103,13 @@ def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker:
         unparsed += stats["unparsed"]
         lines += stats["lines"]
         examples += stats["examples"][:max(0, EXAMPLES - len(examples))]
-    df = _frame([r for rows in frames for r in rows])
+    df = _frame([r for rows in frames for r in rows], policy)
+    if policy.no_data:
+        examples = [f"{e.split(': ', 1)[0]}: <{len(e)} characters>" for e in examples]
+    elif policy.active:
+        examples = [policy.text(e)[0] for e in examples]
     df.attrs.update({"sources": items, "lines": lines, "unparsed": unparsed,
-                     "unparsed_examples": examples})
+                     "unparsed_examples": examples, "redaction": policy.describe()})
     return df
 
 
@@ -445,8 +453,10 @@ def _memory_from_text(text: str, row: dict) -> None:
         row[key] = float(mm.group("v")) * _UNITS[(mm.group("u") or "b").lower()]
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
+def _frame(rows: list[dict], policy: Redaction | None = None) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=LOG_COLUMNS + ["stack"])
+    if policy is not None and len(df):
+        _redact_frame(df, policy)
     df["time"] = pd.to_datetime(df["time"], utc=True)
     for col in ("rss_bytes", "heap_used_bytes", "heap_total_bytes"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -462,6 +472,18 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         df[col] = df[col].astype("str").where(df[col].notna(), None) if len(df) else df[col].astype("str")
     df = df.sort_values(["time", "source", "line_no"], kind="stable", na_position="last").reset_index(drop=True)
     return df[LOG_COLUMNS + ["stack"]]
+
+
+def _redact_frame(df: pd.DataFrame, policy: Redaction) -> None:
+    """Secrets out of message, error and stack (before fingerprints: they are made of what
+    is kept); with ``no_data`` only the wording of messages and the frames of stacks stay."""
+    if policy.no_data:
+        for col in ("message", "error"):
+            df[col] = message_shape(df[col].astype("str"))
+        df["stack"] = df["stack"].map(stack_shape)
+    elif policy.secrets or policy.fields:
+        for col in ("message", "error", "stack"):
+            df[col] = policy.column(df[col].astype("str"), "text")[0]
 
 
 def _error_of_message(text: str) -> str:

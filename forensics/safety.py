@@ -1,4 +1,4 @@
-"""The one gate every command to the inspected Redis passes through, and secret redaction.
+"""The one gate every command to the inspected Redis passes through.
 
 A forensics tool must never change the Redis it inspects. Rather than trusting each call
 site, the gate wraps the connection's command packer: every command (including the
@@ -8,7 +8,6 @@ read-only commands *before* a byte is sent, and counted by name for the manifest
 from __future__ import annotations
 
 import collections
-import json
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ from redis.connection import (Connection, HiredisRespSerializer, SSLConnection,
 from redis.maint_notifications import MaintNotificationsConfig
 
 from .errors import UnsafeCommandError
+from .redact import Redaction
 
 # Commands that only read data or connection metadata. Container commands list the
 # subcommands allowed. Nothing here writes, deletes, renames, expires or runs scripts.
@@ -175,53 +175,9 @@ def redact_url(url: str) -> str:
     return re.sub(r"(?<=://)[^@/]*@", "", url)
 
 
-# ---- secret redaction -------------------------------------------------------------------
-
-SECRET_KEY_RE = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|authorization|auth[-_]?header|cookie|api[-_]?key|"
-    r"apikey|access[-_]?key|private[-_]?key|credential|session[-_]?id|bearer|signature|^pwd$",
-    re.IGNORECASE,
-)
-# A cheap pre-filter run on raw JSON text (vectorized, case-insensitive, RE2 syntax):
-# only rows with a key that might be secret are parsed and redacted.
-SECRET_TEXT_RE = (
-    r'"[^"]*(pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd)[^"]*"\s*:'
-)
-REDACTED = "[REDACTED]"
-
-
-def _redact_value(obj: Any) -> tuple[Any, int]:
-    n = 0
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and SECRET_KEY_RE.search(k) and not isinstance(v, (dict, list)):
-                out[k] = REDACTED
-                n += 1
-            else:
-                out[k], m = _redact_value(v)
-                n += m
-        return out, n
-    if isinstance(obj, list):
-        items = []
-        for v in obj:
-            v2, m = _redact_value(v)
-            items.append(v2)
-            n += m
-        return items, n
-    return obj, 0
-
+# ---- secret redaction: see forensics.redact -----------------------------------------------
 
 def redact_json_text(text: str) -> tuple[str, int]:
-    """Redact values of secret-looking keys inside a JSON text. Returns (text, fields redacted).
-
-    Text that is not JSON is returned unchanged: it has no field names to judge by.
-    """
-    try:
-        obj = json.loads(text)
-    except (ValueError, TypeError):
-        return text, 0
-    red, n = _redact_value(obj)
-    if not n:
-        return text, 0
-    return json.dumps(red, separators=(",", ":"), ensure_ascii=False), n
+    """Redact values of secret-looking keys inside a JSON text, and secrets inside its
+    strings. Returns (text, replacements); text that is not JSON gets the text rules only."""
+    return Redaction().json_text(text)

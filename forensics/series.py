@@ -181,7 +181,8 @@ def open_path(path: str | os.PathLike) -> Snapshot | Series:
 
 def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues: Iterable[str] | None = None, *,
                    every: float, count: int | None, out: str | os.PathLike | None = None,
-                   redact: bool = True, memory_samples: int = 1000, progress: bool | None = None,
+                   redact: bool = True, redact_fields: Iterable[str] = (), no_data: bool = False,
+                   memory_samples: int = 1000, progress: bool | None = None,
                    logs: pd.DataFrame | None = None,
                    on_tick: Callable[[int, Snapshot | None, str | None], None] | None = None,
                    **connect: Any) -> tuple[Series, str]:
@@ -211,7 +212,8 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
     existing = sorted(c.name for c in root.iterdir() if (c / MANIFEST).exists())
     meta: dict[str, Any] = {
         "kind": SERIES_KIND, "started_at": utcnow().isoformat(), "every_s": every, "count": count,
-        "options": {"prefixes": prefixes, "queues": list(queues) if queues else None, "redact": redact},
+        "options": {"prefixes": prefixes, "queues": list(queues) if queues else None, "redact": redact,
+                    "redact_fields": list(redact_fields or ()), "no_data": no_data},
         "snapshots": existing, "gaps": [], "stopped": None}
     if existing and (root / SERIES_FILE).exists():  # continuing a series: keep its history
         try:
@@ -253,6 +255,7 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
                 with warnings.catch_warnings():  # an incomplete tick is reported below, once
                     warnings.simplefilter("ignore")
                     snap = capture(url, prefix=prefixes, queues=queues, redact=redact,
+                                   redact_fields=redact_fields, no_data=no_data,
                                    memory_samples=memory_samples, progress=progress, **connect)
             except ConnectError as e:
                 if not saved:  # nothing read yet in this run: a wrong URL or password, say so now

@@ -127,6 +127,16 @@ def topology_line(m: dict) -> str | None:
     return None
 
 
+def values_line(options: dict) -> str:
+    """What the snapshot keeps of job values: all, secrets redacted, or none (--no-data)."""
+    if options.get("no_data"):
+        return "none kept (--no-data): sizes, shapes, field names and error fingerprints only"
+    if options.get("redact") is False:
+        return "kept as read, secrets included (--no-redact)"
+    extra = options.get("redact_fields") or []
+    return "kept, secrets redacted" + (f" (and fields matching {', '.join(extra)})" if extra else "")
+
+
 def summary(snap) -> str:
     """Plain-text summary of a snapshot."""
     m = snap.manifest
@@ -141,6 +151,7 @@ def summary(snap) -> str:
         f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}",
         f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
         f" {len(snap.workers)} worker connections",
+        f"  values      {values_line(m.get('options', {}))}",
     ]
     if len(snap.redis) > 1 and "node" in snap.redis:  # a cluster: one line per master
         i = next(k for k, ln in enumerate(lines) if ln.startswith("  redis "))

@@ -23,6 +23,7 @@ import pandas as pd
 import redis
 
 from ..errors import UsageError
+from ..redact import Redaction
 from ..snapshot import Snapshot
 from .progress import Progress, Stopped, stop_on_ctrl_c
 from .readers import CHUNK, PIPELINE, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
@@ -39,7 +40,7 @@ __all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", 
 
 def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             queues: Iterable[str] | None = None, *, redact: bool = True,
-            memory_samples: int = 1000, progress: bool | Progress | None = None,
+            redact_fields: Iterable[str] = (), no_data: bool = False, memory_samples: int = 1000, progress: bool | Progress | None = None,
             socket_timeout: float = 30.0, cluster: bool | None = None, replica: bool = False,
             tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
             tls_insecure: bool = False, rdb: str | os.PathLike | None = None, db: int = 0,
@@ -50,7 +51,10 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     ``redis+sentinel://host:26379[,host:26380]/SERVICE[/DB]``; defaults to ``$REDIS_URL``,
     then ``redis://localhost:6379/0``. A Redis Cluster node is detected and every master read
     (``cluster=True``/``False`` forces it). ``replica=True`` reads a replica instead of the
-    primary. ``tls_*``: CA, client certificate and key files; ``tls_insecure`` skips
+    primary. ``redact`` (default on) redacts secrets in job data, return values, failed
+    reasons, stack traces, job logs and events; ``redact_fields``: more field-name patterns
+    (regular expressions) to redact; ``no_data``: keep sizes, shapes and field names but no
+    values (see ``forensics.redact``). ``tls_*``: CA, client certificate and key files; ``tls_insecure`` skips
     verification (recorded in the manifest). ``rdb``: capture a backup file instead of a live
     Redis (its database ``db``), loaded by a private ``redis_server`` (default: the one on PATH).
 
@@ -64,7 +68,8 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     if memory_samples < 0:
         raise UsageError("memory_samples must be >= 0")
     prog = progress if isinstance(progress, Progress) else Progress(progress)
-    opts = dict(redact=redact, memory_samples=memory_samples, progress=prog)
+    policy = Redaction(secrets=bool(redact), fields=tuple(redact_fields or ()), no_data=no_data)
+    opts = dict(redact=policy, memory_samples=memory_samples, progress=prog)
     if rdb is not None:
         if url or cluster or replica or tls_ca or tls_cert or tls_key or tls_insecure:
             raise UsageError("--rdb reads a backup file: it goes without --redis, --cluster, --replica and --tls-*")
@@ -80,7 +85,7 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     return _run(conn, prefixes, queues, **opts)
 
 
-def _run(conn: Connect, prefixes: list[str], queues, *, redact: bool, memory_samples: int, progress: Progress,
+def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memory_samples: int, progress: Progress,
          rdb: dict | None = None) -> Snapshot:
     cap = Capture(conn, prefixes, list(queues) if queues else None, redact=redact,
                   memory_samples=memory_samples, progress=progress)

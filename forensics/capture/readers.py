@@ -32,7 +32,8 @@ from .. import keys as K
 from .._version import __version__
 from ..decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from ..errors import ConnectError
-from ..safety import CommandLedger, command_name, redact_json_text, redact_url
+from ..redact import Redaction, event_fields_shape
+from ..safety import CommandLedger, command_name, redact_url
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from .progress import Progress, Stopped
 from .sources import Connect, Node, Source, key_slot, open_source
@@ -114,13 +115,13 @@ class Capture:
     """One capture: the readers, fed by a source (``connect`` opens it)."""
 
     def __init__(self, url: str | Connect, prefixes: list[str], queues: list[str] | None, *,
-                 redact: bool, memory_samples: int, progress: Progress,
+                 redact: "bool | Redaction", memory_samples: int, progress: Progress,
                  socket_timeout: float = 30.0):
         self.conn = url if isinstance(url, Connect) else Connect(url, socket_timeout=socket_timeout)
         self.url = self.conn.url
         self.prefixes = prefixes
         self.only = list(queues) if queues else None
-        self.redact = redact
+        self.redact = Redaction.of(redact)
         self.memory_samples = memory_samples
         self.progress = progress
         self.ledger = CommandLedger()
@@ -716,7 +717,9 @@ class Capture:
                 cmds += [("LLEN", f"{q.base}{j}:logs"), ("LRANGE", f"{q.base}{j}:logs", -LOG_LINES, -1)]
             res = self._results(cmds, essential=False)
             logs = pd.Series([as_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
-            self._log_lines = pd.Series([as_json(x) if x else None for x in res[1::2]], index=log_ids, dtype="str")
+            self._log_lines = None if self.redact.no_data else pd.Series(
+                [as_json([self.redact.text(line)[0] for line in x]) if x else None for x in res[1::2]],
+                index=log_ids, dtype="str")
         else:
             self._log_lines = None
         return locks, logs
@@ -753,17 +756,25 @@ class Capture:
         rows = []
         for sid, fields in entries:
             fields = dict(fields or {})
-            if self.redact and "data" in fields:
-                fields["data"] = redact_json_text(fields["data"])[0]
             ev = fields.pop("event", None)
             jid = fields.pop("jobId", None)
-            rows.append((sid, ev, jid, as_json(fields) if fields else None))
+            rows.append((sid, ev, jid, self._event_fields(fields) if fields else None))
         df = pd.DataFrame(rows, columns=["stream_id", "event", "job_id", "fields"])
         ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
         df.insert(0, "prefix", q.prefix)
         df.insert(1, "queue", q.name)
         df.insert(3, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
         self.events.append(df)
+
+    def _event_fields(self, fields: dict) -> str:
+        """An events-stream entry's fields as JSON, redacted (or without values) as asked."""
+        r = self.redact
+        if r.secrets or r.fields:
+            for k, v in fields.items():
+                if isinstance(v, str) and v and r.needs(v):
+                    fields[k] = r.json_text(v)[0] if k in ("data", "returnvalue") else r.text(v)[0]
+        text = as_json(fields)
+        return event_fields_shape(text) if r.no_data else text
 
     def read_metrics(self, q: _Queue) -> None:
         if "metrics" not in q.families:
@@ -913,7 +924,7 @@ class Capture:
             "rdb": self.rdb,
             "tls": self.conn.describe_tls(),
             "unavailable": self.unavailable,
-            "options": {"prefixes": self.prefixes, "queues": self.only, "redact": self.redact,
+            "options": {"prefixes": self.prefixes, "queues": self.only, **self.redact.describe(),
                         "memory_samples": self.memory_samples, "window": WINDOW,
                         "pipeline": PIPELINE, "scan_count": SCAN_COUNT},
             "complete": self.complete,

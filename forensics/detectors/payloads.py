@@ -69,16 +69,22 @@ def binary_payload(ctx: Context):
 def big_stream_values(ev: pd.DataFrame, limit: int) -> pd.DataFrame:
     """`completed` entries of an events stream whose return value exceeds ``limit`` bytes:
     stream_id, job_id, bytes. (BullMQ copies each return value into its `completed` entry,
-    where it outlives a job removed on completion.)"""
-    c = ev[ev["event"].eq("completed") & (ev["fields"].str.len() > limit)]
+    where it outlives a job removed on completion.) A ``--no-data`` capture keeps the size
+    as ``returnvalue_bytes`` in place of the value."""
+    fields = ev["fields"]
+    c = ev[ev["event"].eq("completed") & ((fields.str.len() > limit)
+                                          | fields.str.contains('"returnvalue_bytes"', regex=False))]
     if not len(c):
         return pd.DataFrame({"stream_id": [], "job_id": [], "bytes": []})
 
     def size(text: str) -> int:
         try:
-            value = json.loads(text).get("returnvalue")
+            obj = json.loads(text)
+            value = obj.get("returnvalue")
         except (ValueError, AttributeError):
             return 0
+        if isinstance(obj.get("returnvalue_bytes"), int):
+            return obj["returnvalue_bytes"]
         return len(value.encode("utf-8", "replace")) if isinstance(value, str) else 0
     sizes = c["fields"].map(size)
     big = c[sizes > limit]

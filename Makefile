@@ -8,16 +8,33 @@ BIN    := $(VENV)/bin
 NODE_DIR := tests/node
 EXAMPLE  := snapshots/example
 
-.PHONY: setup node test demo example bench clean
+.PHONY: setup node browser test demo example bench clean lock fuzz
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the versions in constraints.txt: the set the tests last passed with.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "queue-forensics needs Python >= 3.11 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	@touch $@
+
+# Re-resolve the newest versions pyproject.toml allows, in a fresh virtualenv, and pin them in
+# constraints.txt. Then run `make test` and commit constraints.txt if it passes.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet '.[test]'
+	{ echo "# The versions make setup installs: the set the tests passed with. Regenerate with make lock."; \
+	  .lock-venv/bin/pip freeze --all --exclude-editable | grep -v -i '^queue[-_]forensics'; } > constraints.txt
+	rm -rf .lock-venv build
+	@echo "constraints.txt rewritten; run make test, then commit it"
+
+# Property tests with fresh random inputs and many more examples than make test runs.
+fuzz: setup
+	FUZZ_FRESH=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(BIN)/pytest -q tests/test_fuzz.py -p no:cacheprovider
 
 node: $(NODE_DIR)/node_modules/.installed
 
@@ -25,8 +42,20 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: setup node
+test: setup node browser
 	$(BIN)/pytest -q
+
+# Debian's chromium, for the tests that open the report in a real browser (tests/test_hostile.py).
+# Installed when missing and this user may (root with apt-get); otherwise those tests are skipped
+# and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests ..."; \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+	      || echo "chromium could not be installed: the browser tests will be skipped"; \
+	  else echo "chromium is missing (Debian: apt-get install chromium): the browser tests will be skipped"; fi; }
 
 demo: setup
 	$(BIN)/forensics summary $(EXAMPLE)

@@ -11,8 +11,18 @@ from pathlib import Path
 from .errors import ForensicsError, UsageError
 
 PACKAGE = Path(__file__).resolve().parent
-NOTEBOOKS = PACKAGE.parent / "notebooks"
+# Installed (pip install .): the notebooks ship inside the package; in the repository (and
+# an editable install) they are the top-level notebooks/ folder.
+NOTEBOOKS = PACKAGE / "notebooks" if (PACKAGE / "notebooks" / "postmortem.ipynb").exists() \
+    else PACKAGE.parent / "notebooks"
 TEMPLATE = PACKAGE / "templates" / "report"
+
+
+def _kernel_config(work: Path):
+    """The report's kernel talks to us over Unix sockets in our private temp folder, not
+    over localhost TCP ports any local user could connect to (and ipykernel warns about)."""
+    from traitlets.config import Config
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(work / "kernel")}})
 
 
 class ReportError(ForensicsError):
@@ -48,7 +58,7 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
         read_logs(log_files)  # a missing file fails now, not in a notebook cell
     nb_in = Path(notebook) if notebook else NOTEBOOKS / "postmortem.ipynb"
     if not nb_in.exists():
-        raise UsageError(f"notebook {nb_in} not found (is queue-forensics installed from its repository?)")
+        raise UsageError(f"notebook {nb_in} not found (reinstall queue-forensics: the notebooks ship with it)")
     out = Path(out) if out else Path(snapshot) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     executed = work / "postmortem.ipynb"
@@ -56,7 +66,8 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
               "thresholds": dict(thresholds or {}), "logs": ",".join(log_files)}
     try:
         papermill.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name="python3",
-                                   progress_bar=False, cwd=str(nb_in.parent), log_output=False)
+                                   progress_bar=False, cwd=str(nb_in.parent), log_output=False,
+                                   config=_kernel_config(work))
     except papermill.PapermillExecutionError as e:
         source = ""
         try:  # papermill inserts cells (parameters, an error banner): find the one that failed

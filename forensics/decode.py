@@ -64,8 +64,14 @@ def empty_payloads() -> pd.DataFrame:
 def _num(raw: pd.DataFrame, col: str) -> pd.Series:
     if col not in raw:
         return pd.Series(pd.NA, index=raw.index, dtype="Int64")
-    v = pd.to_numeric(raw[col], errors="coerce")
-    return v.round().astype("Int64")
+    return _int64(pd.to_numeric(raw[col], errors="coerce"))
+
+
+def _int64(v: pd.Series) -> pd.Series:
+    """Rounded to Int64; damaged numbers (inf, 1e999, thirty digits) become missing values,
+    not an overflow."""
+    v = v.astype("float64")
+    return v.where(np.isfinite(v) & (v.abs() < 2.0 ** 62)).round().astype("Int64")
 
 
 def _ms_to_time(ms: pd.Series) -> pd.Series:
@@ -204,7 +210,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     score = pd.to_numeric(ids["score"], errors="coerce")
     delayed = ids["state"].eq("delayed")
     due_ms = (score // 4096).where(delayed)
-    out["due_at"] = _ms_to_time(due_ms.round().astype("Int64"))
+    out["due_at"] = _ms_to_time(_int64(due_ms))
     out["delay_ms"] = _num(raw, "delay")
 
     # opts: bull stores a per-job timestamp inside opts; strip it so identical option
@@ -217,7 +223,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     add_error(out.pop("_opts_error").notna(), "opts:json")
 
     hash_priority = _num(raw, "priority")
-    prio_from_score = (score // 4294967296).where(ids["state"].eq("prioritized")).round().astype("Int64")
+    prio_from_score = _int64((score // 4294967296).where(ids["state"].eq("prioritized")))
     out["priority"] = prio_from_score.fillna(hash_priority).fillna(
         out.pop("_opt_priority").astype("Int64")).fillna(0)
     opt_delay = out.pop("_opt_delay").astype("Int64")

@@ -31,7 +31,9 @@ def fingerprint(message: str | None) -> str | None:
     """The normalised first line of an error message (None stays None)."""
     if message is None or (isinstance(message, float) and message != message):
         return None
-    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    # \x01 marks kept status codes below; one in the message itself must not be read as one.
+    message = str(message).replace("\x01", "")
+    text = message.strip().splitlines()[0].strip() if message.strip() else ""
     keep: list[str] = []
 
     def protect(m):  # keep status codes through the number rules (placeholder has no digit)
@@ -42,7 +44,7 @@ def fingerprint(message: str | None) -> str | None:
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
     text = re.sub(r"\x01([A-Z])\x01", lambda m: keep[ord(m.group(1)) - 0x41], text)
-    return re.sub(r"\s+", " ", text)[:300]
+    return re.sub(r"\s+", " ", text)[:300].strip()
 
 
 def fingerprints(messages: pd.Series) -> pd.Series:

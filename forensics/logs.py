@@ -96,19 +96,20 @@ def read_logs(paths: str | os.PathLike | Iterable[str | os.PathLike], *, worker:
     items = _expand(paths)
     if progress is None:
         progress = sys.stderr.isatty()
-    frames, unparsed, examples, lines = [], 0, [], 0
+    frames, unparsed, examples, lines, continued = [], 0, [], 0, 0
     for item in items:
         rows, stats = _read_one(item, worker, progress)
         frames.append(rows)
         unparsed += stats["unparsed"]
         lines += stats["lines"]
+        continued += stats["continued"]
         examples += stats["examples"][:max(0, EXAMPLES - len(examples))]
     df = _frame([r for rows in frames for r in rows], policy)
     if policy.no_data:
         examples = [f"{e.split(': ', 1)[0]}: <{len(e)} characters>" for e in examples]
     elif policy.active:
         examples = [policy.text(e)[0] for e in examples]
-    df.attrs.update({"sources": items, "lines": lines, "unparsed": unparsed,
+    df.attrs.update({"sources": items, "lines": lines, "unparsed": unparsed, "continued": continued,
                      "unparsed_examples": examples, "redaction": policy.describe()})
     return df
 
@@ -184,7 +185,7 @@ def _open(path: str) -> io.TextIOBase:
 def _read_one(path: str, worker: str | None, progress: bool = False) -> tuple[list[dict], dict]:
     source = "stdin" if path == "-" else Path(path).name
     rows: list[dict] = []
-    stats = {"unparsed": 0, "lines": 0, "examples": []}
+    stats = {"unparsed": 0, "lines": 0, "continued": 0, "examples": []}
 
     def bad(n: int, line: str) -> None:
         stats["unparsed"] += 1
@@ -219,6 +220,7 @@ def _read_one(path: str, worker: str | None, progress: bool = False) -> tuple[li
                     if rows and text[:1].isspace() and rows[-1]["format"] == "text":  # a stack frame
                         prev = rows[-1]
                         prev["stack"] = (prev.get("stack") or "") + "\n" + text.strip()
+                        stats["continued"] += 1
                         continue
                     lf = _LEVEL_FIRST.match(text)
                     row = _from_level_first(lf) if lf else None

@@ -282,7 +282,7 @@ _FRAME = re.compile(r"^\s*at\s")
 def stack_shape(text: Any) -> Any:
     """A stack trace without values: its first line's fingerprint and its frames."""
     from .fingerprint import fingerprint
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not text.strip():
         return text
     lines = text.splitlines()
     return "\n".join([fingerprint(lines[0]) or ""] + [ln for ln in lines[1:] if _FRAME.match(ln)])

@@ -8,6 +8,7 @@ from the CLI (``--threshold max_attempts=20``) or from a notebook parameter (a d
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -141,8 +142,10 @@ class Thresholds:
             kind = type(getattr(self, key))
             try:
                 typed[key] = kind(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UsageError(f"threshold {key} needs a {kind.__name__}, got {value!r}") from None
+            if not math.isfinite(typed[key]) or typed[key] < 0:
+                raise UsageError(f"threshold {key} needs a finite number >= 0, got {value!r}")
         return dataclasses.replace(self, **typed)
 
     @classmethod

@@ -1,0 +1,178 @@
+"""Property tests (Hypothesis) on everything that reads what others wrote: job hashes, log
+lines, key names, error messages, secrets in text and thresholds from the CLI.
+
+The run is derandomized (the same examples on every run, so CI is reproducible) with
+FUZZ_EXAMPLES examples per target (default 200); ``make fuzz`` runs many more with fresh
+randomness. Inputs that once broke something are kept below as ``@example`` regression
+cases.
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from forensics.decode import JOB_COLUMNS, PAYLOAD_COLUMNS, decode_jobs
+from forensics.errors import UsageError
+from forensics.fingerprint import fingerprint, fingerprints
+from forensics.keys import classify
+from forensics.logs import read_logs
+from forensics.redact import Redaction
+from forensics.thresholds import Thresholds
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+FRESH = bool(os.environ.get("FUZZ_FRESH"))   # make fuzz: new random inputs each run
+settings.register_profile("forensics", max_examples=EXAMPLES, derandomize=not FRESH, deadline=None,
+                          database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("forensics")
+
+# Text as Redis hands it over: any Unicode (hiredis decodes with errors="replace", so lone
+# surrogates never arrive), including NUL, controls, bidi marks and U+FFFD.
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)
+NUMBERISH = st.one_of(st.integers(-2**63, 2**64).map(str), st.floats(allow_nan=True).map(repr),
+                      st.sampled_from(["", " ", "NaN", "-0", "1e999", "0x1f", "١٢٣"]), TEXT)
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False), TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+    max_leaves=12).map(lambda v: json.dumps(v, ensure_ascii=False))
+VALUE = st.one_of(TEXT, NUMBERISH, JSONISH, st.sampled_from(['{"', "[", "null", '"unterminated', "{}" * 50]))
+FIELDS = ["name", "data", "opts", "timestamp", "delay", "priority", "processedOn", "finishedOn", "attemptsMade",
+          "atm", "ats", "stc", "stalledCounter", "failedReason", "stacktrace", "returnvalue", "progress",
+          "parentKey", "parent", "pb", "rjk", "deid", "defa"]
+HASH = st.dictionaries(st.one_of(st.sampled_from(FIELDS), TEXT), VALUE, max_size=12)
+STATES = ["wait", "active", "delayed", "prioritized", "completed", "failed", "paused", "waiting-children", "orphan"]
+
+
+@given(st.lists(st.tuples(HASH, st.sampled_from(STATES), NUMBERISH), min_size=1, max_size=8),
+       st.sampled_from([True, False, "no_data", "fields"]))
+@example([({"data": '{"password":1}', "failedReason": "x?token=" + "9" * 40}, "failed", "1")], True)
+@example([({"opts": '{"attempts":"3","backoff":{"type":"exponential","delay":"x"}}', "atm": "2.5"}, "wait", "nan")],
+         True)
+@example([({"timestamp": "1e999", "processedOn": "-1", "finishedOn": "9" * 30}, "delayed", "inf")], True)
+@example([({}, "delayed", "3.777893186295716e+22")], True)        # found: a due time past int64
+@example([({}, "prioritized", "3.961408125713217e+28")], True)    # found: a priority past int64
+@example([({"stacktrace": ""}, "wait", "0")], "no_data")           # found: an empty stack trace, --no-data
+def test_the_decoder_never_raises_and_keeps_every_row(rows, mode):
+    ids = pd.DataFrame({"prefix": "bull", "queue": "q", "job_id": [str(i) for i in range(len(rows))],
+                        "state": [s for _, s, _ in rows], "score": [sc for _, _, sc in rows],
+                        "flavor": "bullmq"})
+    redact = {"no_data": Redaction(no_data=True), "fields": Redaction(fields=("name|id",))}.get(mode, mode)
+    jobs, payloads = decode_jobs(ids, [h for h, _, _ in rows], redact=redact)
+    assert len(jobs) == len(rows) and len(payloads) == len(rows)
+    assert list(jobs["job_id"]) == list(ids["job_id"])
+    assert set(JOB_COLUMNS) <= set(jobs.columns) and set(PAYLOAD_COLUMNS) <= set(payloads.columns)
+    for i, (h, _, _) in enumerate(rows):
+        data = h.get("data")
+        if isinstance(data, str) and data.strip() and data.lstrip()[0] not in '[{"0123456789-tfn':
+            assert "data:json" in str(jobs["decode_errors"].iloc[i])  # counted, not fatal
+
+
+LOG_LINE = st.one_of(
+    TEXT.map(lambda t: t.replace("\n", " ").replace("\r", " ")),
+    st.builds(lambda lvl, msg, extra: json.dumps({"level": lvl, "time": 1764000000000, "msg": msg, **extra}),
+              st.one_of(st.integers(0, 70), st.sampled_from(["error", "warn", "info", None, "x"])), TEXT,
+              st.dictionaries(st.sampled_from(["err", "jobId", "queue", "pid", "hostname", "stack", "memory"]),
+                              st.one_of(TEXT, st.integers(), st.dictionaries(TEXT, TEXT, max_size=2)), max_size=3)),
+    st.builds(lambda lvl, msg: f"2025-11-24T16:00:0{len(msg) % 10}Z {lvl} {msg}",
+              st.sampled_from(["ERROR", "warn", "INFO", "fatal", ""]), TEXT),
+    st.builds(lambda msg: f"    at fn ({msg}:1:2)", TEXT),
+    st.sampled_from(["{", "{}", "[]", "null", '{"msg": 1}', "\ufeff{", "\x00", "\u202e}{", "   "]),
+)
+
+
+@given(st.lists(LOG_LINE.map(lambda s: s.replace("\n", " ").replace("\r", " ")), max_size=25))
+@example(["    at orphan frame (x.js:1:1)"])
+@example(['{"level":"error","time":"not a time","msg":null,"err":{"message":{"nested":1}}}'])
+def test_every_log_line_is_parsed_or_counted(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("fuzz-logs") / "w.log"
+    path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    df = read_logs(path)
+    blank = sum(1 for ln in lines if not ln.strip())
+    assert df.attrs["lines"] == len(lines)
+    assert len(df) + df.attrs["unparsed"] + df.attrs["continued"] + blank == len(lines)
+
+
+KEY_PART = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda q, rest: f"bull:{q}:{rest}", st.sampled_from(["q", "a:b", "x"]), KEY_PART),
+    st.builds(lambda rest: f"bull:{rest}", KEY_PART), KEY_PART), max_size=30),
+    st.lists(st.sampled_from(["q", "a:b", "x", "", ":", "q:"]), max_size=3, unique=True))
+@example(["bull:q:", "bull:q::lock", "bull:q:repeat:", "bull::", "bull:a:b:1:logs"], ["q", "a:b", ""])
+def test_the_key_classifier_never_raises(keys, queues):
+    df = classify(keys, "bull", queues)
+    assert len(df) == len(keys)
+    assert df["family"].notna().all()
+
+
+MESSAGE = st.one_of(TEXT, st.builds(lambda a, n, b: f"{a} {n} {b}", TEXT, st.integers(), TEXT),
+                    st.sampled_from(["status code 503 for user u17", "ECONNREFUSED 10.0.0.1:6379",
+                                     "'quoted' \"double\" `tick`", "\x01A\x01 status 400", "<n> <id> <hex>"]))
+
+
+@given(MESSAGE)
+@example("\x01A\x01")                 # found: the status-code placeholder in the message itself
+@example("status 400 \x01B\x01")
+@example("0 \r0")                      # found: a first line ending in a space was not a fixed point
+def test_fingerprints_are_stable_and_idempotent(message):
+    fp = fingerprint(message)
+    assert fp == fingerprint(message)
+    assert fingerprint(fp) == fp
+    assert fingerprints(pd.Series([message, message, None], dtype="str")).tolist()[:2] == [fp, fp]
+
+
+SECRET = st.text(string.ascii_letters + string.digits, min_size=12, max_size=24).filter(
+    lambda s: any(c.isdigit() for c in s) and any(c.isalpha() for c in s))
+PLANT = [
+    lambda s: f"https://user:{s}@host.example/x", lambda s: f"GET /x?token={s}&a=1", lambda s: f"?api_key={s}",
+    lambda s: f"Authorization: Bearer {s}", lambda s: f"bearer {s}", lambda s: f'"password": "{s}"',
+    lambda s: f"password={s}", lambda s: f"client_secret: {s}", lambda s: f'{{\\"token\\":\\"{s}\\"}}',
+]
+
+
+@given(TEXT, st.sampled_from(range(len(PLANT))), SECRET, TEXT)
+@example("", 0, "abcdefgh1234", "")
+def test_a_planted_secret_never_survives_redaction(before, how, secret, after):
+    assume(secret not in before and secret not in after)
+    text = f"{before} {PLANT[how](secret)} {after}"
+    red, n = Redaction().text(text)
+    assert secret not in red and n >= 1
+    assert Redaction().text(red) == (red, 0)
+
+
+@given(TEXT)
+def test_redaction_is_a_fixed_point_on_any_text(text):
+    red, _ = Redaction().text(text)
+    assert Redaction().text(red) == (red, 0)
+
+
+THRESHOLD_KEYS = list(Thresholds().as_dict())
+
+
+@given(st.lists(st.one_of(
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(THRESHOLD_KEYS), NUMBERISH),
+    TEXT), max_size=4))
+@example(["max_attempts=nan"])
+@example(["trend_min_tau=-1"])
+@example(["payload_large_bytes=1e999"])
+def test_cli_thresholds_parse_or_say_why(items):
+    try:
+        t = Thresholds.parse(items)
+    except UsageError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    for k, v in t.as_dict().items():
+        assert v == v and v >= 0 and v != float("inf"), k
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e999"])
+def test_nonsense_thresholds_are_refused_by_the_cli(value):
+    from conftest import forensics_cli
+    res = forensics_cli("diagnose", "snapshots/example", "--threshold", f"max_attempts={value}")
+    assert res.returncode == 2 and res.stderr.startswith("forensics: threshold max_attempts")

@@ -142,9 +142,9 @@ def _capture(args) -> int:
 
     from .capture import capture
     from .errors import UsageError
-    from .snapshot import MANIFEST
     from .logs import describe, read_logs
     from .redact import Redaction
+    from .snapshot import MANIFEST
     if args.count is not None and args.every is None:
         raise UsageError("--count needs --every SECONDS (a series)")
     policy = Redaction(secrets=not args.no_redact, fields=tuple(args.redact_field), no_data=args.no_data)

@@ -5,7 +5,6 @@ as a terminal table, Markdown, JSON (schema ``forensics.diagnosis/1``) or HTML.
 """
 from __future__ import annotations
 
-import html
 import json
 from typing import Any
 
@@ -16,6 +15,7 @@ from . import checklist as checklist_mod
 from .causes import link
 from .detectors import FAMILIES, REGISTRY, SEVERITIES, Context, Finding
 from .errors import UsageError
+from .htmlsafe import escape
 from .logs import gather_logs
 from .thresholds import Thresholds
 
@@ -239,7 +239,7 @@ class Diagnosis:
     def _repr_html_(self) -> str:
         colors = {"critical": "#7b0000", "high": "#c0392b", "medium": "#d68910", "low": "#2874a6", "info": "#7f8c8d"}
         vcolor = {"pass": "#1e8449", "warn": "#d68910", "fail": "#c0392b", "unknown": "#7f8c8d"}
-        e = html.escape
+        e = escape
         rows = []
         for depth, i in self.tree():
             r = self.findings.iloc[i]

@@ -17,6 +17,7 @@ import pandas as pd
 from .diagnosis import _plain
 from .errors import UsageError
 from .fingerprint import fingerprints
+from .htmlsafe import escape
 from .summary import human_bytes
 
 SCHEMA = "forensics.diff/1"
@@ -214,8 +215,7 @@ class Diff:
                 f"{int(self.failures['count'].sum()) if len(self.failures) else 0} new failures>")
 
     def _repr_html_(self) -> str:
-        import html
-        return f"<pre>{html.escape(self.to_table())}</pre>"
+        return f"<pre>{escape(self.to_table())}</pre>"
 
 
 def _n(x, sign: str = "") -> str:

@@ -19,11 +19,11 @@ class ForensicsError(Exception):
     exit_code = EXIT_USAGE
 
     def _repr_html_(self) -> str:  # shown nicely when raised in a notebook
-        import html
+        from .htmlsafe import escape
 
         return (
             f'<div style="border-left:4px solid #c0392b;padding:4px 8px">'
-            f"<b>{html.escape(type(self).__name__)}</b>: {html.escape(str(self))}</div>"
+            f"<b>{escape(type(self).__name__)}</b>: {escape(str(self))}</div>"
         )
 
 

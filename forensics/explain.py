@@ -13,7 +13,6 @@ the diagnosis cover it.
 """
 from __future__ import annotations
 
-import html
 import json
 
 import numpy as np
@@ -23,6 +22,7 @@ from .detectors import Context
 from .detectors.stuck import WAITING, became_waiting, lockless_active
 from .detectors.trends import duration
 from .errors import UsageError
+from .htmlsafe import escape, frame_html
 from .summary import human_bytes
 from .thresholds import Thresholds
 
@@ -342,13 +342,13 @@ class Explanation:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        e = html.escape
+        e = escape
         parts = [f"<h4>{e(self.label)}</h4><p>state <b>{e(str(self.job['state']))}</b> · name {e(str(self.job['name']))}</p>",
                  "<h5>Why it is here</h5><ul>" + "".join(f"<li>{e(w)}</li>" for w in self.why) + "</ul>"]
         for title, df in (("Attempts", self.attempts.tail(50)), ("Events stream", self.events.tail(50)),
                           ("Worker log records", self.logs.tail(50)), ("Findings that cover it", self.findings)):
             if len(df):
-                parts.append(f"<h5>{title}</h5>" + df.to_html(index=False, escape=True))
+                parts.append(f"<h5>{title}</h5>" + frame_html(df, index=False))
         from .notebook import left
         return left("<div>" + "".join(parts) + "</div>")
 

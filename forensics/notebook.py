@@ -6,9 +6,9 @@ notebook parameters: a snapshot folder, or a Redis URL to capture live.
 """
 from __future__ import annotations
 
-import html
-
 import pandas as pd
+
+from .htmlsafe import escape, figure_texts
 
 
 def setup() -> None:
@@ -34,6 +34,7 @@ class _OfflineRenderer(_offline_renderer_base()):
     def to_mimebundle(self, fig_dict):
         import plotly.io as pio
         global _PLOTLY_JS_SENT  # plotly copies renderer objects: the flag lives here
+        fig_dict = figure_texts(fig_dict)  # names from the snapshot: bidi controls shown, not obeyed
         html_out = pio.to_html(fig_dict, include_plotlyjs=not _PLOTLY_JS_SENT, full_html=False,
                                include_mathjax=False, validate=False)
         _PLOTLY_JS_SENT = True
@@ -45,6 +46,7 @@ class _OfflineRenderer(_offline_renderer_base()):
 def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull", queue: str = ""):
     """Load ``snapshot`` or, when it is empty, capture ``redis_url`` live (read-only)."""
     import forensics
+
     from .series import Series, open_path
     if snapshot:
         snap = open_path(snapshot)
@@ -90,7 +92,7 @@ def explain_job(snap, job: str = "", logs=None, thresholds: dict | None = None):
     try:
         return forensics.explain(snap, str(job).strip(), logs=logs, thresholds=thresholds)
     except forensics.UsageError as e:
-        return _HTML(f"<p><b>{html.escape(str(e))}</b></p>")
+        return _HTML(f"<p><b>{escape(str(e))}</b></p>")
 
 
 def only_queue(snap, queue: str):
@@ -127,7 +129,7 @@ class _HTML:
 def header(snap) -> _HTML:
     """The snapshot's manifest as a report header: source, time, completeness."""
     m = snap.manifest
-    e = html.escape
+    e = escape
     state = ("<b style='color:#1e8449'>complete</b>" if snap.complete else
              f"<b style='color:#c0392b'>INCOMPLETE</b>: {e(str(m.get('incomplete_reason')))}")
     warn = "".join(f"<li>{e(str(w))}</li>" for w in m.get("warnings", []))

@@ -22,8 +22,9 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
 from .capture.progress import STOP_SIGNALS
+from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
+from .htmlsafe import escape
 from .snapshot import MANIFEST, TABLES, Snapshot, load, read_manifest, utcnow
 
 SERIES_FILE = "series.json"
@@ -100,14 +101,13 @@ class Series:
                 f"{self.latest.captured_at.isoformat()} path={self.path}>")
 
     def _repr_html_(self) -> str:
-        import html
         rows = "".join(
-            f"<tr><td>{html.escape(str(s.captured_at))}</td><td>{len(s.queues)}</td>"
+            f"<tr><td>{escape(str(s.captured_at))}</td><td>{len(s.queues)}</td>"
             f"<td style='text-align:right'>{s.row_count('jobs'):,}</td>"
             f"<td>{'' if s.complete else 'INCOMPLETE'}</td></tr>" for s in self.snapshots)
         from .notebook import left
-        return left(f"<div><b>Series of {len(self)} snapshots</b> ({html.escape(str(self.path))}), "
-                    f"span {html.escape(str(self.span))}<table><tr><th>captured</th><th>queues</th>"
+        return left(f"<div><b>Series of {len(self)} snapshots</b> ({escape(str(self.path))}), "
+                    f"span {escape(str(self.span))}<table><tr><th>captured</th><th>queues</th>"
                     f"<th>jobs</th><th></th></tr>{rows}</table></div>")
 
 

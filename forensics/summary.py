@@ -5,9 +5,9 @@ a description, not a diagnosis: verdicts are the diagnose step's job.
 """
 from __future__ import annotations
 
-import html
-
 import pandas as pd
+
+from .htmlsafe import escape, frame_html
 
 STATE_COLS = [("n_wait", "wait"), ("n_active", "active"), ("n_paused", "paused"),
               ("n_prioritized", "prio"), ("n_delayed", "delayed"),
@@ -185,9 +185,9 @@ def summary_html(snap) -> str:
     """The same summary as HTML; every value from the snapshot is escaped."""
     m = snap.manifest
     ov = queue_overview(snap)
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in observations(snap))
-    table = ov.to_html(escape=True) if len(ov) else "<p>No queues found.</p>"
+    notes = "".join(f"<li>{escape(n)}</li>" for n in observations(snap))
+    table = frame_html(ov) if len(ov) else "<p>No queues found.</p>"
     state = "complete" if snap.complete else f"INCOMPLETE: {m.get('incomplete_reason')}"
-    return (f"<div><b>Snapshot</b> {html.escape(str(snap.path or '(not saved)'))} — "
-            f"{html.escape(str(m.get('source')))} at {html.escape(str(m.get('captured_at')))} "
-            f"({html.escape(state)})<br>{table}<ul>{notes}</ul></div>")
+    return (f"<div><b>Snapshot</b> {escape(str(snap.path or '(not saved)'))} — "
+            f"{escape(str(m.get('source')))} at {escape(str(m.get('captured_at')))} "
+            f"({escape(state)})<br>{table}<ul>{notes}</ul></div>")

@@ -5,11 +5,11 @@ explorer returns plain, escaped HTML instead of widgets.
 """
 from __future__ import annotations
 
-import html
 import json
 
 import pandas as pd
 
+from .htmlsafe import escape, frame_html
 from .notebook import _HTML
 from .summary import queue_label
 
@@ -51,7 +51,7 @@ def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None, ct
     from .detectors import Context
     from .explain import why
     from .thresholds import Thresholds
-    e = html.escape
+    e = escape
     jobs = _jobs_of(snap, queue)
     row = jobs[jobs["job_id"].astype("str") == str(job_id)]
     if not len(row):
@@ -87,7 +87,7 @@ def _lines(text) -> str:
 def _timeline(snap, r, logs: pd.DataFrame | None = None) -> str:
     """The job's moments: its timestamps, its events from the stream (BullMQ) and the
     worker log records that name it."""
-    e = html.escape
+    e = escape
     moments = [(r[c], c.replace("_at", "")) for c in ("added_at", "processed_at", "finished_at", "due_at")
                if pd.notna(r.get(c))]
     ev = snap.events
@@ -152,7 +152,7 @@ def queue_picker(snap, interactive: bool = True):
     if not interactive or not queues:
         from .summary import queue_overview
         ov = queue_overview(snap)
-        return _HTML(ov.to_html(escape=True) if len(ov) else "<p>No queues.</p>")
+        return _HTML(frame_html(ov) if len(ov) else "<p>No queues.</p>")
     import ipywidgets as w
     pick = w.Dropdown(options=queues, description="queue")
     out = w.Output()
@@ -177,7 +177,7 @@ def threshold_controls(snap, thresholds: dict | None = None, interactive: bool =
     base = Thresholds.coerce(thresholds)
     if not interactive:
         default = Thresholds()
-        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td>"
+        rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td>"
                        f"<td>{'' if v == getattr(default, k) else 'overridden'}</td></tr>"
                        for k, v in base.as_dict().items())
         return _HTML(f"<h4>Thresholds in force</h4><table>{rows}</table>")

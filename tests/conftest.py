@@ -453,20 +453,23 @@ def sentinel_set(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def monitored(ports: list[int]):
+def monitored(ports: list[int], clients: bool = False):
     """Every command the servers on ``ports`` receive while the block runs (Redis MONITOR),
-    as argument lists: what the tool really sent, whatever its own ledger says."""
-    seen: list[list[str]] = []
+    as argument lists: what the tool really sent, whatever its own ledger says. With
+    ``clients``: (port, "client address:port", argument list) tuples."""
+    seen: list = []
     monitors = []
     for port in ports:
         m = redis.Redis(port=port, decode_responses=True).monitor()
         m.__enter__()
         monitors.append(m)
 
-        def pump(m=m):
+        def pump(m=m, port=port):
             try:
                 while True:
-                    seen.append(m.next_command()["command"].split(" "))
+                    c = m.next_command()
+                    cmd = c["command"].split(" ")
+                    seen.append((port, f"{c.get('client_address')}:{c.get('client_port')}", cmd) if clients else cmd)
             except Exception:
                 pass
         threading.Thread(target=pump, daemon=True).start()

@@ -219,28 +219,19 @@ def reply_bytes_of_a_capture(srv: RedisServer, tmp_path: Path, *args: str) -> in
         p.close()
 
 
-def test_connection_cut_mid_reply_by_a_proxy(redis_from_dump, tmp_path):
+@pytest.mark.parametrize("mode,args,reason", [
+    ("cut", [], "lost the connection"),                              # the connection dies mid-reply
+    ("stall", ["--timeout", "1"], "sent nothing for 1 s"),           # it stays open, silent
+])
+def test_a_proxy_that_cuts_or_stalls_mid_reply(redis_from_dump, tmp_path, mode, args, reason):
     total = reply_bytes_of_a_capture(redis_from_dump, tmp_path, "--queue", "big")
-    # Cut in the middle of the job hashes' replies (they are most of the bytes), mid-reply.
-    p = Proxy(redis_from_dump.port, "cut", after=int(total * 0.6) + 7)
+    # In the middle of the job hashes' replies (they are most of the bytes), mid-reply.
+    p = Proxy(redis_from_dump.port, mode, after=int(total * 0.6) + 7)
     try:
-        out = tmp_path / "cut"
-        res = forensics_cli("capture", "--redis", p.url(), "--queue", "big", "--out", str(out))
+        out = tmp_path / mode
+        res = forensics_cli("capture", "--redis", p.url(), "--queue", "big", *args, "--out", str(out), timeout=120)
         assert p.tripped.is_set()
-        assert_partial(res, out, "lost the connection")
-    finally:
-        p.close()
-
-
-def test_proxy_that_stalls_longer_than_the_timeout(redis_from_dump, tmp_path):
-    total = reply_bytes_of_a_capture(redis_from_dump, tmp_path, "--queue", "big")
-    p = Proxy(redis_from_dump.port, "stall", after=int(total * 0.6) + 7)
-    try:
-        out = tmp_path / "stalled"
-        res = forensics_cli("capture", "--redis", p.url(), "--queue", "big", "--timeout", "1",
-                            "--out", str(out), timeout=120)
-        assert p.tripped.is_set()
-        assert_partial(res, out, "sent nothing for 1 s")
+        assert_partial(res, out, reason)
     finally:
         p.close()
 

@@ -28,14 +28,14 @@ def escape(value: Any) -> str:
 
 
 def frame_html(df: pd.DataFrame, **kwargs: Any) -> str:
-    """``DataFrame.to_html`` with every cell escaped and bidi controls shown."""
-    shown = df.copy()
-    for col in shown.columns:
-        if shown[col].dtype == object or pd.api.types.is_string_dtype(shown[col]) or \
-                isinstance(shown[col].dtype, pd.CategoricalDtype):
-            shown[col] = shown[col].map(lambda v: show_controls(v) if isinstance(v, str) else v)
-    shown.index = [show_controls(i) if isinstance(i, str) else i for i in shown.index]
-    return shown.to_html(escape=True, **kwargs)
+    """``DataFrame.to_html`` with every cell escaped and bidi controls shown (display
+    frames are small: cell by cell, whatever the columns look like)."""
+    def shown(v: Any) -> Any:
+        return show_controls(v) if isinstance(v, str) else v
+    out = df.map(shown)
+    out.index = out.index.map(shown)
+    out.columns = out.columns.map(shown)
+    return out.to_html(escape=True, **kwargs)
 
 
 def figure_texts(obj: Any) -> Any:

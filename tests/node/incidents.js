@@ -108,6 +108,10 @@ async function starve() {
   const urgent = isMQ ? 1 : 10;   // what the user believes is urgent / what Bull runs last
   const first = isMQ ? 0 : 1;     // what the library takes first
   for (let i = 0; i < 3; i++) await s.add('report', { n: i }, { priority: urgent });
+  // A head start of 300 jobs that go first: the worker never runs dry, even on a busy
+  // machine where the feed below stalls for a moment (then it would take an urgent job).
+  const head = Array.from({ length: 300 }, (_, k) => ({ name: 'ping', data: { k }, opts: first ? { priority: first } : {} }));
+  await s.addBulk(head);
   let stop = false;
   const feed = (async () => {  // 300 jobs/s, more than the worker's ~150/s: it never runs dry
     while (!stop) {

@@ -42,8 +42,9 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# make test PYTEST_ARGS='-k faults --durations=20' passes options through to pytest.
 test: setup node browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # Debian's chromium, for the tests that open the report in a real browser (tests/test_hostile.py).
 # Installed when missing and this user may (root with apt-get); otherwise those tests are skipped

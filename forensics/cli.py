@@ -182,8 +182,8 @@ def _connect_args(args) -> dict:
         raise UsageError("--db and --redis-server go with --rdb (for a live Redis, put the database in the URL)")
     if not args.timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
-    out = dict(socket_timeout=args.timeout, cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
-               tls_key=args.tls_key, tls_insecure=args.tls_insecure)
+    out = dict(socket_timeout=args.timeout, cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca,
+               tls_cert=args.tls_cert, tls_key=args.tls_key, tls_insecure=args.tls_insecure)
     if args.rdb is not None:
         out.update(rdb=args.rdb, db=args.db, redis_server=args.redis_server)
     return out

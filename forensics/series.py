@@ -228,10 +228,13 @@ def capture_series(url: str | None, prefix: str | Iterable[str] = "bull", queues
     stopped_by = ["Ctrl-C"]
     reason = "done"
 
-    def write_meta():
+    def write_meta():  # whole or not at all: a full disk leaves the last good series.json
+        tmp = root / f".{SERIES_FILE}.tmp"
         try:
-            (root / SERIES_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            os.replace(tmp, root / SERIES_FILE)
         except OSError as e:
+            tmp.unlink(missing_ok=True)
             raise SnapshotError(f"could not write {root / SERIES_FILE}: {e.strerror or e}") from None
 
     def on_stop(signum, frame):

@@ -32,6 +32,8 @@ LEAKS = [  # (text, the secret that must go, what must stay)
     ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.SflKxwRJSMeKKF2QT4fwpMeJf36 bad", "SflKxwRJSMeKKF2QT4fwpMeJf36",
      "bad"),
     ("key AKIAIOSFODNN7EXAMPLE denied", "AKIAIOSFODNN7EXAMPLE", "denied"),
+    ("role AROAJ2UCCR6DPCEXAMPL assumed", "AROAJ2UCCR6DPCEXAMPL", "assumed"),
+    ("private_key=k3y-material-9 loaded", "k3y-material-9", "private_key="),
     ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI", "aws_secret_access_key="),
     ("password=hunter2 and db_password: 'two words'", "two words", "db_password"),
     ('Error: bad {\\"apiKey\\":\\"k-9911\\"}', "k-9911", "apiKey"),
@@ -68,6 +70,8 @@ def test_extra_field_patterns():
     assert json.loads(red)["contact"] == {"Email": "[REDACTED]"}
     with pytest.raises(forensics.ForensicsError, match="not a regular expression"):
         Redaction(fields=("(",))
+    with pytest.raises(forensics.ForensicsError, match="look-around"):
+        Redaction(fields=("(?<!x)ssn",))
 
 
 # ---- on states the real libraries write --------------------------------------------------------

@@ -40,7 +40,8 @@ __all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", 
 
 def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             queues: Iterable[str] | None = None, *, redact: bool = True,
-            redact_fields: Iterable[str] = (), no_data: bool = False, memory_samples: int = 1000, progress: bool | Progress | None = None,
+            redact_fields: Iterable[str] = (), no_data: bool = False,
+            memory_samples: int = 1000, progress: bool | Progress | None = None,
             socket_timeout: float = 30.0, cluster: bool | None = None, replica: bool = False,
             tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
             tls_insecure: bool = False, rdb: str | os.PathLike | None = None, db: int = 0,
@@ -54,8 +55,8 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     primary. ``redact`` (default on) redacts secrets in job data, return values, failed
     reasons, stack traces, job logs and events; ``redact_fields``: more field-name patterns
     (regular expressions) to redact; ``no_data``: keep sizes, shapes and field names but no
-    values (see ``forensics.redact``). ``tls_*``: CA, client certificate and key files; ``tls_insecure`` skips
-    verification (recorded in the manifest). ``rdb``: capture a backup file instead of a live
+    values (see ``forensics.redact``). ``tls_*``: CA, client certificate and key files;
+    ``tls_insecure`` skips verification (recorded in the manifest). ``rdb``: capture a backup file instead of a live
     Redis (its database ``db``), loaded by a private ``redis_server`` (default: the one on PATH).
 
     Raises ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut
@@ -91,10 +92,14 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memor
                   memory_samples=memory_samples, progress=progress)
     cap.rdb = rdb
     try:
-        cap.connect()
-    except BaseException:
+        return _read(cap, prefixes, progress, rdb)
+    except BaseException:  # a failed connect, a full disk under the spool, a bug: no working files left
         shutil.rmtree(cap.spool, ignore_errors=True)
         raise
+
+
+def _read(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict | None) -> Snapshot:
+    cap.connect()
     tables: dict[str, pd.DataFrame] = {}
     try:
         with stop_on_ctrl_c(cap, progress):
@@ -118,19 +123,12 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memor
         cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
     except (KeyboardInterrupt, Stopped):
         cap.complete, cap.reason = False, f"interrupted ({cap.stop_signal or 'Ctrl-C'})"
-    except BaseException:  # a full disk under the spool, a bug: leave no working files behind
-        shutil.rmtree(cap.spool, ignore_errors=True)
-        raise
     finally:
         progress.done()
         cap.src.close()
-    try:
-        snap = cap.assemble()
-    except BaseException:
-        shutil.rmtree(cap.spool, ignore_errors=True)
-        raise
+    snap = cap.assemble()
     if not snap.complete:
-        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=3)
+        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=4)
     return snap
 
 

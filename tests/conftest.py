@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -482,3 +483,34 @@ def monitored(ports: list[int], clients: bool = False):
                 m.connection.disconnect()
             except Exception:
                 pass
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """queue-forensics as `pip install .` gives it: the wheel built from this checkout and
+    installed (without dependencies: they are this virtualenv's) into a folder of its own,
+    first on PYTHONPATH. Returns (wheel, folder, environment to run it with)."""
+    tmp = tmp_path_factory.mktemp("install")
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                          str(REPO), "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    wheel = next((tmp / "dist").glob("queue_forensics-*.whl"))
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                          str(tmp / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wheel, tmp, {**os.environ, "PYTHONPATH": str(tmp / "site")}
+
+
+@pytest.fixture(scope="session")
+def example_report(installed):
+    """The postmortem of snapshots/example, rendered once per session by the installed
+    package (python -m forensics report), far from the repository. Returns the finished
+    process and the HTML path."""
+    _, tmp, env = installed
+    out = tmp / "postmortem.html"
+    res = subprocess.run([sys.executable, "-m", "forensics", "report", str(REPO / "snapshots" / "example"),
+                          "--out", str(out)], capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
+    return res, out

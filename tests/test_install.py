@@ -4,32 +4,14 @@ postmortem from the installed package, far from the repository, printing nothing
 And `make setup` installs the pinned set that the tests passed with."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """The package built as a wheel and installed (without dependencies: they are this
-    virtualenv's) into a folder of its own, first on PYTHONPATH."""
-    tmp = tmp_path_factory.mktemp("install")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                          str(REPO), "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    wheel = next((tmp / "dist").glob("queue_forensics-*.whl"))
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                          str(tmp / "site"), str(wheel)], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    env = {**os.environ, "PYTHONPATH": str(tmp / "site")}
-    return wheel, tmp, env
 
 
 def test_the_wheel_carries_notebooks_and_template(installed):
@@ -40,7 +22,7 @@ def test_the_wheel_carries_notebooks_and_template(installed):
     assert "forensics/templates/report/forensics_report.html.j2" in names
 
 
-def test_version_and_report_from_the_installed_package(installed):
+def test_version_and_report_from_the_installed_package(installed, example_report):
     _, tmp, env = installed
     where = subprocess.run([sys.executable, "-c", "import forensics; print(forensics.__file__)"],
                            capture_output=True, text=True, cwd=tmp, env=env)
@@ -48,9 +30,7 @@ def test_version_and_report_from_the_installed_package(installed):
     version = subprocess.run([sys.executable, "-m", "forensics", "--version"], capture_output=True, text=True,
                              cwd=tmp, env=env)
     assert re.fullmatch(r"queue-forensics \d+\.\d+\.\d+\S*\n", version.stdout), version
-    out = tmp / "postmortem.html"
-    res = subprocess.run([sys.executable, "-m", "forensics", "report", str(REPO / "snapshots" / "example"),
-                          "--out", str(out)], capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
+    res, out = example_report   # rendered by the installed package, from its own folder
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out) and res.stderr == ""
     assert "stalled-active" in out.read_text()

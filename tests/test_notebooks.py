@@ -74,9 +74,10 @@ def test_stuck_jobs_notebook_tells_a_jobs_story(tmp_path, job, queue, expect):
 
 
 @pytest.fixture(scope="module")
-def report_html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "postmortem.html"
-    res = forensics_cli("report", str(EXAMPLE), "--out", str(out))
+def report_html(example_report):
+    """The example's postmortem as `forensics report` renders it (from the installed wheel:
+    see conftest.example_report; tests/test_install.py checks the install itself)."""
+    res, out = example_report
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == str(out)
     # Nothing of the kernel's in the user's terminal (it once warned about its TCP transport:

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .redact import Redaction, json_shape, message_shape, stacktrace_json_shape
+from .redact import Redaction, json_shape, message_shape, regex_hits, stacktrace_json_shape
 
 STACK_TOP_LINES = 8
 
@@ -172,13 +172,6 @@ def _per_distinct(texts: pd.Series, parse, fields: tuple[str, ...]) -> pd.DataFr
     return picked
 
 
-def _regex(s: pd.Series, pattern: str, ignore_case: bool = False) -> np.ndarray:
-    """Vectorized regex search (pyarrow RE2); missing text never matches."""
-    arr = pa.array(s.astype("str"), type=pa.large_string(), from_pandas=True)
-    hit = pc.match_substring_regex(arr, pattern, ignore_case=ignore_case)
-    return hit.fill_null(False).to_numpy(zero_copy_only=False)
-
-
 def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redaction" = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode one chunk. ``ids`` has prefix, queue, job_id, state, score, flavor (aligned with
@@ -263,7 +256,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     add_error(data.str.contains("\ufffd", regex=False), "data:utf8")
     add_error(st.str.contains("\ufffd", regex=False) | _text(raw, "failedReason").str.contains("\ufffd", regex=False), "text:utf8")
     # data that does not even start like JSON (a cheap check, not a full parse).
-    add_error(data.notna() & ~_regex(data, r"^\s*[\[{\"0-9\-tfn]"), "data:json")
+    add_error(data.notna() & ~regex_hits(data, r"^\s*[\[{\"0-9\-tfn]", ignore_case=False), "data:json")
 
     policy = Redaction.of(redact)
     texts = {"data": data, "returnvalue": rv, "progress": _text(raw, "progress"), "stacktrace": st,

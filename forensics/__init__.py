@@ -9,6 +9,7 @@
     logs = forensics.read_logs("worker.log")            # pino / winston / text
     forensics.diagnose(series, logs=logs); forensics.diff(old, new)
     forensics.explain(snap, "42", queue="mail")          # one job's story
+    forensics.query("snapshots/watch", "SELECT ... FROM jobs")  # SQL (DuckDB) on the Parquet files
 """
 from ._version import __version__
 from .capture import capture
@@ -17,6 +18,7 @@ from .diff import Diff, diff
 from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
 from .explain import Explanation, explain
 from .logs import join_logs, read_logs
+from .query import query
 from .series import Series, load_series
 from .snapshot import Snapshot, load
 from .summary import summary
@@ -24,4 +26,5 @@ from .thresholds import Thresholds
 
 __all__ = ["__version__", "capture", "load", "Snapshot", "summary", "diagnose", "Diagnosis",
            "load_series", "Series", "read_logs", "join_logs", "diff", "Diff", "explain", "Explanation",
+           "query",
            "Thresholds", "ForensicsError", "ConnectError", "SnapshotError", "UsageError"]

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="give up on a Redis that does not answer one request for this long: what was read is "
                         "saved, marked incomplete (default 30)")
+    c.add_argument("--max-ops-per-sec", type=float, metavar="N",
+                   help="send at most N commands a second, for a fragile production Redis; progress shows the "
+                        "expected duration (default: no limit)")
     c.add_argument("--prefix", action="append", metavar="P", help="key prefix (default: bull); repeatable")
     c.add_argument("--queue", action="append", metavar="Q", help="only this queue; repeatable")
     c.add_argument("--out", metavar="DIR", help="snapshot folder (default: snapshots/<UTC timestamp>)")
@@ -130,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
     v.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    qy = sub.add_parser("query", help="SQL (DuckDB) over a snapshot's or a series' tables",
+                        description="Run one SQL query (DuckDB's dialect) over the tables of a snapshot or series, "
+                                    "read straight from their Parquet files: jobs, payloads, events, queues, workers, "
+                                    "redis, metrics, memory (and logs). In a series every table gains snapshot and "
+                                    "captured_at, and a snapshots view lists the members.")
+    qy.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
+    qy.add_argument("sql", metavar="SQL", help="e.g. \"SELECT state, count(*) FROM jobs GROUP BY 1\"")
+    qy.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                    help="table (default), csv, or json (one object per row)")
+    qy.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
@@ -182,7 +196,8 @@ def _connect_args(args) -> dict:
         raise UsageError("--db and --redis-server go with --rdb (for a live Redis, put the database in the URL)")
     if not args.timeout > 0:
         raise UsageError("--timeout must be a positive number of seconds")
-    out = dict(socket_timeout=args.timeout, cluster=args.cluster, replica=args.replica, tls_ca=args.tls_ca,
+    out = dict(socket_timeout=args.timeout, max_ops_per_sec=args.max_ops_per_sec, cluster=args.cluster,
+               replica=args.replica, tls_ca=args.tls_ca,
                tls_cert=args.tls_cert, tls_key=args.tls_key, tls_insecure=args.tls_insecure)
     if args.rdb is not None:
         out.update(rdb=args.rdb, db=args.db, redis_server=args.redis_server)
@@ -260,6 +275,24 @@ def _verify(args) -> int:
     return EXIT_OK
 
 
+def _query(args) -> int:
+    from .query import query
+    df = query(args.path, args.sql)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso", lines=True) if len(df) else "", end="")
+    else:
+        shown = df.head(QUERY_ROWS)
+        print(shown.to_string(index=False, max_colwidth=80) if len(df.columns) else "(no columns)")
+        if len(df) > QUERY_ROWS:
+            print(f"({len(df):,} rows; the first {QUERY_ROWS} shown: --format csv gives them all)", file=sys.stderr)
+    return EXIT_OK
+
+
+QUERY_ROWS = 200
+
+
 def _summary(args) -> int:
     from .series import Series, open_path
     from .summary import summary
@@ -278,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))
     try:
         return {"capture": _capture, "diagnose": _diagnose, "report": _report, "diff": _diff,
-                "explain": _explain, "summary": _summary, "verify": _verify}[args.command](args)
+                "explain": _explain, "summary": _summary, "verify": _verify,
+                "query": _query}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

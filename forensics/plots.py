@@ -114,15 +114,19 @@ def failures_over_time(snap) -> go.Figure:
 
 
 def attempts_histogram(snap) -> go.Figure:
-    """How many attempts jobs have made, split by state."""
+    """How many attempts jobs have made, split by state (counted before plotting, so a
+    million jobs make a figure as small as a hundred)."""
     title = "Attempts made per job"
     j = snap.jobs
     j = j[j["attempts_made"].notna()]
     if not len(j):
         return _empty(title, "no attempt counters in this snapshot")
+    counts = (pd.DataFrame({"state": j["state"].astype("str"), "attempts": j["attempts_made"].astype("int64")})
+              .value_counts().sort_index())
     fig = go.Figure()
-    for state, grp in j.groupby(j["state"].astype("str")):
-        fig.add_histogram(name=state, x=grp["attempts_made"].astype("float64"), marker_color=STATE_COLORS.get(state))
+    for state, grp in counts.groupby(level="state"):
+        fig.add_bar(name=state, x=grp.index.get_level_values("attempts"), y=grp.to_numpy(),
+                    marker_color=STATE_COLORS.get(state))
     fig.update_layout(title=title, barmode="stack", xaxis_title="attempts made", yaxis_title="jobs",
                       xaxis={"dtick": 1})
     return fig
@@ -150,18 +154,42 @@ def error_fingerprints(snap, logs: pd.DataFrame | None = None, top: int = 15) ->
     return fig
 
 
+# Above this many jobs a figure is drawn from a summary (quartiles, the largest points), not
+# from every job: the report of a million-job snapshot stays small and quick to open.
+POINTS_LIMIT = 5000
+OUTLIERS_SHOWN = 200
+
+
 def payload_sizes(snap) -> go.Figure:
-    """Job data size per job name, log scale, with the 1 KB / 100 KB / 1 MB lines."""
+    """Job data size per job name, log scale, with the 1 KB / 100 KB / 1 MB lines. Above
+    POINTS_LIMIT jobs, each box is drawn from its quartiles and only the largest
+    OUTLIERS_SHOWN jobs per name are points (the title says so)."""
     title = "Job data size by job name"
     j = snap.jobs
     j = j[j["data_bytes"].fillna(0) > 0]
     if not len(j):
         return _empty(title, "no job data in this snapshot")
     fig = go.Figure()
-    for name, grp in j.groupby(j["name"].astype("str")):
-        fig.add_box(name=name, x=grp["data_bytes"].astype("float64"), boxpoints="outliers", orientation="h")
+    groups = j["data_bytes"].astype("float64").groupby(j["name"].astype("str"))
+    summarized = len(j) > POINTS_LIMIT
+    for name, sizes in groups:
+        if not summarized:
+            fig.add_box(name=name, x=sizes, boxpoints="outliers", orientation="h")
+            continue
+        q1, med, q3 = sizes.quantile([0.25, 0.5, 0.75]).to_numpy()
+        iqr = q3 - q1
+        lo, hi = sizes[sizes >= q1 - 1.5 * iqr].min(), sizes[sizes <= q3 + 1.5 * iqr].max()
+        fig.add_box(name=name, q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi], y=[name],
+                    orientation="h", boxpoints=False, legendgroup=name, marker_color="#2874a6")
+        out = sizes[sizes > hi].nlargest(OUTLIERS_SHOWN)
+        if len(out):
+            fig.add_scatter(name=name, x=out.to_numpy(), y=[name] * len(out), mode="markers",
+                            marker={"color": "#2874a6", "size": 5, "opacity": 0.6}, legendgroup=name)
     for size, label in SIZE_LINES:
         fig.add_vline(x=size, line_dash="dash", line_color="#c0392b", annotation_text=label)
+    if summarized:
+        title += (f" ({len(j):,} jobs: boxes from the quartiles of all of them; points: the largest "
+                  f"{OUTLIERS_SHOWN} outliers per name)")
     fig.update_layout(title=title, xaxis_type="log", xaxis_title="bytes (log scale)", yaxis_title="job name",
                       showlegend=False, height=max(300, 30 * j["name"].nunique() + 150))
     return fig
@@ -272,20 +300,26 @@ def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Fi
     one time axis; hover shows the job and the message."""
     title = "Timeline: queue events and worker logs"
     lanes = []
+    cut = False
     ev = snap.events
     if len(ev):
+        cut = len(ev) > limit
         e = ev.tail(limit)
         lanes.append(pd.DataFrame({"time": e["time"], "lane": "event: " + e["event"].astype("str"),
                                    "text": _labelled(e).to_numpy() + " job " + e["job_id"].astype("str").fillna("")}))
     else:
         j = snap.jobs
         for col, what in (("added_at", "added"), ("processed_at", "started"), ("finished_at", "finished")):
-            sel = j[j[col].notna()].tail(limit)
+            sel = j[j[col].notna()]
+            cut = cut or len(sel) > limit
+            sel = sel.tail(limit)
             if len(sel):
                 lanes.append(pd.DataFrame({"time": sel[col], "lane": f"job {what}",
                                            "text": _labelled(sel).to_numpy() + " job " + sel["job_id"].astype("str")}))
     if logs is not None and len(logs):
-        lg = logs[logs["time"].notna()].tail(limit)
+        lg = logs[logs["time"].notna()]
+        cut = cut or len(lg) > limit
+        lg = lg.tail(limit)
         lanes.append(pd.DataFrame({"time": lg["time"], "lane": "log: " + lg["level"].fillna("?").astype("str"),
                                    "text": (lg["worker"].fillna("").astype("str") + ": "
                                             + lg["message"].fillna("").astype("str").str.slice(0, 160)
@@ -307,6 +341,8 @@ def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Fi
                                 "opacity": 0.7},
                         hovertemplate="%{x}<br>%{text}<extra>%{y}</extra>")
     fig.add_vline(x=snap.captured_at, line_dash="dash", line_color="#7f8c8d")
+    if cut:
+        title += f" (the last {limit:,} of each source shown)"
     fig.update_layout(title=title + " (dashed line: the capture)", xaxis_title="time (UTC)", yaxis_title="what",
                       showlegend=False,
                       height=max(300, 30 * df["lane"].nunique() + 150))

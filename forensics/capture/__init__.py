@@ -14,6 +14,7 @@ returned with ``complete: false`` and the reason.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import warnings
@@ -45,7 +46,7 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             socket_timeout: float = 30.0, cluster: bool | None = None, replica: bool = False,
             tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
             tls_insecure: bool = False, rdb: str | os.PathLike | None = None, db: int = 0,
-            redis_server: str | None = None) -> Snapshot:
+            redis_server: str | None = None, max_ops_per_sec: float | None = None) -> Snapshot:
     """Capture every queue under ``prefix`` (or only ``queues``), read-only.
 
     ``url``: ``redis://``, ``rediss://`` (TLS), ``unix://`` or
@@ -58,6 +59,8 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     values (see ``forensics.redact``). ``tls_*``: CA, client certificate and key files;
     ``tls_insecure`` skips verification (recorded in the manifest). ``rdb``: capture a backup file instead of a live
     Redis (its database ``db``), loaded by a private ``redis_server`` (default: the one on PATH).
+    ``max_ops_per_sec``: send at most this many commands a second (a fragile production
+    Redis); progress then shows how long the capture is expected to take.
 
     Raises ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut
     short (Redis gone, a cluster node down, Ctrl-C) returns what was read, with
@@ -68,9 +71,11 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
         raise UsageError("--prefix must not be empty")
     if memory_samples < 0:
         raise UsageError("memory_samples must be >= 0")
+    if max_ops_per_sec is not None and not (math.isfinite(max_ops_per_sec) and max_ops_per_sec > 0):
+        raise UsageError("--max-ops-per-sec must be a positive number of commands per second")
     prog = progress if isinstance(progress, Progress) else Progress(progress)
     policy = Redaction(secrets=bool(redact), fields=tuple(redact_fields or ()), no_data=no_data)
-    opts = dict(redact=policy, memory_samples=memory_samples, progress=prog)
+    opts = dict(redact=policy, memory_samples=memory_samples, progress=prog, max_ops_per_sec=max_ops_per_sec)
     if rdb is not None:
         if url or cluster or replica or tls_ca or tls_cert or tls_key or tls_insecure:
             raise UsageError("--rdb reads a backup file: it goes without --redis, --cluster, --replica and --tls-*")
@@ -87,9 +92,9 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
 
 
 def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memory_samples: int, progress: Progress,
-         rdb: dict | None = None) -> Snapshot:
+         rdb: dict | None = None, max_ops_per_sec: float | None = None) -> Snapshot:
     cap = Capture(conn, prefixes, list(queues) if queues else None, redact=redact,
-                  memory_samples=memory_samples, progress=progress)
+                  memory_samples=memory_samples, progress=progress, max_ops_per_sec=max_ops_per_sec)
     cap.rdb = rdb
     try:
         return _read(cap, prefixes, progress, rdb)
@@ -108,6 +113,7 @@ def _read(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict | Non
                 _rdb_keyspace(cap)
             for p in prefixes:
                 tables[p] = cap.discover(p)
+            cap.expect_commands(tables)
             for i, q in enumerate(cap.queues):
                 progress.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
                 if cap.lost(q.node):

@@ -42,6 +42,48 @@ def stop_on_ctrl_c(cap, progress: "Progress"):
             signal.signal(s, h)
 
 
+class Throttle:
+    """At most ``rate`` commands a second (``--max-ops-per-sec``), over the whole capture and
+    every thread of it: command k is not sent before start + k / rate. Pipelines shrink to
+    ``batch`` commands (1/20 s worth) so the commands reach Redis as a trickle, not as bursts
+    followed by silence."""
+
+    def __init__(self, rate: float):
+        self.rate = float(rate)
+        self.batch = max(1, min(500, int(self.rate / 20)))
+        self.lock = threading.Lock()
+        self.t0: float | None = None
+        self.sent = 0
+        self.expected = 0  # commands the capture expects to send in all (an estimate)
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if self.t0 is None:
+                self.t0 = now
+            due = self.t0 + self.sent / self.rate
+            self.sent += n
+            if due > now:
+                time.sleep(due - now)
+
+    def describe(self) -> str:
+        """'throttled to 2,000 commands/s, about 4 min 10 s left' (once an estimate is known)."""
+        text = f"throttled to {self.rate:,.0f} commands/s"
+        if self.expected:
+            left = max(self.expected - self.sent, 0) / self.rate
+            text += f", about {duration_text(left)} left"
+        return text
+
+
+def duration_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 class Progress:
     """Progress on stderr: a live line on a terminal, a line per 2 s when forced elsewhere."""
 
@@ -49,10 +91,12 @@ class Progress:
         self.stream = stream or sys.stderr
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.enabled = tty if enabled is None else enabled
+        self.quiet = enabled is False  # asked for no progress at all (--quiet)
         self.tty = tty
         self.t0 = time.monotonic()
         self.last = 0.0
         self.jobs = 0
+        self.throttle: Throttle | None = None
 
     def update(self, text: str, jobs: int = 0, force: bool = False) -> None:
         self.jobs += jobs
@@ -64,10 +108,19 @@ class Progress:
         self.last = now
         rate = self.jobs / max(now - self.t0, 1e-6)
         line = f"capture: {text} | {self.jobs:,} jobs read, {rate:,.0f} jobs/s"
+        if self.throttle is not None:
+            line += " | " + self.throttle.describe()
         if self.tty:
             self.stream.write("\r\x1b[2K" + line[:200])
         else:
             self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """One line worth seeing even without a terminal (unless asked to be quiet)."""
+        if self.quiet:
+            return
+        self.stream.write(("\r\x1b[2K" if self.tty and self.enabled else "") + f"capture: {text}\n")
         self.stream.flush()
 
     def done(self) -> None:

@@ -35,10 +35,10 @@ from ..errors import ConnectError
 from ..redact import Redaction, event_fields_shape
 from ..safety import CommandLedger, command_name, redact_url
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
-from .progress import Progress, Stopped
+from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
-from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
-                     empty_memory, empty_metrics, empty_workers, shape)
+from .tables import (JOB_STATES, QUEUE_COLUMNS, REDIS_TYPES, STATE_KEYS, STATES, Spool, as_int, as_json,
+                     empty_events, empty_memory, empty_metrics, empty_workers, shape, typed_empty_columns)
 
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
@@ -116,7 +116,7 @@ class Capture:
 
     def __init__(self, url: str | Connect, prefixes: list[str], queues: list[str] | None, *,
                  redact: "bool | Redaction", memory_samples: int, progress: Progress,
-                 socket_timeout: float = 30.0):
+                 socket_timeout: float = 30.0, max_ops_per_sec: float | None = None):
         self.conn = url if isinstance(url, Connect) else Connect(url, socket_timeout=socket_timeout)
         self.url = self.conn.url
         self.prefixes = prefixes
@@ -124,6 +124,8 @@ class Capture:
         self.redact = Redaction.of(redact)
         self.memory_samples = memory_samples
         self.progress = progress
+        self.throttle = Throttle(max_ops_per_sec) if max_ops_per_sec else None
+        progress.throttle = self.throttle
         self.ledger = CommandLedger()
         self.warnings: list[str] = []
         self.unavailable: list[dict] = []
@@ -176,10 +178,15 @@ class Capture:
         redirected: list[tuple[int, str]] = []
         for n, idx in plan:
             sub = cmds if len(plan) == 1 else [cmds[i] for i in idx]
-            for start in range(0, len(sub), PIPELINE):
-                batch = sub[start:start + PIPELINE]
-                replies = n.send(batch)
-                for i, c, r in zip(idx[start:start + PIPELINE], batch, replies):
+            step = PIPELINE if self.throttle is None else self.throttle.batch
+            starts = range(0, len(sub), step)
+            if self.throttle is None and len(starts) > 1:  # two batches in flight
+                rounds = zip(starts, n.send_batches([sub[a:a + step] for a in starts]))
+            else:
+                rounds = ((a, self._send_paced(n, sub[a:a + step])) for a in starts)
+            for start, replies in rounds:
+                batch = sub[start:start + step]
+                for i, c, r in zip(idx[start:start + step], batch, replies):
                     if isinstance(r, hiredis.ReplyError):
                         text = str(r)
                         if self.src.clustered and text.startswith(("MOVED ", "ASK ")):
@@ -191,6 +198,11 @@ class Capture:
         if redirected:
             self._follow(cmds, out, redirected, essential)
         return out
+
+    def _send_paced(self, n: Node, batch: list[tuple]) -> list[Any]:
+        if self.throttle is not None:
+            self.throttle.take(len(batch))
+        return n.send(batch)
 
     def _follow(self, cmds: list[tuple], out: list[Any], redirected: list[tuple[int, str]], essential: bool) -> None:
         """A slot moved while we read (a resharding): MOVED re-reads the key from its new
@@ -451,6 +463,23 @@ class Capture:
             self.queues.append(q)
         self.set_job_dtypes()
         return table
+
+    def expect_commands(self, tables: dict[str, pd.DataFrame]) -> None:
+        """Under ``--max-ops-per-sec``: estimate the commands still to send (one HGETALL per
+        job hash, GET+PTTL per lock, LLEN+LRANGE per log, the id windows, the memory
+        samples) and say how long the capture will take."""
+        if self.throttle is None or not self.queues:
+            return
+        n = 0
+        for t in tables.values():
+            fam = t["family"].astype("str").value_counts()
+            jobs = int(fam.get("job", 0))
+            n += jobs + jobs // WINDOW + 2 * int(fam.get("lock", 0)) + 2 * int(fam.get("logs", 0))
+            n += int(sum(min(int(c), self.memory_samples) for c in fam.to_numpy()))
+        n += 40 * len(self.queues)
+        self.throttle.expected = self.throttle.sent + n
+        self.progress.note(f"throttled to {self.throttle.rate:,.0f} commands/s (--max-ops-per-sec): about "
+                           f"{n:,} commands to send, about {duration_text(n / self.throttle.rate)}")
 
     def _read_window(self, kind: str, key: str, total: int) -> list[tuple[str, float | None]]:
         """All members of a list/zset, in windows of WINDOW, a few windows per round trip."""
@@ -905,7 +934,8 @@ class Capture:
         for row in self.redis_rows:
             mine = [m["bytes"] for m in self.memory if home.get((m["prefix"], m["queue"])) == row["node"]]
             rows.append(row | {"measured_queue_bytes": int(sum(mine)) if mine else None})
-        redis_df = pd.DataFrame(rows) if rows else pd.DataFrame([{"captured_at": self.started}])
+        redis_df = typed_empty_columns(pd.DataFrame(rows) if rows else pd.DataFrame([{"captured_at": self.started}]),
+                                       REDIS_TYPES)
         first = self.redis_rows[0] if self.redis_rows else {}
         finished = utcnow()
         if not self.complete:
@@ -926,6 +956,7 @@ class Capture:
             "unavailable": self.unavailable,
             "options": {"prefixes": self.prefixes, "queues": self.only, **self.redact.describe(),
                         "memory_samples": self.memory_samples, "window": WINDOW,
+                        "max_ops_per_sec": self.throttle.rate if self.throttle else None,
                         "pipeline": PIPELINE, "scan_count": SCAN_COUNT},
             "complete": self.complete,
             "incomplete_reason": self.reason,

@@ -107,6 +107,28 @@ class Node:
         finally:
             pool.release(conn)
 
+    def send_batches(self, batches: list[list[tuple]]):
+        """Yield each batch's raw replies, with the next batch already on the wire while one
+        is read (two in flight): Redis works on one while we parse the other."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            packer = conn._command_packer  # the gated packer (see safety.py)
+
+            def put(cmds):
+                conn.send_packed_command([b"".join([b for c in cmds for b in packer.pack(*c)])], check_health=False)
+            reader = hiredis.Reader(encoding="utf-8", errors="replace")
+            put(batches[0])
+            for k, batch in enumerate(batches):
+                if k + 1 < len(batches):
+                    put(batches[k + 1])
+                yield read_replies(conn, len(batch), reader)
+        except BaseException:
+            conn.disconnect()  # never reuse a connection with unread replies
+            raise
+        finally:
+            pool.release(conn)
+
     def call(self, *cmd) -> Any:
         return self.send([cmd])[0]
 
@@ -121,9 +143,12 @@ class Node:
         return f"Node({self.addr}, {self.role})"
 
 
-def read_replies(conn, n: int) -> list[Any]:
+def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None) -> list[Any]:
+    """``n`` replies off the socket. With several batches in flight, pass one ``reader`` for
+    all of them: a recv may carry the start of the next batch's replies."""
     sock = conn._sock
-    reader = hiredis.Reader(encoding="utf-8", errors="replace")
+    if reader is None:
+        reader = hiredis.Reader(encoding="utf-8", errors="replace")
     replies: list[Any] = []
     while len(replies) < n:
         r = reader.gets()

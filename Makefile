@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 NODE_DIR := tests/node
 EXAMPLE  := snapshots/example
 
-.PHONY: setup node browser test demo example bench clean lock fuzz
+.PHONY: setup node browser test demo example bench bench-quick clean lock fuzz
 
 setup: $(VENV)/.installed
 
@@ -70,9 +70,15 @@ demo: setup
 example: setup node
 	$(BIN)/python scripts/make_example.py $(EXAMPLE)
 
+# One table from one dataset (1,000,000 real BullMQ 5 jobs; built once, kept in bench/.data/):
+# forensics vs a hand-tuned reader vs the libraries' own getJobs, then diagnose, report and a
+# 100-capture series. bench-quick: the same on 100,000 jobs.
 bench: setup node
-	$(BIN)/python bench/capture_bench.py
+	$(BIN)/python bench/scale_bench.py
 	$(BIN)/python bench/logs_bench.py
+
+bench-quick: setup node
+	$(BIN)/python bench/scale_bench.py --quick
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache

@@ -101,11 +101,12 @@ def main(url: str, base: str) -> pd.DataFrame:
     parts = []
     for i in range(0, len(ids), DECODE):
         part = ids.iloc[i:i + DECODE]
-        rows = hashes[i:i + DECODE]
+        rows = [dict(zip(r[::2], r[1::2])) for r in hashes[i:i + DECODE]]   # RESP2: field, value, ...
         keep = [bool(r) for r in rows]
         jobs, _payloads = decode_jobs(part[keep], [r for r, k in zip(rows, keep) if k], redact=True)
         parts.append(jobs)
         hashes[i:i + DECODE] = [None] * len(rows)   # free the replies as they are decoded
+        del rows
     jobs = pd.concat(parts, ignore_index=True)
     gc.enable()
     return jobs

@@ -61,10 +61,24 @@ def empty_payloads() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in PAYLOAD_COLUMNS.items()})
 
 
+# A plain decimal number, as Bull and BullMQ write them: parsed by Arrow, in C++. Anything
+# else (spaces, inf, hex, damaged text) goes through pandas, which sets the rules.
+_PLAIN_NUMBER = r"^-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?$"
+
+
 def _num(raw: pd.DataFrame, col: str) -> pd.Series:
     if col not in raw:
         return pd.Series(pd.NA, index=raw.index, dtype="Int64")
-    return _int64(pd.to_numeric(raw[col], errors="coerce"))
+    s = raw[col]
+    try:
+        arr = pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        plain = pc.match_substring_regex(arr, _PLAIN_NUMBER)
+        if pc.all(pc.or_kleene(plain, pc.is_null(arr))).as_py() is not False:
+            values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+            return _int64(pd.Series(values, index=raw.index))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    return _int64(pd.to_numeric(s, errors="coerce"))
 
 
 def _int64(v: pd.Series) -> pd.Series:
@@ -172,6 +186,16 @@ def _per_distinct(texts: pd.Series, parse, fields: tuple[str, ...]) -> pd.DataFr
     return picked
 
 
+def _raw_frame(hashes: list[dict], index: pd.Index) -> pd.DataFrame:
+    """The hash fields as object columns, one per field any hash has (no type inference:
+    numbers are parsed by ``_num``, texts typed by ``_text``, each once)."""
+    if not hashes:
+        return pd.DataFrame(index=index)
+    fields = sorted(set().union(*hashes))
+    return pd.DataFrame({f: pd.Series([h.get(f) for h in hashes], index=index, dtype=object) for f in fields},
+                        index=index)
+
+
 def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redaction" = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode one chunk. ``ids`` has prefix, queue, job_id, state, score, flavor (aligned with
@@ -184,7 +208,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     if n == 0:
         return empty_jobs(), empty_payloads()
     ids = ids.reset_index(drop=True)
-    raw = pd.DataFrame.from_records(hashes, index=ids.index) if hashes else pd.DataFrame(index=ids.index)
+    raw = _raw_frame(hashes, ids.index)
     out: dict[str, pd.Series] = {}
     errors = pd.Series("", index=ids.index, dtype="str")
 

@@ -98,8 +98,8 @@ class Node:
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            packer = conn._command_packer  # the gated packer (see safety.py)
-            conn.send_packed_command([b"".join([b for c in cmds for b in packer.pack(*c)])], check_health=False)
+            # the gated packer (see safety.py)
+            conn.send_packed_command([conn._command_packer.pack_many(cmds)], check_health=False)
             return read_replies(conn, len(cmds))
         except BaseException:
             conn.disconnect()  # never reuse a connection with unread replies
@@ -116,7 +116,7 @@ class Node:
             packer = conn._command_packer  # the gated packer (see safety.py)
 
             def put(cmds):
-                conn.send_packed_command([b"".join([b for c in cmds for b in packer.pack(*c)])], check_health=False)
+                conn.send_packed_command([packer.pack_many(cmds)], check_health=False)
             reader = hiredis.Reader(encoding="utf-8", errors="replace")
             put(batches[0])
             for k, batch in enumerate(batches):

@@ -273,11 +273,36 @@ def became_waiting(ctx: Context, q, jobs: pd.DataFrame) -> pd.Series:
     since = jobs["added_at"].copy()
     opts = ctx.snap.payloads_of(q["prefix"], q["queue"], jobs["job_id"], ["opts"])
     if len(opts):
-        delay = pd.to_numeric(opts.set_index("job_id")["opts"].str.extract(r'"delay":(\d+)', expand=False),
-                              errors="coerce")
+        # The job's own delay, not the one inside `backoff` (or another nested option):
+        # nested objects are emptied first, two levels deep.
+        text = opts.set_index("job_id")["opts"].astype("str")
+        for _ in range(2):
+            text = text.str.replace(r':\{[^{}]*\}', ":{}", regex=True)
+        delay = pd.to_numeric(text.str.extract(r'"delay":(\d+)', expand=False), errors="coerce")
         ms = jobs["job_id"].map(delay).fillna(0)
         since = since + pd.to_timedelta(ms.astype("float64"), unit="ms")
     return since
+
+
+def _ms(s: pd.Series) -> np.ndarray:
+    return s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ms]").view("int64")
+
+
+def _overtaken(taken: pd.DataFrame, added: pd.Series, since: pd.Series, enough: int) -> np.ndarray:
+    """For each job (added, became waiting at since): how many taken jobs were added after it
+    and taken after it became waiting. Jobs that cannot reach ``enough`` (too few jobs taken
+    after they became waiting: say, a delay still running) are counted 0 at once; the rest
+    are counted in blocks, in numpy."""
+    t_added, t_proc = _ms(taken["added_at"]), _ms(taken["processed_at"])
+    a, s = _ms(added), _ms(since)
+    out = np.zeros(len(a), dtype="int64")
+    bound = len(t_proc) - np.searchsorted(np.sort(t_proc), s, side="right")
+    todo = np.flatnonzero(bound >= enough)
+    block = max(1, 2_000_000 // max(len(t_added), 1))
+    for i in range(0, len(todo), block):
+        k = todo[i:i + block]
+        out[k] = ((t_added[None, :] > a[k, None]) & (t_proc[None, :] > s[k, None])).sum(axis=1)
+    return out
 
 
 @detector("priority-starvation", "stuck", "waiting jobs overtaken by many jobs added after them")
@@ -302,8 +327,10 @@ def priority_starvation(ctx: Context):
         # after it was added); a job added with a delay is compared pairwise (few of them).
         since = became_waiting(ctx, q, cand)
         n_over = pd.Series(later[later >= t.starvation_min_overtaken], index=cand.index)
-        for idx in cand.index[(since > cand["added_at"]).to_numpy()]:
-            n_over[idx] = int(((taken["added_at"] > cand.at[idx, "added_at"]) & (taken["processed_at"] > since[idx])).sum())
+        delayed = (since > cand["added_at"]).to_numpy()
+        if delayed.any():
+            n_over[delayed] = _overtaken(taken, cand["added_at"][delayed], since[delayed],
+                                         t.starvation_min_overtaken)
         starving = cand[(n_over >= t.starvation_min_overtaken).to_numpy()]
         if not len(starving):
             continue

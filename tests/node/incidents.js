@@ -107,7 +107,8 @@ async function starve() {
   const s = queue('starve');
   const urgent = isMQ ? 1 : 10;   // what the user believes is urgent / what Bull runs last
   const first = isMQ ? 0 : 1;     // what the library takes first
-  for (let i = 0; i < 3; i++) await s.add('report', { n: i }, { priority: urgent });
+  // retried with a backoff, as real jobs are: its `delay` must not be taken for the job's own
+  for (let i = 0; i < 3; i++) await s.add('report', { n: i }, { priority: urgent, attempts: 3, backoff: { type: 'exponential', delay: 60000 } });
   // A head start of 300 jobs that go first: the worker never runs dry, even on a busy
   // machine where the feed below stalls for a moment (then it would take an urgent job).
   const head = Array.from({ length: 300 }, (_, k) => ({ name: 'ping', data: { k }, opts: first ? { priority: first } : {} }));

@@ -99,7 +99,7 @@ def oversized_returnvalue(ctx: Context):
         hit = jq[size > t.returnvalue_large_bytes]
         ev = ctx.events_of(q)
         stream = big_stream_values(ev, t.returnvalue_large_bytes) if len(ev) else big_stream_values(ev.iloc[0:0], 0)
-        only_stream = stream[~stream["job_id"].isin(set(jq["job_id"]))]
+        only_stream = stream[~stream["job_id"].isin(set(jq["job_id"]))] if len(stream) else stream
         if not len(hit) and not len(stream):
             continue
         total = int(size[hit.index].sum()) + int(stream["bytes"].sum())

@@ -317,8 +317,8 @@ def priority_starvation(ctx: Context):
         taken = jq[jq["processed_at"].notna() & jq["added_at"].notna()]
         if not len(cand) or len(taken) < t.starvation_min_overtaken:
             continue
-        added = taken["added_at"].sort_values().to_numpy()
-        later = len(added) - np.searchsorted(added, cand["added_at"].to_numpy(), side="right")
+        added = np.sort(_ms(taken["added_at"]))   # (int64 ms: tz-aware to_numpy() would build objects)
+        later = len(added) - np.searchsorted(added, _ms(cand["added_at"]), side="right")
         cand = cand[later >= t.starvation_min_overtaken]
         if not len(cand):
             continue

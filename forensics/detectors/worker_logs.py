@@ -71,6 +71,16 @@ def _job_text(jobs: pd.DataFrame) -> pd.Series:
     return jobs["failed_reason"].fillna("") + " | " + jobs["stacktrace_top"].fillna("")
 
 
+def _erred(ctx: Context) -> tuple[pd.DataFrame, pd.Series]:
+    """The jobs that carry an error (a failed reason or a stack trace; the others say
+    nothing to these detectors) and their text, made once for all of them."""
+    if "_erred" not in ctx.__dict__:
+        jobs = ctx.jobs
+        erred = jobs[jobs["failed_reason"].notna() | jobs["stacktrace_top"].notna()]
+        ctx.__dict__["_erred"] = (erred, _job_text(erred) if len(erred) else pd.Series(dtype="str"))
+    return ctx.__dict__["_erred"]
+
+
 def _examples(texts: pd.Series, n: int = 3) -> list[str]:
     return [t.strip(" |")[:300] for t in texts.drop_duplicates().head(n)]
 
@@ -195,8 +205,8 @@ def lock_lost(ctx: Context):
     text = _text(logs) if len(logs) else pd.Series(dtype="str")
     records = logs[text.str.contains(LOCK_LOST, na=False) | text.str.contains(LOG_STALLED, na=False)] \
         if len(logs) else logs
-    jobs = ctx.jobs
-    traced = jobs[_job_text(jobs).str.contains(LOCK_LOST, na=False)] if len(jobs) else jobs
+    erred, etext = _erred(ctx)
+    traced = erred[etext.str.contains(LOCK_LOST, na=False)] if len(erred) else erred
     for q, r, j in _queue_groups(ctx, records, traced):
         n = len(set(r["job_id"].dropna().astype(str)) | set(j["job_id"].astype(str))) or len(r)
         where = []
@@ -222,13 +232,13 @@ def lock_lost(ctx: Context):
 def redis_connection_errors(ctx: Context):
     logs = ctx.logs
     text = _text(logs) if len(logs) else pd.Series(dtype="str")
-    jtext = _job_text(ctx.jobs) if len(ctx.jobs) else pd.Series(dtype="str")
+    erred, jtext = _erred(ctx)
     log_redis = (text.str.contains(NAMES_REDIS, na=False) | logs["job_id"].isna()) if len(logs) else text
     job_redis = jtext.str.contains(NAMES_REDIS, na=False) if len(jtext) else jtext
     for kind, pattern, severity, remedy in _KINDS:
         r = logs[text.str.contains(pattern, na=False) & (log_redis if kind in NETWORK_KINDS else True)] \
             if len(logs) else logs
-        j = ctx.jobs[jtext.str.contains(pattern, na=False) & (job_redis if kind in NETWORK_KINDS else True)] \
+        j = erred[jtext.str.contains(pattern, na=False) & (job_redis if kind in NETWORK_KINDS else True)] \
             if len(jtext) else ctx.jobs.iloc[0:0]
         if not len(r) and not len(j):
             continue

@@ -56,6 +56,13 @@ snap.save(sys.argv[2])
 print(snap.row_count("jobs"))
 '''
 
+TRIAGE = r'''
+import sys, tempfile, papermill
+out = tempfile.mkdtemp() + "/triage.ipynb"
+papermill.execute_notebook(sys.argv[2] + "/triage.ipynb", out, parameters={"snapshot": sys.argv[1]},
+                           kernel_name="python3", progress_bar=False, cwd=sys.argv[2])
+'''
+
 SERIES = r'''
 import sys, forensics
 series = forensics.load_series(sys.argv[1])
@@ -173,6 +180,20 @@ def measure(srv: Server, cmd: list[str], env: dict | None = None) -> dict:
             "slowest_cmd": _text(worst["command"]).split()[0] if worst else "-"}
 
 
+def browser_load(html: Path) -> float | None:
+    """Seconds until headless Chromium fires the report's load event with every plot drawn
+    (None without Chromium: `make browser` installs it)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from browser import CHROMIUM, open_page
+    except ImportError:
+        return None
+    if not CHROMIUM:
+        return None
+    run = open_page(html, {"plots": "document.querySelectorAll('.plotly-graph-div .main-svg').length"}, timeout=600)
+    return run.load_s
+
+
 def build_dataset(jobs: int, series_jobs: int, data_bytes: int) -> Path:
     dump = DATA / f"bullmq5-mixed-{jobs}-{series_jobs}-{data_bytes}.rdb"
     if dump.exists():
@@ -282,6 +303,10 @@ def main() -> None:
             rep = measure(srv, [FORENSICS, "report", str(snap), "--out", str(html)])
             results["report_s"], results["report_rss_mb"] = rep["wall"], rep["rss_mb"]
             results["report_mb"] = html.stat().st_size / 1e6
+            results["report_load_s"] = browser_load(html)
+        if "report" not in args.skip:
+            tri = measure(srv, [PY, "-c", TRIAGE, str(snap), str(ROOT / "notebooks")])
+            results["triage_s"] = tri["wall"]
         if "series" not in args.skip:
             folder = build_series(srv, 0 if args.jobs == args.series_jobs else 1, args.series, args.series_jobs)
             ser = measure(srv, [PY, "-c", SERIES, str(folder)])
@@ -303,8 +328,13 @@ def main() -> None:
     print(f"forensics diagnose of the {args.jobs:,}-job snapshot: {results['diagnose_s']:.1f} s "
           f"(peak RSS {results['diagnose_rss_mb']:,.0f} MB)")
     if "report_s" in results:
+        load = results.get("report_load_s")
         print(f"forensics report of it: {results['report_s']:.1f} s, HTML {results['report_mb']:.1f} MB "
-              f"(peak RSS {results['report_rss_mb']:,.0f} MB)")
+              f"(peak RSS {results['report_rss_mb']:,.0f} MB); "
+              + (f"headless Chromium draws it in {load:.1f} s" if load is not None else "no Chromium to open it"))
+    if "triage_s" in results:
+        print(f"the triage notebook (summary, diagnosis, state plot, queue picker, threshold sliders) executed on it "
+              f"by papermill: {results['triage_s']:.1f} s")
     if "series_s" in results:
         print(f"load_series + diagnose of {args.series} captures of {args.series_jobs:,} jobs: "
               f"{results['series_s']:.1f} s (peak RSS {results['series_rss_mb']:,.0f} MB)")

@@ -61,6 +61,8 @@ def active_timeline(snap, limit: int = 200) -> go.Figure:
         return _empty(title, "no active jobs")
     now = snap.captured_at
     act["running_min"] = (now - act["processed_at"]).dt.total_seconds() / 60
+    if len(act) > limit:
+        title += f" (the {limit:,} longest-running of {len(act):,})"
     act = act.sort_values("running_min", ascending=False).head(limit)
     act["label"] = _labelled(act).to_numpy() + " #" + act["job_id"].astype("str")
     waited = ((act["processed_at"] - act["added_at"]).dt.total_seconds() / 60).clip(lower=0).fillna(0)

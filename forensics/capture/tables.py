@@ -3,6 +3,7 @@ and RESP2 replies shaped the way the readers use them."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -38,6 +39,10 @@ class Spool:
         self.rows = rows
         self.pending: list[pa.Table] = []
         self.n = 0
+        # Row groups are encoded and written by a thread (Arrow releases the GIL) while the
+        # capture reads on; one write at a time, so at most one row group waits in memory.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="forensics-spool")
+        self._writing: Future | None = None
 
     def _io(self, fn, *args):
         try:
@@ -45,6 +50,11 @@ class Spool:
         except OSError as e:
             raise SnapshotError(f"could not write the capture's working file {self.path}: {e.strerror or e} "
                                 "(free space there, or point TMPDIR at a disk with room)") from e
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            done, self._writing = self._writing, None
+            done.result()  # a refused write raises here, on the capture's thread
 
     def write(self, df: pd.DataFrame) -> None:
         self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
@@ -54,12 +64,18 @@ class Spool:
 
     def flush(self) -> None:
         if self.pending:
-            self._io(self.writer.write_table, pa.concat_tables(self.pending))
+            table = pa.concat_tables(self.pending)
+            self._wait()
+            self._writing = self._pool.submit(self._io, self.writer.write_table, table)
         self.pending, self.n = [], 0
 
     def close(self) -> None:
-        self.flush()
-        self._io(self.writer.close)
+        try:
+            self.flush()
+            self._wait()
+            self._io(self.writer.close)
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def pairs(flat: list) -> dict:

@@ -38,6 +38,39 @@ OPTIONAL = ("logs",)
 LAZY = ("jobs", "payloads", "events")
 
 
+# The redis table's types in Parquet. A column every row leaves empty (maxclients without CONFIG, a
+# replica's lag on a primary, cluster fields on one node) is given its type rather than
+# Parquet's "null" type, so the files of every capture share one schema (Spark, Trino and
+# DuckDB read a folder of captures as one table).
+REDIS_TYPES = {
+    "redis_version": "string", "redis_mode": "string", "maxmemory_policy": "string", "node": "string",
+    "role": "string", "cluster_node_id": "string", "mem_fragmentation_ratio": "float64",
+    "info_available": "boolean", "config_available": "boolean",
+    **{c: "Int64" for c in ("used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "evicted_keys",
+                            "expired_keys", "rejected_connections", "connected_clients", "blocked_clients",
+                            "maxclients", "instantaneous_ops_per_sec", "total_commands_processed",
+                            "uptime_in_seconds", "db", "db_keys", "db_expires", "aof_enabled", "slots",
+                            "replication_lag_bytes", "master_last_io_seconds_ago", "measured_queue_bytes")},
+}
+
+
+PARQUET_TYPES = {"redis": REDIS_TYPES}
+
+
+def typed_empty_columns(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Give each column that holds no value at all its declared type (for the file)."""
+    empty = {c: t for c, t in types.items() if c in df.columns and df[c].isna().all()}
+    return df.astype(empty) if empty else df
+
+
+def untyped_empty_columns(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """In memory, an empty column holds None, as it always has (``if row.get(x)`` keeps working)."""
+    for c in types:
+        if c in df.columns and len(df) and df[c].isna().all():
+            df[c] = pd.Series([None] * len(df), index=df.index, dtype=object)
+    return df
+
+
 class Snapshot:
     """A frozen picture of every queue under a prefix. Tables are DataFrame attributes."""
 
@@ -139,7 +172,8 @@ class Snapshot:
                 if name not in self._tables and name in self._files:
                     shutil.copyfile(self._files[name], target)
                 else:
-                    getattr(self, name).to_parquet(target, index=False)
+                    table = typed_empty_columns(getattr(self, name), PARQUET_TYPES.get(name, {}))
+                    table.to_parquet(target, index=False)
                 rows[name] = pq.ParquetFile(target).metadata.num_rows
                 listed[f"{name}.parquet"] = {"bytes": target.stat().st_size, "rows": rows[name],
                                              "sha256": file_sha256(target)}
@@ -177,7 +211,8 @@ class Snapshot:
 def read_table(file: Path, name: str) -> pd.DataFrame:
     """One table from Parquet; Arrow buffers are freed column by column as pandas takes them."""
     try:
-        return pq.read_table(file).to_pandas(self_destruct=True, split_blocks=True)
+        df = pq.read_table(file).to_pandas(self_destruct=True, split_blocks=True)
+        return untyped_empty_columns(df, PARQUET_TYPES[name]) if name in PARQUET_TYPES else df
     except (OSError, pa.ArrowException, ValueError) as e:
         raise SnapshotError(f"snapshot table {name} at {file} is damaged: {str(e).splitlines()[0]}") from e
 

@@ -27,8 +27,10 @@ def test_a_stalled_job_says_its_worker_died_and_nothing_recovers_it(mq_path):
 
 
 def test_each_state_gets_its_reason(mq_path):
+    snap = forensics.load(mq_path)   # one snapshot object: diagnosed once for all the jobs below
+
     def why(job, queue):
-        return " ".join(forensics.explain(mq_path, job, queue=queue).why)
+        return " ".join(forensics.explain(snap, job, queue=queue).why)
     assert "Overdue by" in why("1", "late") and "no worker is connected to promote it" in why("1", "late")
     parent = forensics.load(mq_path).jobs.query("queue == 'flow-parent'")["job_id"].iloc[0]
     assert "It waits for 2 child job(s): 1 failed, 1 completed" in why(parent, "flow-parent")

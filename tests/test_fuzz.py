@@ -48,6 +48,7 @@ HASH = st.dictionaries(st.one_of(st.sampled_from(FIELDS), TEXT), VALUE, max_size
 STATES = ["wait", "active", "delayed", "prioritized", "completed", "failed", "paused", "waiting-children", "orphan"]
 
 
+@settings(max_examples=EXAMPLES if FRESH else max(EXAMPLES // 2, 1))   # the slowest target: half in make test
 @given(st.lists(st.tuples(HASH, st.sampled_from(STATES), NUMBERISH), min_size=1, max_size=8),
        st.sampled_from([True, False, "no_data", "fields"]))
 @example([({"data": '{"password":1}', "failedReason": "x?token=" + "9" * 40}, "failed", "1")], True)

@@ -36,8 +36,8 @@ from ..safety import CommandLedger, command_name, redact_url
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
-from .tables import (JOB_STATES, QUEUE_COLUMNS, REDIS_TYPES, STATE_KEYS, STATES, Spool, as_int, as_json,
-                     empty_events, empty_memory, empty_metrics, empty_workers, shape, typed_empty_columns)
+from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
+                     empty_memory, empty_metrics, empty_workers, shape)
 
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
@@ -930,8 +930,7 @@ class Capture:
         for row in self.redis_rows:
             mine = [m["bytes"] for m in self.memory if home.get((m["prefix"], m["queue"])) == row["node"]]
             rows.append(row | {"measured_queue_bytes": int(sum(mine)) if mine else None})
-        redis_df = typed_empty_columns(pd.DataFrame(rows) if rows else pd.DataFrame([{"captured_at": self.started}]),
-                                       REDIS_TYPES)
+        redis_df = pd.DataFrame(rows) if rows else pd.DataFrame([{"captured_at": self.started}])
         first = self.redis_rows[0] if self.redis_rows else {}
         finished = utcnow()
         if not self.complete:

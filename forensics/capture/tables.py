@@ -147,24 +147,3 @@ QUEUE_COLUMNS: dict[str, str] = {
     "node": "str", "slot": "Int64",
 }
 
-
-# The redis table's types. A column every row leaves empty (maxclients without CONFIG, a
-# replica's lag on a primary, cluster fields on one node) is given its type rather than
-# Parquet's "null" type, so the files of every capture share one schema (Spark, Trino and
-# DuckDB read a folder of captures as one table).
-REDIS_TYPES = {
-    "redis_version": "string", "redis_mode": "string", "maxmemory_policy": "string", "node": "string",
-    "role": "string", "cluster_node_id": "string", "mem_fragmentation_ratio": "float64",
-    "info_available": "boolean", "config_available": "boolean",
-    **{c: "Int64" for c in ("used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "evicted_keys",
-                            "expired_keys", "rejected_connections", "connected_clients", "blocked_clients",
-                            "maxclients", "instantaneous_ops_per_sec", "total_commands_processed",
-                            "uptime_in_seconds", "db", "db_keys", "db_expires", "aof_enabled", "slots",
-                            "replication_lag_bytes", "master_last_io_seconds_ago", "measured_queue_bytes")},
-}
-
-
-def typed_empty_columns(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
-    """Give each column that holds no value at all its declared type."""
-    empty = {c: t for c, t in types.items() if c in df.columns and df[c].isna().all()}
-    return df.astype(empty) if empty else df

@@ -57,10 +57,12 @@ print(snap.row_count("jobs"))
 '''
 
 TRIAGE = r'''
-import sys, tempfile, papermill
-out = tempfile.mkdtemp() + "/triage.ipynb"
-papermill.execute_notebook(sys.argv[2] + "/triage.ipynb", out, parameters={"snapshot": sys.argv[1]},
-                           kernel_name="python3", progress_bar=False, cwd=sys.argv[2])
+import sys, tempfile, pathlib, papermill
+from forensics.report import _kernel_config
+work = pathlib.Path(tempfile.mkdtemp())
+papermill.execute_notebook(sys.argv[2] + "/triage.ipynb", str(work / "triage.ipynb"),
+                           parameters={"snapshot": sys.argv[1], "interactive": False}, kernel_name="python3",
+                           progress_bar=False, cwd=sys.argv[2], execution_timeout=600, config=_kernel_config(work))
 '''
 
 SERIES = r'''

@@ -405,13 +405,13 @@ def explain(snapshot, job_id: str | int, queue: str | None = None, logs=None,
     # One diagnosis per snapshot object and thresholds: the job inspector and scripts explain
     # job after job of the same snapshot (extra logs passed in are diagnosed each time).
     cache = snap.__dict__.setdefault("_explain_diagnoses", {})
-    key = (repr(t), snap.has_logs) if logs is None else None
-    diagnosis = cache.get(key) if key is not None else None
+    reuse = (repr(t), snap.has_logs) if logs is None else None
+    diagnosis = cache.get(reuse) if reuse is not None else None
     if diagnosis is None:
         diagnosis = diagnose(snap, logs=log_df, thresholds=t)
-        if key is not None:
+        if reuse is not None:
             cache.clear()
-            cache[key] = diagnosis
+            cache[reuse] = diagnosis
     found = []
     for i, f in enumerate(diagnosis.findings.itertuples()):
         members = diagnosis.members[i]

@@ -30,63 +30,23 @@ from typing import Any
 
 import pandas as pd
 
+from .stop import check_stop
+from .textrules import (TEXT_WORDS, UNANCHORED, TextRules, compile_re2, fold_i, key_value_rule,
+                        secret_rules)
+
 REDACTED = "[REDACTED]"
 
-# Field names that look secret (JSON keys and the key of key=value in text).
+# Field names that look secret (JSON keys).
 SECRET_WORDS = (r"pass(?:word|wd|phrase)?|secret|token|authorization|auth[-_]?header|cookie|api[-_]?key|"
                 r"apikey|access[-_]?key|private[-_]?key|credential|session[-_]?id|bearer|signature|^pwd$")
 SECRET_KEY_RE = re.compile(SECRET_WORDS, re.IGNORECASE)
-# The same words as they occur in text, for key=value pairs (Authorization and Bearer have
-# rules of their own below).
-_TEXT_WORDS = (r"pass(?:word|wd|phrase)?|secret|token|auth[-_]?header|cookie|api[-_]?key|apikey|"
-               r"access[-_]?key|private[-_]?key|credential|session[-_]?id|signature|pwd")
 
-# A cheap pre-filter run on raw JSON text (vectorized, case-insensitive, RE2 syntax):
-# only rows with a key that might be secret are parsed and redacted.
+# A cheap pre-filter run on raw JSON text (RE2 syntax, case-insensitive): only texts with a key
+# that might be secret are parsed. A \u escape may spell a key's letters, so it counts too.
 SECRET_TEXT_RE = (
-    r'"[^"]*(pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd)[^"]*"\s*:'
+    r'"[^"]*(pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd)[^"]*"\s*:|\\u00[2-7]'
 )
-# ... and on free text: anything a text rule below could match (RE2 syntax, case-insensitive).
-# It must match whatever a rule below matches (the fuzz tests plant secrets to check).
-TEXT_PREFILTER = (r"://[^\s/@]*:[^\s/@]*@|bearer|authoriz|eyj|a(?:kia|sia|bia|cca|gpa|ida|ipa|npa|nva|roa|pka|sca)|"
-                  r"gh[pousr]_|github_pat_|xox[abposr]-|sk_live|sk_test|aiza|private[-_ ]?key|pass|secret|token|"
-                  r"api[-_]?key|apikey|access[-_]?key|credential|session[-_]?id|signature|pwd|cookie|auth[-_]?header")
-
-# The value of a key=value pair: inside quotes, up to the closing quote; bare, up to a
-# space, separator or bracket. Never a value that is already [REDACTED] (so each rule is a
-# fixed point) or a nested object.
-_VALUE = r"(?P<q>\\?[\"'])?(?!\[REDACTED)(?(q)[^\"'\\\n]+|[^\s\"'\\&,;{}()\[\]<>]+)"
-_KEEP = r"\g<key>\g<q>[REDACTED]"
-
-
-def _key_value_rule(words: str) -> re.Pattern:
-    """``key=value`` / ``key: value`` / ``"key":"value"`` where the key holds a secret word.
-    After the word the key may only go on camelCase or after a separator, so ``passed: 5``
-    and ``secretary: Bob`` are left alone; keys ending in Error/Exception are class names
-    (``TokenExpiredError: jwt expired``)."""
-    return re.compile(
-        r"(?P<key>[\"']?[A-Za-z0-9_.-]*(?:" + words + r")(?-i:[A-Z0-9_.-][A-Za-z0-9_.-]*)?"
-        r"(?<!error)(?<!exception)\\?[\"']?\s*[:=]\s*)" + _VALUE,
-        re.IGNORECASE)
-
-
-_TEXT_RULES: list[tuple[re.Pattern, str]] = [
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
-     "[REDACTED:private-key]"),
-    # https://user:password@host -> https://user:[REDACTED]@host
-    (re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@'\"\\]*:)(?!\[REDACTED\]@)[^\s/?#@'\"\\]+@"),
-     r"\g<scheme>[REDACTED]@"),
-    # Authorization: Basic xxx / Bearer xxx / a bare token
-    (re.compile(r"(?P<key>\b(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*)(?P<q>\\?[\"'])?"
-                r"(?P<scheme>(?:bearer|basic|digest|token|apikey|negotiate)\s+)?+(?!\[REDACTED)"
-                r"(?(q)[^\"'\\\n]+|[^\s\"'\\&,;{}()\[\]<>]+)", re.IGNORECASE), r"\g<key>\g<q>\g<scheme>[REDACTED]"),
-    (re.compile(r"\b(?P<key>bearer\s+)(?!\[REDACTED)[A-Za-z0-9\-._~+/]{6,}=*", re.IGNORECASE), r"\g<key>[REDACTED]"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"), "[REDACTED:jwt]"),
-    (re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}\b"),
-     "[REDACTED:aws-key-id]"),
-    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|xox[abposr]-[A-Za-z0-9-]{10,}|"
-                r"sk_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_-]{35})"), "[REDACTED:token]"),
-]
+_KEY_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -94,7 +54,10 @@ class Redaction:
     """How a capture treats values: ``secrets`` redacts secret-looking fields and tokens in
     text (the default; ``--no-redact`` turns it off), ``fields`` adds field-name patterns
     (regular expressions, case-insensitive; ``--redact-field``), ``no_data`` keeps no values
-    at all (``--no-data``)."""
+    at all (``--no-data``).
+
+    Free text goes through the rules of ``forensics.textrules`` (RE2: linear in the text, a
+    blob kept or replaced as a unit); JSON is parsed only when a key might be secret."""
 
     secrets: bool = True
     fields: tuple[str, ...] = ()
@@ -109,9 +72,10 @@ class Redaction:
                 re.compile(f)
             except re.error as e:
                 raise UsageError(f"--redact-field {f!r} is not a regular expression: {e}") from None
-            try:  # the columns are pre-filtered by Arrow's RE2, which has no look-around
+            try:  # the text rules and the pre-filters run on RE2, which has no look-around
                 pc.match_substring_regex(pa.array(["x"]), f, ignore_case=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                compile_re2(f)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
                 raise UsageError(f"--redact-field {f!r} uses syntax RE2 lacks (look-around, "
                                  "backreferences); write it without") from None
 
@@ -136,12 +100,12 @@ class Redaction:
         return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     @cached_property
-    def _rules(self) -> list[tuple[re.Pattern, str]]:
-        rules = list(_TEXT_RULES) if self.secrets else []
-        words = "|".join(([_TEXT_WORDS] if self.secrets else []) + [f"(?:{_unanchored(f)})" for f in self.fields])
+    def _engine(self) -> TextRules:
+        rules = secret_rules() if self.secrets else []
+        words = "|".join(([fold_i(TEXT_WORDS)] if self.secrets else []) + [f"(?:{_unanchored(f)})" for f in self.fields])
         if words:
-            rules.append((_key_value_rule(words), _KEEP))
-        return rules
+            rules.append(key_value_rule(words))
+        return TextRules(rules)
 
     @cached_property
     def json_prefilter(self) -> str | None:
@@ -150,35 +114,48 @@ class Redaction:
             return None
         extra = "|".join(f"(?:{_unanchored(f)})" for f in self.fields)
         inner = SECRET_TEXT_RE if not extra else SECRET_TEXT_RE.replace(r"|pwd)", f"|pwd|{extra})")
-        return inner if self.secrets else r'"[^"]*(' + extra + r')[^"]*"\s*:'
+        return inner if self.secrets else r'"[^"]*(' + extra + r')[^"]*"\s*:|\\u00[2-7]'
 
     @cached_property
     def text_prefilter(self) -> str | None:
-        """RE2 pattern (case-insensitive) a text must match to need the text pass."""
-        if not (self.secrets or self.fields):
-            return None
-        parts = ([TEXT_PREFILTER] if self.secrets else []) + [f"(?:{_unanchored(f)})" for f in self.fields]
-        return "|".join(parts)
+        """RE2 pattern any text a text rule could rewrite matches (the rules themselves, as
+        one alternation)."""
+        return self._engine.any_pattern
 
     @cached_property
-    def _needs_re(self) -> re.Pattern | None:
-        pre = "|".join(p for p in (self.json_prefilter, self.text_prefilter) if p)
-        return re.compile(pre, re.IGNORECASE) if pre else None
+    def _json_gate(self):
+        return compile_re2("(?i)" + self.json_prefilter) if self.json_prefilter else None
+
+    def _json_candidate(self, text: str) -> bool:
+        b = text.encode("utf-8", "surrogatepass")
+        return self._json_gate is not None and self._json_gate.Match(UNANCHORED, b, 0, len(b))[0][0] >= 0
 
     def needs(self, text: str) -> bool:
-        """Whether a text might hold something to redact (the cheap pre-filter, in Python)."""
-        return self._needs_re is not None and self._needs_re.search(text) is not None
+        """Whether a text might hold something to redact."""
+        if not isinstance(text, str) or not text:
+            return False
+        return self._json_candidate(text) or bool(self._engine.candidates(text.encode("utf-8", "surrogatepass")))
+
+    @cached_property
+    def _secret_keys(self) -> dict[str, bool]:
+        return {}
+
+    def _is_secret_key(self, key: Any) -> bool:
+        cache = self._secret_keys
+        hit = cache.get(key)
+        if hit is None:
+            hit = isinstance(key, str) and self._key_re.search(key) is not None
+            if len(cache) >= _KEY_CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        return hit
 
     # ---- one value -----------------------------------------------------------------------
     def text(self, text: Any) -> tuple[Any, int]:
         """Secrets inside free text replaced; returns (text, replacements)."""
-        if not isinstance(text, str) or not text or not self.needs(text):
+        if not isinstance(text, str) or not text:
             return text, 0
-        n = 0
-        for pattern, repl in self._rules:
-            text, k = pattern.subn(repl, text)
-            n += k
-        return text, n
+        return self._engine.apply(text)
 
     def json_text(self, text: Any) -> tuple[Any, int]:
         """Secret-looking fields of a JSON text redacted, then secrets in its strings.
@@ -186,35 +163,40 @@ class Redaction:
         if not isinstance(text, str) or not text:
             return text, 0
         n = 0
-        if self._key_re is not None:
+        if self._key_re is not None and self._json_candidate(text):
             try:
                 obj = json.loads(text)
             except (ValueError, TypeError, RecursionError):
                 obj = _NOT_JSON
-            if obj is not _NOT_JSON:
-                red, n = _redact_keys(obj, self._key_re)
+            if obj is not _NOT_JSON and isinstance(obj, (dict, list)):
+                n = _redact_keys(obj, self._is_secret_key)
                 if n:
-                    text = json.dumps(red, separators=(",", ":"), ensure_ascii=False)
+                    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
         text, m = self.text(text)
         return text, n + m
 
     # ---- vectorized over a column ----------------------------------------------------------
     def column(self, s: pd.Series, kind: str = "text") -> tuple[pd.Series, pd.Series]:
         """(column, replacements per row). ``kind``: "text" or "json". Only rows the RE2
-        pre-filter flags are looked at in Python."""
+        pre-filter (run by Arrow over the whole column) flags are looked at in Python."""
         counts = pd.Series(0, index=s.index, dtype="Int64")
         pre = self.json_prefilter if kind == "json" else None
-        pre = "|".join(p for p in (pre, self.text_prefilter) if p)
+        pre = "|".join(p for p in (f"(?i:{pre})" if pre else None, self.text_prefilter) if p)
         if not pre or not len(s):
             return s, counts
-        suspect = pd.Series(regex_hits(s, pre), index=s.index)
+        suspect = pd.Series(regex_hits(s, pre, ignore_case=False), index=s.index)
         if not suspect.any():
             return s, counts
         fn = self.json_text if kind == "json" else self.text
-        pairs = s[suspect].map(fn)
+        values, found = [], []
+        for v in s[suspect].tolist():
+            check_stop()
+            red, k = fn(v)
+            values.append(red)
+            found.append(k)
         s = s.copy()
-        s[suspect] = pairs.map(lambda p: p[0])
-        counts[suspect] = pairs.map(lambda p: p[1]).astype("Int64")
+        s[suspect] = values
+        counts[suspect] = pd.array(found, dtype="Int64")
         return s, counts
 
 
@@ -225,26 +207,26 @@ def _unanchored(pattern: str) -> str:
     return pattern.strip("^$") or pattern
 
 
-def _redact_keys(obj: Any, key_re: re.Pattern) -> tuple[Any, int]:
+def _redact_keys(obj: Any, is_secret) -> int:
+    """Secret-looking keys' scalar values replaced in place (json.loads' own dicts and lists);
+    returns how many. Iterative (no recursion limit); a Buffer's byte array is one unit."""
     n = 0
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and key_re.search(k) and not isinstance(v, (dict, list)) and v != REDACTED:
-                out[k] = REDACTED
-                n += 1
-            else:
-                out[k], m = _redact_keys(v, key_re)
-                n += m
-        return out, n
-    if isinstance(obj, list):
-        items = []
-        for v in obj:
-            v2, m = _redact_keys(v, key_re)
-            items.append(v2)
-            n += m
-        return items, n
-    return obj, 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if type(o) is dict:
+            if o.get("type") == "Buffer" and type(o.get("data")) is list:
+                continue
+            for k, v in o.items():
+                t = type(v)
+                if t is dict or t is list:
+                    stack.append(v)
+                elif is_secret(k) and v != REDACTED:
+                    o[k] = REDACTED
+                    n += 1
+        else:
+            stack.extend(v for v in o if type(v) is dict or type(v) is list)
+    return n
 
 
 def regex_hits(s: pd.Series, pattern: str, ignore_case: bool = True):

@@ -8,9 +8,7 @@ import sys
 import threading
 import time
 
-
-class Stopped(Exception):
-    """The user asked the capture to stop (first Ctrl-C or SIGTERM); what was read is kept."""
+from ..stop import Stopped, clear_stop, request_stop  # noqa: F401  (Stopped: re-exported)
 
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -29,17 +27,20 @@ def stop_on_ctrl_c(cap, progress: "Progress"):
         if cap.stop_requested:
             raise KeyboardInterrupt
         cap.stop_requested = True
+        request_stop()  # every long loop (decoding, redaction, spooling) sees it
         cap.stop_signal = STOP_SIGNALS.get(signum, "a signal")
         again = "Ctrl-C" if signum == signal.SIGINT else "send it"
         progress.stream.write(f"\ncapture: {cap.stop_signal}: stopping, saving what was read ({again} again to abort)\n")
         progress.stream.flush()
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    clear_stop()
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        clear_stop()
 
 
 class Throttle:

@@ -241,8 +241,11 @@ def regex_hits(s: pd.Series, pattern: str, ignore_case: bool = True):
 # ---- --no-data: shapes, not values ------------------------------------------------------------
 
 def shape_of(value: Any) -> Any:
-    """A JSON value with every leaf replaced by its type (and a string's length in bytes)."""
+    """A JSON value with every leaf replaced by its type (and a string's length in bytes).
+    A Node Buffer (``{"type":"Buffer","data":[...]}``) is one unit: its byte count."""
     if isinstance(value, dict):
+        if value.get("type") == "Buffer" and isinstance(value.get("data"), list):
+            return {"type": "Buffer", "data": f"<Buffer {len(value['data'])} B>"}
         return {k: shape_of(v) for k, v in value.items()}
     if isinstance(value, list):
         return [shape_of(v) for v in value]
@@ -261,9 +264,9 @@ def json_shape(text: Any) -> Any:
         return text
     try:
         obj = json.loads(text)
-    except (ValueError, RecursionError):
+        return json.dumps(shape_of(obj), separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than a shape can be walked
         return f"<text {len(text.encode('utf-8', 'replace'))} B>"
-    return json.dumps(shape_of(obj), separators=(",", ":"), ensure_ascii=False)
 
 
 _FRAME = re.compile(r"^\s*at\s")
@@ -288,8 +291,11 @@ def stacktrace_json_shape(text: Any) -> Any:
         return stack_shape(text)
     if not isinstance(entries, list):
         return json_shape(text)
-    return json.dumps([stack_shape(e) if isinstance(e, str) else shape_of(e) for e in entries],
-                      ensure_ascii=False)
+    try:
+        return json.dumps([stack_shape(e) if isinstance(e, str) else shape_of(e) for e in entries],
+                          ensure_ascii=False)
+    except RecursionError:
+        return json_shape(text)
 
 
 def message_shape(s: pd.Series) -> pd.Series:

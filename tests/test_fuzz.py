@@ -8,8 +8,10 @@ cases.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+import random
 import string
 
 import pandas as pd
@@ -177,3 +179,59 @@ def test_nonsense_thresholds_are_refused_by_the_cli(value):
     from conftest import forensics_cli
     res = forensics_cli("diagnose", "snapshots/example", "--threshold", f"max_attempts={value}")
     assert res.returncode == 2 and res.stderr.startswith("forensics: threshold max_attempts")
+
+
+# ---- at the sizes users have: megabyte blobs beside secrets ----------------------------------------
+
+def blob(kind: str, size: int, seed: int) -> str:
+    """Binary content as job data carries it: base64 (PDFs, images), base64url, hex, a data: URL."""
+    raw = random.Random(seed).randbytes(size * 3 // 4 + 2)
+    if kind == "hex":
+        return raw.hex()[:size]
+    enc = (base64.urlsafe_b64encode if kind == "url" else base64.b64encode)(raw).decode()[:size]
+    enc = enc[:len(enc) - len(enc) % 4] or "QUJD"
+    return "data:application/pdf;base64," + enc if kind == "data-url" else enc
+
+
+BLOB = st.builds(blob, st.sampled_from(["std", "url", "hex", "data-url"]),
+                 st.sampled_from([300, 5_000, 100_000, 2_000_000]), st.integers(0, 2**32))
+
+
+@settings(max_examples=max(EXAMPLES // 4, 10))
+@given(st.lists(BLOB, min_size=1, max_size=3), st.sampled_from(range(len(PLANT))), SECRET, TEXT)
+@example([blob("url", 2_000_000, 1)], 5, "abcdefgh1234", "")
+def test_planted_secrets_go_and_blobs_stay_in_megabytes(blobs, how, secret, note):
+    assume(secret not in note and not any(secret in b for b in blobs))
+    text = " ".join(blobs[:1] + [PLANT[how](secret), note] + blobs[1:])
+    red, n = Redaction().text(text)
+    assert secret not in red and n >= 1
+    assert all(b in red for b in blobs)                    # a blob is kept whole
+    assert Redaction().text(red) == (red, 0)
+    # (as a string inside JSON: the forms that are not escaped JSON already)
+    doc = json.dumps({"file": blobs[0], "meta": {"note": note, "auth": PLANT[how % 8](secret)}, "password": secret})
+    red, n = Redaction().json_text(doc)
+    back = json.loads(red)
+    assert secret not in red and back["file"] == blobs[0] and back["password"] == "[REDACTED]"
+    assert Redaction().json_text(red) == (red, 0)
+
+
+@settings(max_examples=max(EXAMPLES // 4, 10))
+@given(BLOB, BLOB, SECRET, st.sampled_from([True, "no_data"]))
+def test_the_decoder_keeps_megabyte_payloads_and_drops_their_secrets(data_blob, rv_blob, secret, mode):
+    buffer = {"type": "Buffer", "data": list(data_blob[:3000].encode())}
+    h = {"data": json.dumps({"pdf": data_blob, "apiKey": secret, "raw": buffer}),
+         "returnvalue": json.dumps({"thumb": rv_blob}), "opts": '{"attempts":3}', "name": "convert",
+         "failedReason": f"upload to https://svc:{secret}@files.example.com failed: {rv_blob[:5000]}",
+         "stacktrace": json.dumps([f"Error: token={secret}\n" + "    at f (/app/x.js:1:2)\n" * 2000])}
+    ids = pd.DataFrame({"prefix": "bull", "queue": "q", "job_id": ["1"], "state": "failed", "score": 1.0,
+                        "flavor": "bullmq"})
+    redact = Redaction(no_data=True) if mode == "no_data" else Redaction()
+    jobs, payloads = decode_jobs(ids, [h], redact=redact)
+    kept = "\n".join(str(v) for v in list(jobs.iloc[0]) + list(payloads.iloc[0]))
+    assert secret not in kept
+    assert jobs["data_bytes"].iloc[0] == len(h["data"].encode())
+    if mode is True:
+        assert json.loads(payloads["data"].iloc[0])["pdf"] == data_blob
+        assert json.loads(payloads["returnvalue"].iloc[0])["thumb"] == rv_blob
+    else:
+        assert data_blob not in kept and rv_blob not in kept

@@ -47,7 +47,10 @@ def binary_payload(ctx: Context):
         cand = jobs.loc[long_enough, ["prefix", "queue", "job_id"]].astype("str").reset_index()
         pay = pay.astype({"prefix": "str", "queue": "str", "job_id": "str"})
         m = cand.merge(pay, on=["prefix", "queue", "job_id"], how="left")
-        run = m["data"].str.extract(r"([A-Za-z0-9+/]{%d,}={0,2})" % t.base64_min_chars, expand=False)
+        # a run looked at from its start only (else each position of a run just short of the
+        # threshold rescans it); base64url counts too
+        run = m["data"].str.extract(r"(?<![A-Za-z0-9+/_-])([A-Za-z0-9+/_-]{%d,}={0,2})" % t.base64_min_chars,
+                                    expand=False)
         # base64 of bytes mixes several characters; "xxxx…" padding (one repeated letter) is not binary
         found = run.notna() & run.map(lambda r: isinstance(r, str) and len(set(r[:4096])) >= 4)
         b64[m.loc[found.to_numpy(), "index"]] = True

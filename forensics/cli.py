@@ -177,9 +177,11 @@ def _capture(args) -> int:
                    redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
                    memory_samples=args.memory_samples,
                    progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
-    if logs is not None:
-        snap.attach_logs(logs)
-    path = snap.save(args.out)
+    from .capture.progress import finish_on_stop
+    with finish_on_stop("finishing the save of what was read"):
+        if logs is not None:
+            snap.attach_logs(logs)
+        path = snap.save(args.out)
     m = snap.manifest
     for w in m.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)

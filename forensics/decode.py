@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .redact import Redaction, json_shape, message_shape, regex_hits, stacktrace_json_shape
+from .stop import check_stop
 
 STACK_TOP_LINES = 8
 
@@ -186,6 +187,14 @@ def _per_distinct(texts: pd.Series, parse, fields: tuple[str, ...]) -> pd.DataFr
     return picked
 
 
+def _map(s: pd.Series, fn) -> pd.Series:
+    """``s.map(fn)`` on the values present, honouring a stop between two values."""
+    def one(v):
+        check_stop()
+        return fn(v)
+    return s.map(one, na_action="ignore").astype("str")
+
+
 def _raw_frame(hashes: list[dict], index: pd.Index) -> pd.DataFrame:
     """The hash fields as object columns, one per field any hash has (no type inference:
     numbers are parsed by ``_num``, texts typed by ``_text``, each once)."""
@@ -288,10 +297,10 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     redacted = pd.Series(0, index=ids.index, dtype="Int64")
     if policy.no_data:  # sizes, shapes and field names; no values
         for k in ("data", "returnvalue"):
-            texts[k] = texts[k].map(json_shape).astype("str")
+            texts[k] = _map(texts[k], json_shape)
         number = texts["progress"].str.fullmatch(r"-?\d+(?:\.\d+)?").fillna(False).astype(bool)
-        texts["progress"] = texts["progress"].where(number, texts["progress"].map(json_shape)).astype("str")
-        texts["stacktrace"] = texts["stacktrace"].map(stacktrace_json_shape).astype("str")
+        texts["progress"] = texts["progress"].where(number, _map(texts["progress"], json_shape)).astype("str")
+        texts["stacktrace"] = _map(texts["stacktrace"], stacktrace_json_shape)
         for k in ("failed_reason", "deferred_failure"):
             texts[k] = message_shape(texts[k])
     elif policy.secrets or policy.fields:

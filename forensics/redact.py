@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .stop import check_stop
@@ -47,6 +48,7 @@ SECRET_TEXT_RE = (
     r'"[^"]*(pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd)[^"]*"\s*:|\\u00[2-7]'
 )
 _KEY_CACHE_MAX = 100_000
+BIG_VALUE = 4096   # characters: above, a value is pre-filtered on its own by the engine's RE2 set
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class Redaction:
         words = "|".join(([fold_i(TEXT_WORDS)] if self.secrets else []) + [f"(?:{_unanchored(f)})" for f in self.fields])
         if words:
             rules.append(key_value_rule(words))
-        return TextRules(rules)
+        # the JSON pre-filter rides in the same RE2 set: one pass over a value answers both
+        return TextRules(rules, extra=("(?i)" + self.json_prefilter,) if self.json_prefilter else ())
 
     @cached_property
     def json_prefilter(self) -> str | None:
@@ -122,19 +125,16 @@ class Redaction:
         one alternation)."""
         return self._engine.any_pattern
 
-    @cached_property
-    def _json_gate(self):
-        return compile_re2("(?i)" + self.json_prefilter) if self.json_prefilter else None
-
-    def _json_candidate(self, text: str) -> bool:
-        b = text.encode("utf-8", "surrogatepass")
-        return self._json_gate is not None and self._json_gate.Match(UNANCHORED, b, 0, len(b))[0][0] >= 0
+    @property
+    def _json_hit(self) -> int:
+        """The index of the JSON pre-filter among the engine's set of patterns."""
+        return len(self._engine.rules)
 
     def needs(self, text: str) -> bool:
         """Whether a text might hold something to redact."""
         if not isinstance(text, str) or not text:
             return False
-        return self._json_candidate(text) or bool(self._engine.candidates(text.encode("utf-8", "surrogatepass")))
+        return bool(self._engine.candidates(self._engine.encode(text)))
 
     @cached_property
     def _secret_keys(self) -> dict[str, bool]:
@@ -157,13 +157,18 @@ class Redaction:
             return text, 0
         return self._engine.apply(text)
 
-    def json_text(self, text: Any) -> tuple[Any, int]:
+    def json_text(self, text: Any, hits: list[int] | None = None) -> tuple[Any, int]:
         """Secret-looking fields of a JSON text redacted, then secrets in its strings.
-        Text that is not JSON gets the text pass only."""
+        Text that is not JSON gets the text pass only. ``hits``: the text's candidates, when
+        known (one pass of the engine's set)."""
         if not isinstance(text, str) or not text:
             return text, 0
+        engine = self._engine
+        b = engine.encode(text)
+        if hits is None:
+            hits = engine.candidates(b)
         n = 0
-        if self._key_re is not None and self._json_candidate(text):
+        if self._key_re is not None and self._json_hit in hits:
             try:
                 obj = json.loads(text)
             except (ValueError, TypeError, RecursionError):
@@ -172,32 +177,78 @@ class Redaction:
                 n = _redact_keys(obj, self._is_secret_key)
                 if n:
                     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-        text, m = self.text(text)
+                    b = engine.encode(text)
+                    hits = engine.candidates(b)
+        text, m = engine.apply(text, b, hits)
         return text, n + m
 
     # ---- vectorized over a column ----------------------------------------------------------
     def column(self, s: pd.Series, kind: str = "text") -> tuple[pd.Series, pd.Series]:
-        """(column, replacements per row). ``kind``: "text" or "json". Only rows the RE2
-        pre-filter (run by Arrow over the whole column) flags are looked at in Python."""
+        """(column, replacements per row). ``kind``: "text" or "json". Small values are
+        pre-filtered by Arrow (RE2, over the whole column at once); big ones (a blob, a long
+        document) by one pass of the engine's RE2 set each, which also tells the rules what
+        to look for. Only the values a pre-filter flags are looked at further."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         counts = pd.Series(0, index=s.index, dtype="Int64")
-        pre = self.json_prefilter if kind == "json" else None
-        pre = "|".join(p for p in (f"(?i:{pre})" if pre else None, self.text_prefilter) if p)
-        if not pre or not len(s):
+        if not (self.secrets or self.fields) or not len(s):
             return s, counts
-        suspect = pd.Series(regex_hits(s, pre, ignore_case=False), index=s.index)
+        if s.dtype == object:
+            values = s.to_numpy()
+            lengths = np.fromiter((len(v) if isinstance(v, str) else 0 for v in values), dtype=np.int64,
+                                  count=len(values))
+            arr = None
+        else:  # Arrow-backed: Python strings only for the values looked at
+            arr = arrow_strings(s)
+            lengths = pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+            values = _Lazy(arr)
+        big = lengths > BIG_VALUE
+        suspect = np.zeros(len(lengths), dtype=bool)
+        small = ~big & (lengths > 0)
+        if small.any():
+            part = arrow_strings(pd.Series(values[small], dtype=object)) if arr is None else arr.filter(pa.array(small))
+            hits = None
+            # two passes: RE2's automaton for both patterns at once is several times slower
+            for p, ic in ((self.text_prefilter, False), (self.json_prefilter if kind == "json" else None, True)):
+                if p:
+                    h = pc.match_substring_regex(part, p, ignore_case=ic).fill_null(False)
+                    hits = h if hits is None else pc.or_(hits, h)
+            if hits is not None:
+                suspect[small] = hits.to_numpy(zero_copy_only=False)
+        known: dict[int, list[int]] = {}
+        engine = self._engine
+        for i in np.flatnonzero(big):
+            check_stop()
+            found = engine.candidates(engine.encode(values[i]))
+            if kind != "json":
+                found = [j for j in found if j != self._json_hit]
+            if found:
+                suspect[i] = True
+                known[int(i)] = found
         if not suspect.any():
             return s, counts
-        fn = self.json_text if kind == "json" else self.text
-        values, found = [], []
-        for v in s[suspect].tolist():
+        out, found = [], []
+        for i in np.flatnonzero(suspect):
             check_stop()
-            red, k = fn(v)
-            values.append(red)
+            v = values[i]
+            red, k = (self.json_text(v, known.get(int(i))) if kind == "json" else
+                      self._engine.apply(v, None, known.get(int(i))) if isinstance(v, str) else (v, 0))
+            out.append(red)
             found.append(k)
         s = s.copy()
-        s[suspect] = values
-        counts[suspect] = pd.array(found, dtype="Int64")
+        s.iloc[np.flatnonzero(suspect)] = out
+        counts.iloc[np.flatnonzero(suspect)] = found
         return s, counts
+
+
+class _Lazy:
+    """An Arrow string array read one value at a time, as Python strings."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __getitem__(self, i):
+        return self.arr[int(i)].as_py()
 
 
 _NOT_JSON = object()
@@ -231,11 +282,26 @@ def _redact_keys(obj: Any, is_secret) -> int:
 
 def regex_hits(s: pd.Series, pattern: str, ignore_case: bool = True):
     """Vectorized regex search (pyarrow RE2); missing text never matches."""
-    import pyarrow as pa
     import pyarrow.compute as pc
-    arr = pa.array(s.astype("str"), type=pa.large_string(), from_pandas=True)
-    return pc.match_substring_regex(arr, pattern, ignore_case=ignore_case).fill_null(False).to_numpy(
+    return pc.match_substring_regex(arrow_strings(s), pattern, ignore_case=ignore_case).fill_null(False).to_numpy(
         zero_copy_only=False)
+
+
+def arrow_strings(s: pd.Series):
+    """A text column as Arrow strings, copied once. (Python str objects become Arrow's 32-bit
+    offset strings an order of magnitude faster than large_string; Arrow splits a column past
+    2 GB into chunks itself.)"""
+    import pyarrow as pa
+    if s.dtype != object:
+        s = s.astype("str")
+        try:
+            return pa.array(s.array)   # Arrow-backed already: no copy
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            pass
+    try:
+        return pa.array(s.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers and other values among the text
+        return pa.array(s.astype("str").to_numpy(dtype=object), type=pa.string(), from_pandas=True)
 
 
 # ---- --no-data: shapes, not values ------------------------------------------------------------

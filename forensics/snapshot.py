@@ -80,6 +80,8 @@ class Snapshot:
         self._files = {k: Path(v) for k, v in (files or {}).items()}
         self.manifest = manifest
         self.path = path
+        self._spool: Path | None = None          # the capture's private working folder
+        self._digests: dict[str, dict] = {}      # size and sha256 of files hashed as they were written
 
     # -- tables -----------------------------------------------------------------------
     def __getattr__(self, name: str) -> pd.DataFrame:
@@ -156,7 +158,9 @@ class Snapshot:
     def save(self, path: str | os.PathLike | None = None) -> str:
         """Write every table as Parquet plus manifest.json; returns the folder path.
 
-        Tables not loaded since capture or load are copied file to file."""
+        Tables not loaded since capture or load are copied file to file; a capture's own
+        working files are linked into place where the file system allows (their sha256 was
+        taken as they were written), so saving gigabytes of payloads takes a moment."""
         if path is None:
             stamp = self.captured_at.strftime("%Y%m%dT%H%M%SZ")
             path = Path("snapshots") / stamp
@@ -169,14 +173,17 @@ class Snapshot:
             rows, listed = {}, {}
             for name in TABLES + tuple(n for n in OPTIONAL if self.has_logs):
                 target = tmp / f"{name}.parquet"
+                known = None
                 if name not in self._tables and name in self._files:
-                    shutil.copyfile(self._files[name], target)
+                    known = self._place(self._files[name], target, self._digests.get(name))
                 else:
                     table = typed_empty_columns(getattr(self, name), PARQUET_TYPES.get(name, {}))
                     table.to_parquet(target, index=False)
                 rows[name] = pq.ParquetFile(target).metadata.num_rows
-                listed[f"{name}.parquet"] = {"bytes": target.stat().st_size, "rows": rows[name],
-                                             "sha256": file_sha256(target)}
+                size = target.stat().st_size
+                listed[f"{name}.parquet"] = {"bytes": size, "rows": rows[name],
+                                             "sha256": known["sha256"] if known and known["bytes"] == size
+                                             else file_sha256(target)}
             manifest = dict(self.manifest)
             manifest["row_counts"] = rows
             manifest["files"] = listed  # load() checks sizes and rows; verify also the hashes
@@ -193,7 +200,20 @@ class Snapshot:
         self.manifest = manifest
         self.path = str(path)
         self._files = {name: path / f"{name}.parquet" for name in rows}
+        self._digests = {}
         return str(path)
+
+    def _place(self, src: Path, target: Path, digest: dict | None) -> dict | None:
+        """A table file into the folder being saved: a hard link to a capture's own working
+        file (same file system), else a copy. Returns the digest still valid for it."""
+        if self._spool is not None and src.parent == self._spool:
+            try:
+                os.link(src, target)
+                return digest
+            except OSError:
+                pass
+        shutil.copyfile(src, target)
+        return digest if self._spool is not None and src.parent == self._spool else None
 
     # -- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -306,7 +326,9 @@ def new_spool() -> Path:
     return Path(tempfile.mkdtemp(prefix="forensics-spool-"))
 
 
-def attach_spool(snap: Snapshot, spool: Path) -> None:
+def attach_spool(snap: Snapshot, spool: Path, digests: dict[str, dict] | None = None) -> None:
+    snap._spool = spool
+    snap._digests = dict(digests or {})
     weakref.finalize(snap, shutil.rmtree, str(spool), True)
 
 

@@ -270,14 +270,17 @@ def unnamed(pattern: str) -> str:
 
 
 class TextRules:
-    """Rules applied in order, each to the output of the one before, as ``re.subn`` would."""
+    """Rules applied in order, each to the output of the one before, as ``re.subn`` would.
+    ``extra`` patterns ride along in the same RE2 set (one pass answers both: which rules
+    can match, and which extra patterns match), numbered after the rules."""
 
-    def __init__(self, rules: list[Rule]):
+    def __init__(self, rules: list[Rule], extra: tuple[str, ...] = ()):
         self.rules = rules
-        self.gate = re2.Set.SearchSet(_OPTIONS) if rules else None
-        for r in rules:
-            self.gate.Add(r.pattern.encode("utf-8"))
-        if rules:
+        self.extra = extra
+        self.gate = re2.Set.SearchSet(_OPTIONS) if rules or extra else None
+        for p in [r.pattern for r in rules] + list(extra):
+            self.gate.Add(p.encode("utf-8"))
+        if self.gate is not None:
             self.gate.Compile()
         # One pattern any text a rule could rewrite matches (RE2 syntax: Arrow's pre-filter).
         self.any_pattern = "|".join(f"(?:{unnamed(r.pattern)})" for r in rules) or None
@@ -285,14 +288,20 @@ class TextRules:
     def candidates(self, b: bytes) -> list[int]:
         return sorted(self.gate.Match(b) or ()) if self.gate is not None else []
 
-    def apply(self, text: str) -> tuple[str, int]:
+    @staticmethod
+    def encode(text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (never from Redis): carried through as such
+            return text.encode("utf-8", "surrogatepass")
+
+    def apply(self, text: str, b: bytes | None = None, hits: list[int] | None = None) -> tuple[str, int]:
+        """``b``: the text's UTF-8 bytes and ``hits`` its candidates, when known already."""
         if not self.rules or not text:
             return text, 0
-        try:
-            b = text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates (never from Redis): carried through as such
-            b = text.encode("utf-8", "surrogatepass")
-        todo = self.candidates(b)
+        if b is None:
+            b = self.encode(text)
+        todo = [j for j in (self.candidates(b) if hits is None else hits) if j < len(self.rules)]
         if not todo:
             return text, 0
         total = 0
@@ -300,7 +309,7 @@ class TextRules:
         while i < len(self.rules):
             b, n = self._one(self.rules[i], b)
             total += n
-            later = [j for j in (self.candidates(b) if n else todo) if j > i]
+            later = [j for j in (self.candidates(b) if n else todo) if i < j < len(self.rules)]
             if not later:
                 break
             i = later[0]

@@ -324,7 +324,9 @@ SAVE_UNDER_A_LIMIT = """
 import resource, sys, forensics
 url, out, again = sys.argv[1:]
 snap = forensics.capture(url, queues=["big"], progress=False)
-resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))   # the disk fills now
+# the disk fills now (the big working files are linked into place, not written again: the
+# limit must catch the tables that are written)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024, resource.RLIM_INFINITY))
 try:
     snap.save(out)
 except forensics.SnapshotError as e:

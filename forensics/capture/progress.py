@@ -43,6 +43,33 @@ def stop_on_ctrl_c(cap, progress: "Progress"):
         clear_stop()
 
 
+@contextlib.contextmanager
+def finish_on_stop(what: str, stream=None):
+    """While what was read is being saved: a first Ctrl-C or SIGTERM lets the save finish (it
+    takes a moment: the big files are linked, their hashes known); a second one aborts it,
+    leaving nothing half-written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked: list[str] = []
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(STOP_SIGNALS.get(signum, "a signal"))
+        again = "Ctrl-C" if signum == signal.SIGINT else "send it"
+        out = stream or sys.stderr
+        out.write(f"\ncapture: {asked[0]}: {what} ({again} again to abort)\n")
+        out.flush()
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class Throttle:
     """At most ``rate`` commands a second (``--max-ops-per-sec``), over the whole capture and
     every thread of it: command k is not sent before start + k / rate. Pipelines shrink to
@@ -97,18 +124,22 @@ class Progress:
         self.t0 = time.monotonic()
         self.last = 0.0
         self.jobs = 0
+        self.bytes = 0
         self.throttle: Throttle | None = None
 
-    def update(self, text: str, jobs: int = 0, force: bool = False) -> None:
+    def update(self, text: str, jobs: int = 0, force: bool = False, nbytes: int = 0) -> None:
         self.jobs += jobs
+        self.bytes += nbytes
         if not self.enabled:
             return
         now = time.monotonic()
         if not force and now - self.last < (0.2 if self.tty else 2.0):
             return
         self.last = now
-        rate = self.jobs / max(now - self.t0, 1e-6)
-        line = f"capture: {text} | {self.jobs:,} jobs read, {rate:,.0f} jobs/s"
+        took = max(now - self.t0, 1e-6)
+        line = f"capture: {text} | {self.jobs:,} jobs read, {self.jobs / took:,.0f} jobs/s"
+        if self.bytes >= 1 << 20:  # big payloads: jobs/s alone says little
+            line += f", {self.bytes / 1e6:,.0f} MB at {self.bytes / 1e6 / took:,.0f} MB/s"
         if self.throttle is not None:
             line += " | " + self.throttle.describe()
         if self.tty:

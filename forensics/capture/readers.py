@@ -33,6 +33,7 @@ from ..decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from ..errors import ConnectError
 from ..redact import Redaction, event_fields_shape
 from ..safety import CommandLedger, command_name, redact_url
+from ..stop import check_stop
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
@@ -42,7 +43,9 @@ from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_in
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
-CHUNK = 20000         # jobs decoded (and payloads spooled) at a time
+CHUNK = 20000         # jobs decoded (and payloads spooled) at a time, at most ...
+CHUNK_BYTES = 16 << 20  # ... and about this many bytes of replies (megabyte payloads: a few dozen jobs)
+BATCH_BYTES = 4 << 20   # replies per round trip: with two in flight, Redis buffers at most ~8 MB for us
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
@@ -81,6 +84,13 @@ CONSEQUENCES = {
 
 # Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
+
+
+def _mean_bytes(measured: pd.Series | None) -> float | None:
+    """Mean MEMORY USAGE of the job hashes measured (None when none was)."""
+    if measured is None or not len(measured):
+        return None
+    return max(float(measured.mean()), 64.0)
 
 
 @dataclass
@@ -159,7 +169,8 @@ class Capture:
             self._warn(tls["warning"])
 
     # ---- command helpers ----------------------------------------------------------------
-    def _results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None) -> list[Any]:
+    def _results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None,
+                 step: int | None = None) -> list[Any]:
         """Run commands in bounded pipelines, each on the node that serves its key (or on
         ``node``, for commands without a key). Per-command errors become None (+warning or
         ``unavailable``); a refused permission on an essential command is fatal (exit 3);
@@ -177,15 +188,15 @@ class Capture:
         redirected: list[tuple[int, str]] = []
         for n, idx in plan:
             sub = cmds if len(plan) == 1 else [cmds[i] for i in idx]
-            step = PIPELINE if self.throttle is None else self.throttle.batch
-            starts = range(0, len(sub), step)
+            size = min(step or PIPELINE, PIPELINE if self.throttle is None else self.throttle.batch)
+            starts = range(0, len(sub), size)
             if self.throttle is None and len(starts) > 1:  # two batches in flight
-                rounds = zip(starts, n.send_batches([sub[a:a + step] for a in starts]))
+                rounds = zip(starts, n.send_batches([sub[a:a + size] for a in starts]))
             else:
-                rounds = ((a, self._send_paced(n, sub[a:a + step])) for a in starts)
+                rounds = ((a, self._send_paced(n, sub[a:a + size])) for a in starts)
             for start, replies in rounds:
-                batch = sub[start:start + step]
-                for i, c, r in zip(idx[start:start + step], batch, replies):
+                batch = sub[start:start + size]
+                for i, c, r in zip(idx[start:start + size], batch, replies):
                     if isinstance(r, hiredis.ReplyError):
                         text = str(r)
                         if self.src.clustered and text.startswith(("MOVED ", "ASK ")):
@@ -595,22 +606,34 @@ class Capture:
         self.read_metrics(q)
 
     def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras") -> None:
+        """The job hashes, chunk by chunk: at most one chunk's replies are in memory, and each
+        decoded chunk goes straight to the spool file. A chunk holds at most CHUNK jobs and about
+        CHUNK_BYTES of replies, and a round trip about BATCH_BYTES: sized first from MEMORY USAGE
+        of the queue's job hashes, then from the bytes each chunk really took. (A thread fetching
+        the next chunk meanwhile was slower: parsing replies and decoding both need the GIL.
+        Redis still works while we parse: two pipelined batches are in flight.)"""
         base = q.base
+        per_job = _mean_bytes(extras.job_mem)
+        i, n = 0, len(ids)
+        while i < n:
+            if per_job is None:  # nothing measured yet: a small first chunk tells
+                step, take = 16, 64
+            else:
+                step = int(min(PIPELINE, max(1, BATCH_BYTES // per_job)))
+                take = int(min(CHUNK, max(step, CHUNK_BYTES // per_job)))
+            part = ids.iloc[i:i + take].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
+            before = self._received()
+            replies = self._results([("HGETALL", base + j) for j in part["job_id"].tolist()], step=step)
+            got = self._received() - before
+            per_job = max(got / len(part), 64.0)
+            i += len(part)
+            self._decode_chunk(q, part, replies, extras, got)
 
-        def fetch(part: pd.DataFrame) -> list:
-            return self._results([("HGETALL", base + j) for j in part["job_id"].tolist()])
+    def _received(self) -> int:
+        """Bytes of replies read so far, from every node."""
+        return sum(n.received[0] for n in self.src.nodes + self.src.down) if self.src is not None else 0
 
-        parts = [ids.iloc[i:i + CHUNK].reset_index(drop=True).assign(
-                     prefix=q.prefix, queue=q.name, flavor=q.flavor)
-                 for i in range(0, len(ids), CHUNK)]
-        # Chunk by chunk: at most one chunk's replies are in memory, and each decoded chunk
-        # goes straight to the spool file. (A thread fetching the next chunk meanwhile was
-        # slower: parsing replies and decoding both need the GIL. Redis still works while we
-        # parse: two pipelined batches are in flight.)
-        for part in parts:
-            self._decode_chunk(q, part, fetch(part), extras)
-
-    def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list, extras: "_Extras") -> None:
+    def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list, extras: "_Extras", nbytes: int = 0) -> None:
         replies = [r if isinstance(r, dict) else {} for r in replies]
         present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
         kept = part[present]
@@ -635,7 +658,7 @@ class Capture:
         finally:  # even when Redis went away during the re-check: keep what was read
             jobs = jobs[jobs["state"] != "vanished"]
             self._write_jobs(q, self._finish(jobs, extras))
-        self.progress.update(f"{q.name}: job hashes", jobs=len(part))
+        self.progress.update(f"{q.name}: job hashes", jobs=len(part), nbytes=nbytes)
 
     def _finish(self, jobs: pd.DataFrame, x: "_Extras") -> pd.DataFrame:
         """Join what is known per job id besides its hash: lock, logs, stalled set, memory."""
@@ -762,44 +785,64 @@ class Capture:
         }
 
     def read_events(self, q: _Queue, length: int) -> None:
+        """The events stream, window by window: each window is redacted (or shaped) and kept
+        before the next is read, so a stop keeps the windows already read, and a stream of
+        big return values is never held twice. Windows hold at most WINDOW entries and about
+        BATCH_BYTES (sized from the stream's MEMORY USAGE, then from what each window took)."""
         if "events" not in q.families or not length:
             return
         key = q.base + "events"
-        entries: list[tuple[str, dict]] = []
-        start = "-"
+        measured = [m["bytes"] for m in self.memory if (m["prefix"], m["queue"], m["family"]) == (q.prefix, q.name, "events")]
+        per_entry = measured[0] / length if measured else None
+        start, read = "-", 0
         while True:
-            batch = self._one("XRANGE", key, start, "+", "COUNT", WINDOW, essential=False)
+            count = 10 if per_entry is None else int(min(WINDOW, max(10, BATCH_BYTES // max(per_entry, 1))))
+            before = self._received()
+            batch = self._one("XRANGE", key, start, "+", "COUNT", count, essential=False)
             if not batch:
                 break
-            entries.extend(batch)
-            self.progress.update(f"{q.name}: events {len(entries):,}")
-            if len(batch) < WINDOW:
+            got = self._received() - before
+            per_entry = max(got / len(batch), 16.0)
+            self._event_window(q, batch)
+            read += len(batch)
+            self.progress.update(f"{q.name}: events {read:,} of {length:,}", nbytes=got)
+            if len(batch) < count:
                 break
             start = "(" + batch[-1][0]
-        if not entries:
-            return
-        rows = []
-        for sid, fields in entries:
-            fields = dict(fields or {})
-            ev = fields.pop("event", None)
-            jid = fields.pop("jobId", None)
-            rows.append((sid, ev, jid, self._event_fields(fields) if fields else None))
-        df = pd.DataFrame(rows, columns=["stream_id", "event", "job_id", "fields"])
+
+    def _event_window(self, q: _Queue, batch: list) -> None:
+        """One window of stream entries as rows, redacted (or shaped) as asked."""
+        ids, events, jobs, fields = [], [], [], []
+        for sid, f in batch:
+            f = dict(f or {})
+            ids.append(sid)
+            events.append(f.pop("event", None))
+            jobs.append(f.pop("jobId", None))
+            fields.append(f)
+        r = self.redact
+        if r.secrets or r.fields:
+            # field by field over the window: Arrow's RE2 pre-filter passes over the values no
+            # rule can touch (nearly every big return value) without a Python step each
+            where: dict[str, list[int]] = {}
+            for i, f in enumerate(fields):
+                for k, v in f.items():
+                    if isinstance(v, str) and v:
+                        where.setdefault(k, []).append(i)
+            for k, rows in where.items():
+                red, _ = r.column(pd.Series([fields[i][k] for i in rows], dtype=object),
+                                  "json" if k in ("data", "returnvalue") else "text")
+                for i, v in zip(rows, red.tolist()):
+                    fields[i][k] = v
+        texts = []
+        for f in fields:
+            check_stop()
+            texts.append((event_fields_shape(as_json(f)) if r.no_data else as_json(f)) if f else None)
+        df = pd.DataFrame({"stream_id": ids, "event": events, "job_id": jobs, "fields": texts})
         ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
         df.insert(0, "prefix", q.prefix)
         df.insert(1, "queue", q.name)
         df.insert(3, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
         self.events.append(df)
-
-    def _event_fields(self, fields: dict) -> str:
-        """An events-stream entry's fields as JSON, redacted (or without values) as asked."""
-        r = self.redact
-        if r.secrets or r.fields:
-            for k, v in fields.items():
-                if isinstance(v, str) and v and r.needs(v):
-                    fields[k] = r.json_text(v)[0] if k in ("data", "returnvalue") else r.text(v)[0]
-        text = as_json(fields)
-        return event_fields_shape(text) if r.no_data else text
 
     def read_metrics(self, q: _Queue) -> None:
         if "metrics" not in q.families:
@@ -971,7 +1014,7 @@ class Capture:
         tables = {"queues": queues, "events": events, "workers": workers,
                   "redis": redis_df, "metrics": metrics, "memory": memory}
         snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file})
-        attach_spool(snap, self.spool)
+        attach_spool(snap, self.spool, {"jobs": self._jobs_writer.digest, "payloads": self._payload_writer.digest})
         return snap
 
     def _queues_table(self) -> pd.DataFrame:

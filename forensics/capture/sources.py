@@ -84,6 +84,7 @@ class Node:
         self.replica_addrs: list[tuple[str, int, str | None]] = []  # a cluster master's replicas
         self.replica_of: str | None = None
         self.replication: dict | None = None
+        self.received = [0]  # bytes of replies read from this node (sizes the next pipelines)
         if "path" in params:  # a unix socket (unix:///run/redis.sock)
             self.host, self.port, self.addr = None, None, f"unix:{params['path']}"
             self.client = read_only_client(None, ledger, **params)
@@ -100,7 +101,7 @@ class Node:
         try:
             # the gated packer (see safety.py)
             conn.send_packed_command([conn._command_packer.pack_many(cmds)], check_health=False)
-            return read_replies(conn, len(cmds))
+            return read_replies(conn, len(cmds), tally=self.received)
         except BaseException:
             conn.disconnect()  # never reuse a connection with unread replies
             raise
@@ -122,7 +123,7 @@ class Node:
             for k, batch in enumerate(batches):
                 if k + 1 < len(batches):
                     put(batches[k + 1])
-                yield read_replies(conn, len(batch), reader)
+                yield read_replies(conn, len(batch), reader, self.received)
         except BaseException:
             conn.disconnect()  # never reuse a connection with unread replies
             raise
@@ -143,9 +144,10 @@ class Node:
         return f"Node({self.addr}, {self.role})"
 
 
-def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None) -> list[Any]:
+def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None, tally: list[int] | None = None) -> list[Any]:
     """``n`` replies off the socket. With several batches in flight, pass one ``reader`` for
-    all of them: a recv may carry the start of the next batch's replies."""
+    all of them: a recv may carry the start of the next batch's replies. ``tally[0]`` grows by
+    the bytes received."""
     sock = conn._sock
     if reader is None:
         reader = hiredis.Reader(encoding="utf-8", errors="replace")
@@ -161,6 +163,8 @@ def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None) -> list[A
                 continue
             if not data:
                 raise redis.ConnectionError("Redis closed the connection")
+            if tally is not None:
+                tally[0] += len(data)
             reader.feed(data)
             continue
         replies.append(r)

@@ -2,6 +2,8 @@
 and RESP2 replies shaped the way the readers use them."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,20 +27,53 @@ STATE_KEYS = (
 STATES = [s for _, _, s in STATE_KEYS]
 JOB_STATES = STATES + ["orphan", "missing-hash"]
 
+class HashingFile(io.RawIOBase):
+    """A file written once, front to back, whose size and sha256 are known when it closes:
+    saving a snapshot then needs no second pass over gigabytes of payloads."""
+
+    def __init__(self, path):
+        self.f = open(path, "wb")
+        self.sha = hashlib.sha256()
+        self.n = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.n += len(b)
+        return self.f.write(b)
+
+    def tell(self) -> int:
+        return self.n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+        super().close()
+
+
+SPOOL_BYTES = 32 << 20   # a row group is written once it holds this much (megabyte payloads)
+
+
 class Spool:
     """A Parquet file written table by table, in row groups of at least ``rows`` rows
-    (small queues would otherwise each leave a tiny row group with its own metadata).
+    (small queues would otherwise each leave a tiny row group with its own metadata) or
+    SPOOL_BYTES, whichever comes first.
 
     A write the disk refuses (full, a file-size limit) raises ``SnapshotError`` naming the
     folder: it is not a lost connection, and the capture cannot go on without it."""
 
     def __init__(self, path, schema: pa.Schema, rows: int):
         self.path = path
-        self.writer = self._io(pq.ParquetWriter, path, schema)
+        self.file = self._io(HashingFile, path)
+        self.writer = self._io(pq.ParquetWriter, self.file, schema)
+        self.digest: dict | None = None  # {"bytes", "sha256"} once closed
         self.schema = schema
         self.rows = rows
         self.pending: list[pa.Table] = []
         self.n = 0
+        self.pending_bytes = 0
         # Row groups are encoded and written by a thread (Arrow releases the GIL) while the
         # capture reads on; one write at a time, so at most one row group waits in memory.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="forensics-spool")
@@ -57,9 +92,11 @@ class Spool:
             done.result()  # a refused write raises here, on the capture's thread
 
     def write(self, df: pd.DataFrame) -> None:
-        self.pending.append(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        self.pending.append(table)
         self.n += len(df)
-        if self.n >= self.rows:
+        self.pending_bytes += table.nbytes
+        if self.n >= self.rows or self.pending_bytes >= SPOOL_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -67,13 +104,15 @@ class Spool:
             table = pa.concat_tables(self.pending)
             self._wait()
             self._writing = self._pool.submit(self._io, self.writer.write_table, table)
-        self.pending, self.n = [], 0
+        self.pending, self.n, self.pending_bytes = [], 0, 0
 
     def close(self) -> None:
         try:
             self.flush()
             self._wait()
             self._io(self.writer.close)
+            self._io(self.file.close)
+            self.digest = {"bytes": self.file.n, "sha256": self.file.sha.hexdigest()}
         finally:
             self._pool.shutdown(wait=True)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
+import warnings
 
 from ._version import __version__
 from .detectors import SEVERITIES
@@ -173,10 +176,12 @@ def _capture(args) -> int:
     # Refuse a bad destination before a long capture, not after it.
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise UsageError(f"--out {out} exists and is not a snapshot folder; choose a new path")
-    snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
-                   redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
-                   memory_samples=args.memory_samples,
-                   progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
+    with warnings.catch_warnings():  # an incomplete capture is reported below, in the CLI's words
+        warnings.simplefilter("ignore", UserWarning)
+        snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
+                       redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
+                       memory_samples=args.memory_samples,
+                       progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
     from .capture.progress import finish_on_stop
     with finish_on_stop("finishing the save of what was read"):
         if logs is not None:
@@ -307,7 +312,23 @@ def _summary(args) -> int:
     return EXIT_OK
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM acts as Ctrl-C from the start (a capture then installs its own two-step
+    # handler): never a silent kill half-way through a command.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or bool(os.environ.get("FORENSICS_DEBUG"))

@@ -126,6 +126,32 @@ def test_redis_paused_past_the_timeout_then_resumed(dump, tmp_path):
         srv.stop()
 
 
+def test_one_sigterm_ends_a_capture_waiting_on_a_frozen_redis(dump, tmp_path):
+    """Redis freezes (SIGSTOP) mid-read and --timeout is long: the first SIGTERM is enough,
+    the capture stops waiting, exits 4 and keeps what was read (it used to wait the whole
+    --timeout before it saw the stop, and a second signal was the only way out)."""
+    srv = server_from(dump, tmp_path)
+    try:
+        out = tmp_path / "stopped"
+        proc = subprocess.Popen([forensics_exe(), "capture", "--redis", srv.url(), "--queue", "big", "--timeout", "600",
+                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def freeze_then_stop():
+            srv.proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+        t = when_reading_jobs(srv, freeze_then_stop)
+        stdout, stderr = proc.communicate(timeout=60)   # not 600: one signal ended the wait
+        t.join(10)
+        srv.proc.send_signal(signal.SIGCONT)
+        res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        assert stderr.count("SIGTERM: stopping") == 1
+        assert_partial(res, out, "interrupted (SIGTERM)")
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+        srv.stop()
+
+
 # ---- the network misbehaves: a real loopback proxy between the tool and Redis -------------
 
 class Proxy:

@@ -21,6 +21,7 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_ur
 from redis.crc import key_slot
 from redis._parsers.helpers import parse_info
 
+from ..stop import check_stop
 from ..errors import ConnectError, UsageError
 from ..safety import CommandLedger, read_only_client, redact_url
 
@@ -144,6 +145,9 @@ class Node:
         return f"Node({self.addr}, {self.role})"
 
 
+STOP_POLL = 0.5   # seconds a read waits on a silent Redis before it looks for a stop
+
+
 def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None, tally: list[int] | None = None) -> list[Any]:
     """``n`` replies off the socket. With several batches in flight, pass one ``reader`` for
     all of them: a recv may carry the start of the next batch's replies. ``tally[0]`` grows by
@@ -152,22 +156,34 @@ def read_replies(conn, n: int, reader: "hiredis.Reader | None" = None, tally: li
     if reader is None:
         reader = hiredis.Reader(encoding="utf-8", errors="replace")
     replies: list[Any] = []
-    while len(replies) < n:
-        r = reader.gets()
-        if r is False:
+    limit = sock.gettimeout()
+    waited = 0.0
+    # Wake every STOP_POLL s while Redis is silent: a stop is honoured then, not after --timeout.
+    sock.settimeout(min(limit, STOP_POLL) if limit else STOP_POLL)
+    try:
+        while len(replies) < n:
+            r = reader.gets()
+            if r is not False:
+                replies.append(r)
+                continue
             try:
                 data = sock.recv(262144)
             except socket.timeout:
-                raise redis.TimeoutError(f"Redis sent nothing for {sock.gettimeout():g} s (--timeout)") from None
+                waited += sock.gettimeout()
+                check_stop()
+                if limit is not None and waited >= limit:
+                    raise redis.TimeoutError(f"Redis sent nothing for {limit:g} s (--timeout)") from None
+                continue
             except ssl.SSLWantReadError:
                 continue
+            waited = 0.0
             if not data:
                 raise redis.ConnectionError("Redis closed the connection")
             if tally is not None:
                 tally[0] += len(data)
             reader.feed(data)
-            continue
-        replies.append(r)
+    finally:
+        sock.settimeout(limit)
     return replies
 
 

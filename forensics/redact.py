@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .clock import phase
 from .stop import check_stop
-from .textrules import (TEXT_WORDS, UNANCHORED, TextRules, compile_re2, fold_i, key_value_rule,
+from .textrules import (TEXT_WORDS, UNANCHORED, JsonKeys, TextRules, compile_re2, fold_i, key_value_rule,
                         secret_rules)
 
 REDACTED = "[REDACTED]"
@@ -43,10 +44,11 @@ SECRET_WORDS = (r"pass(?:word|wd|phrase)?|secret|token|authorization|auth[-_]?he
 SECRET_KEY_RE = re.compile(SECRET_WORDS, re.IGNORECASE)
 
 # A cheap pre-filter run on raw JSON text (RE2 syntax, case-insensitive): only texts with a key
-# that might be secret are parsed. A \u escape may spell a key's letters, so it counts too.
-SECRET_TEXT_RE = (
-    r'"[^"]*(pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd)[^"]*"\s*:|\\u00[2-7]'
-)
+# that might be secret get the JSON pass. A key is a JSON string (escapes and all); a \u escape
+# may spell a key's letters, so it counts too.
+_JSON_KEY_WORDS = "pass|secret|token|auth|cookie|api[-_]?key|key|cred|session|bearer|sign|pwd"
+_JSON_KEY = '"(?:[^"\\\\]|\\\\.)*({words})(?:[^"\\\\]|\\\\.)*"\\s*:|\\\\u00[2-7]'
+SECRET_TEXT_RE = _JSON_KEY.format(words=fold_i(_JSON_KEY_WORDS))
 _KEY_CACHE_MAX = 100_000
 BIG_VALUE = 4096   # characters: above, a value is pre-filtered on its own by the engine's RE2 set
 
@@ -115,9 +117,9 @@ class Redaction:
         """RE2 pattern (case-insensitive) a JSON text must match to need the JSON pass."""
         if not (self.secrets or self.fields):
             return None
-        extra = "|".join(f"(?:{_unanchored(f)})" for f in self.fields)
-        inner = SECRET_TEXT_RE if not extra else SECRET_TEXT_RE.replace(r"|pwd)", f"|pwd|{extra})")
-        return inner if self.secrets else r'"[^"]*(' + extra + r')[^"]*"\s*:|\\u00[2-7]'
+        words = "|".join(([fold_i(_JSON_KEY_WORDS)] if self.secrets else [])
+                         + [f"(?:{_unanchored(f)})" for f in self.fields])
+        return _JSON_KEY.format(words=words)
 
     @cached_property
     def text_prefilter(self) -> str | None:
@@ -135,6 +137,12 @@ class Redaction:
         if not isinstance(text, str) or not text:
             return False
         return bool(self._engine.candidates(self._engine.encode(text)))
+
+    @cached_property
+    def _json_keys(self) -> JsonKeys:
+        words = "|".join(([fold_i(SECRET_WORDS.replace("^pwd$", "pwd"))] if self.secrets else [])
+                         + [f"(?:{_unanchored(f)})" for f in self.fields])
+        return JsonKeys(words, self._is_secret_key)
 
     @cached_property
     def _secret_keys(self) -> dict[str, bool]:
@@ -169,16 +177,22 @@ class Redaction:
             hits = engine.candidates(b)
         n = 0
         if self._key_re is not None and self._json_hit in hits:
-            try:
-                obj = json.loads(text)
-            except (ValueError, TypeError, RecursionError):
-                obj = _NOT_JSON
-            if obj is not _NOT_JSON and isinstance(obj, (dict, list)):
-                n = _redact_keys(obj, self._is_secret_key)
+            if "\\u" in text:  # an escape may spell a key: parse and walk it
+                try:
+                    obj = json.loads(text)
+                except (ValueError, TypeError, RecursionError):
+                    obj = _NOT_JSON
+                if obj is not _NOT_JSON and isinstance(obj, (dict, list)):
+                    n = _redact_keys(obj, self._is_secret_key)
+                    if n:
+                        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+                        b = engine.encode(text)
+            elif text.lstrip()[:1] in ("{", "["):  # keys found by RE2, values replaced in place
+                b, n = self._json_keys.redact(b)
                 if n:
-                    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-                    b = engine.encode(text)
-                    hits = engine.candidates(b)
+                    text = b.decode("utf-8", "surrogatepass")
+            if n:
+                hits = engine.candidates(b)
         text, m = engine.apply(text, b, hits)
         return text, n + m
 
@@ -188,6 +202,10 @@ class Redaction:
         pre-filtered by Arrow (RE2, over the whole column at once); big ones (a blob, a long
         document) by one pass of the engine's RE2 set each, which also tells the rules what
         to look for. Only the values a pre-filter flags are looked at further."""
+        with phase("redact"):
+            return self._column(s, kind)
+
+    def _column(self, s: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
         import pyarrow as pa
         import pyarrow.compute as pc
         counts = pd.Series(0, index=s.index, dtype="Int64")
@@ -219,7 +237,8 @@ class Redaction:
         engine = self._engine
         for i in np.flatnonzero(big):
             check_stop()
-            found = engine.candidates(engine.encode(values[i]))
+            # an Arrow value is read by RE2 in place; a Python string is encoded once
+            found = engine.candidates(values.buffer(i) if arr is not None else engine.encode(values[i]))
             if kind != "json":
                 found = [j for j in found if j != self._json_hit]
             if found:
@@ -242,13 +261,17 @@ class Redaction:
 
 
 class _Lazy:
-    """An Arrow string array read one value at a time, as Python strings."""
+    """An Arrow string array read one value at a time: as a Python string, or as its UTF-8
+    bytes in place (no copy)."""
 
     def __init__(self, arr):
         self.arr = arr
 
     def __getitem__(self, i):
         return self.arr[int(i)].as_py()
+
+    def buffer(self, i):
+        return self.arr[int(i)].as_buffer()
 
 
 _NOT_JSON = object()

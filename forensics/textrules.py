@@ -23,6 +23,7 @@ can match -- nearly every blob -- costs that one pass.
 from __future__ import annotations
 
 import bisect
+import json
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -267,6 +268,59 @@ def key_value_rule(words: str) -> Rule:
 def unnamed(pattern: str) -> str:
     """The pattern without group names (several in one alternation)."""
     return re.sub(r"\(\?P<\w+>", "(?:", pattern)
+
+
+# ---- secret-looking keys of a JSON text, without parsing it ---------------------------------------
+# A key is always preceded by "{" or "," (and JSON whitespace); inside a string every quote is
+# escaped, so "[{,] WS* \"" cannot start inside one. One RE2 search finds each key that holds a
+# candidate word; the caller confirms the key and the value found after the colon is replaced
+# in place (the rest of the text is left byte for byte as it was).
+_JWS = "[ \\t\\n\\r]"
+_JSTR = '"(?:[^"\\\\]|\\\\.)*"'
+_JSON_STRING = compile_re2(_JSTR)
+_JSON_SCALAR = compile_re2("-?(?:0|[1-9][0-9]*)(?:[.][0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null|NaN|-?Infinity")
+_QUOTED_REDACTED = b'"[REDACTED]"'
+
+
+class JsonKeys:
+    """``key_words``: an RE2 alternation every secret key matches (a superset: ``is_secret``
+    decides)."""
+
+    def __init__(self, key_words: str, is_secret: Callable[[str], bool]):
+        self.rx = compile_re2(f'(?i)[{{,]{_JWS}*"(?:[^"\\\\]|\\\\.)*?(?:{key_words})(?:[^"\\\\]|\\\\.)*"{_JWS}*:{_JWS}*')
+        self.is_secret = is_secret
+
+    def redact(self, b: bytes) -> tuple[bytes, int]:
+        out: list[bytes] = []
+        pos = last = n = 0
+        end = len(b)
+        while pos < end:
+            s, e = self.rx.Match(UNANCHORED, b, pos, end)[0]
+            if s < 0:
+                break
+            pos = e
+            ks = b.index(b'"', s) + 1
+            ke = e - 1
+            while b[ke] != 0x22:  # back over the colon and whitespace to the key's closing quote
+                ke -= 1
+            raw = b[ks:ke]
+            key = raw.decode("utf-8", "surrogatepass") if b"\\" not in raw else json.loads(b'"' + raw + b'"')
+            if e >= end or b[e] in b"{[" or not self.is_secret(key):
+                continue   # an object or list under a secret key: its own keys are looked at in turn
+            rx = _JSON_STRING if b[e] == 0x22 else _JSON_SCALAR
+            vs, ve = rx.Match(ANCHORED, b, e, end)[0]
+            if vs < 0:
+                continue
+            pos = ve
+            if b[vs:ve] == _QUOTED_REDACTED:
+                continue
+            out += [b[last:vs], _QUOTED_REDACTED]
+            last = ve
+            n += 1
+        if not n:
+            return b, 0
+        out.append(b[last:])
+        return b"".join(out), n
 
 
 class TextRules:

@@ -80,3 +80,42 @@ def text(value: str, fields: tuple[str, ...] = (), secrets: bool = True) -> tupl
         value, k = pattern.subn(repl, value)
         n += k
     return value, n
+
+
+def _redact_keys(obj, key_re):
+    n = 0
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and key_re.search(k) and not isinstance(v, (dict, list)) and v != "[REDACTED]":
+                out[k] = "[REDACTED]"
+                n += 1
+            else:
+                out[k], m = _redact_keys(v, key_re)
+                n += m
+        return out, n
+    if isinstance(obj, list):
+        items = []
+        for v in obj:
+            v2, m = _redact_keys(v, key_re)
+            items.append(v2)
+            n += m
+        return items, n
+    return obj, 0
+
+
+def json_text(value: str, fields: tuple[str, ...] = ()) -> tuple[str, int]:
+    """The old ``Redaction.json_text``: parse, walk every key, dump again, then the text rules."""
+    import json
+    key_re = re.compile("|".join([SECRET_WORDS] + [f"(?:{f})" for f in fields]), re.IGNORECASE)
+    n = 0
+    try:
+        obj = json.loads(value)
+    except (ValueError, TypeError, RecursionError):
+        obj = None
+    if isinstance(obj, (dict, list)):
+        red, n = _redact_keys(obj, key_re)
+        if n:
+            value = json.dumps(red, separators=(",", ":"), ensure_ascii=False)
+    value, m = text(value, fields)
+    return value, n + m

@@ -106,7 +106,7 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memor
 
 
 def _read(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict | None) -> Snapshot:
-    with _no_gc():
+    with _no_gc(), cap.clock.running():
         return _read_all(cap, prefixes, progress, rdb)
 
 

@@ -127,9 +127,10 @@ class Progress:
         self.bytes = 0
         self.throttle: Throttle | None = None
 
-    def update(self, text: str, jobs: int = 0, force: bool = False, nbytes: int = 0) -> None:
+    def update(self, text: str, jobs: int = 0, force: bool = False) -> None:
+        """``jobs``: read since the last call. (The capture adds the bytes it read to
+        ``self.bytes`` itself, so subclasses keep this signature.)"""
         self.jobs += jobs
-        self.bytes += nbytes
         if not self.enabled:
             return
         now = time.monotonic()

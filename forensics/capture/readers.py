@@ -33,6 +33,7 @@ from ..decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from ..errors import ConnectError
 from ..redact import Redaction, event_fields_shape
 from ..safety import CommandLedger, command_name, redact_url
+from ..clock import Clock, phase
 from ..stop import check_stop
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from .progress import Progress, Stopped, Throttle, duration_text
@@ -45,7 +46,7 @@ PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
 CHUNK = 20000         # jobs decoded (and payloads spooled) at a time, at most ...
 CHUNK_BYTES = 16 << 20  # ... and about this many bytes of replies (megabyte payloads: a few dozen jobs)
-BATCH_BYTES = 4 << 20   # replies per round trip: with two in flight, Redis buffers at most ~8 MB for us
+BATCH_BYTES = 1 << 20   # replies per round trip: a batch keeps Redis busy ~2 ms, and it buffers ~2 MB for us
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
@@ -150,7 +151,7 @@ class Capture:
         self.jobs_rows = 0
         self._jobs_writer: Spool | None = None
         self.job_dtypes = JOB_COLUMNS | {"in_stalled_set": "boolean"}
-        self.events: list[pd.DataFrame] = []
+        self._events_writer: Spool | None = None
         self.metrics: list[dict] = []
         self.memory: list[dict] = []
         self.workers = pd.DataFrame()
@@ -161,9 +162,11 @@ class Capture:
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
         self.jobs_file = self.spool / "jobs.parquet"
+        self.events_file = self.spool / "events.parquet"
         self._payload_writer = Spool(self.payload_file,
                                      pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
         self.started = utcnow()
+        self.clock = Clock()
         tls = self.conn.describe_tls()
         if tls and tls.get("warning"):
             self._warn(tls["warning"])
@@ -183,6 +186,10 @@ class Capture:
         """
         if self.stop_requested:  # Ctrl-C: stop at the next round trip, keep what is read
             raise Stopped()
+        with phase("read"):
+            return self._run_commands(cmds, essential, node, step)
+
+    def _run_commands(self, cmds: list[tuple], essential: bool, node: Node | None, step: int | None) -> list[Any]:
         out: list[Any] = [None] * len(cmds)
         plan = [(node, range(len(cmds)))] if node is not None else self.src.route(cmds)
         redirected: list[tuple[int, str]] = []
@@ -399,6 +406,10 @@ class Capture:
 
     def discover(self, prefix: str) -> pd.DataFrame:
         """SCAN the prefix, find the queues, classify every key."""
+        with phase("scan"):
+            return self._discover(prefix)
+
+    def _discover(self, prefix: str) -> pd.DataFrame:
         if self.only:
             patterns = [K.glob_escape(f"{prefix}:{q}") + ":*" for q in self.only]
         else:
@@ -616,17 +627,25 @@ class Capture:
         per_job = _mean_bytes(extras.job_mem)
         i, n = 0, len(ids)
         while i < n:
-            if per_job is None:  # nothing measured yet: a small first chunk tells
-                step, take = 16, 64
-            else:
-                step = int(min(PIPELINE, max(1, BATCH_BYTES // per_job)))
-                take = int(min(CHUNK, max(step, CHUNK_BYTES // per_job)))
-            part = ids.iloc[i:i + take].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
-            before = self._received()
-            replies = self._results([("HGETALL", base + j) for j in part["job_id"].tolist()], step=step)
-            got = self._received() - before
-            per_job = max(got / len(part), 64.0)
-            i += len(part)
+            # One chunk, fetched in steps until it holds CHUNK jobs or CHUNK_BYTES of replies:
+            # sizes vary from job to job, so the bound is kept by measuring, not by guessing.
+            start, replies, got = i, [], 0
+            while i < n and len(replies) < CHUNK and got < CHUNK_BYTES:
+                if per_job is None:  # nothing measured yet: a small first step tells
+                    step, take = 16, 64
+                else:
+                    step = int(min(PIPELINE, max(1, BATCH_BYTES // per_job)))
+                    take = int(min(CHUNK - len(replies), max(step, (CHUNK_BYTES - got) // per_job), 8 * step))
+                    take = CHUNK - len(replies) if per_job * CHUNK <= CHUNK_BYTES else take  # small jobs: one go
+                take = min(take, n - i)
+                before = self._received()
+                replies += self._results([("HGETALL", base + j) for j in ids["job_id"].iloc[i:i + take].tolist()],
+                                         step=step)
+                took = self._received() - before
+                got += took
+                per_job = max(took / take, 64.0)
+                i += take
+            part = ids.iloc[start:i].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
             self._decode_chunk(q, part, replies, extras, got)
 
     def _received(self) -> int:
@@ -637,8 +656,9 @@ class Capture:
         replies = [r if isinstance(r, dict) else {} for r in replies]
         present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
         kept = part[present]
-        jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
-                                     redact=self.redact)
+        with phase("decode"):
+            jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
+                                         redact=self.redact)
         del replies
         gone = part[~present]
         if len(gone):
@@ -651,14 +671,19 @@ class Capture:
         lines = getattr(self, "_log_lines", None)
         if lines is not None and len(payloads):
             payloads["logs"] = payloads["job_id"].map(lines).astype("str")
-        self._payload_writer.write(payloads)
+        with phase("spool"):
+            self._payload_writer.write(payloads)
         try:
             jobs = self._recheck(q, jobs, extras.budget)
             self._lock_moved(q, jobs, extras)
         finally:  # even when Redis went away during the re-check: keep what was read
             jobs = jobs[jobs["state"] != "vanished"]
-            self._write_jobs(q, self._finish(jobs, extras))
-        self.progress.update(f"{q.name}: job hashes", jobs=len(part), nbytes=nbytes)
+            with phase("decode"):
+                jobs = self._finish(jobs, extras)
+            with phase("spool"):
+                self._write_jobs(q, jobs)
+        self.progress.bytes += nbytes
+        self.progress.update(f"{q.name}: job hashes", jobs=len(part))
 
     def _finish(self, jobs: pd.DataFrame, x: "_Extras") -> pd.DataFrame:
         """Join what is known per job id besides its hash: lock, logs, stalled set, memory."""
@@ -765,9 +790,10 @@ class Capture:
                 cmds += [("LLEN", f"{q.base}{j}:logs"), ("LRANGE", f"{q.base}{j}:logs", -LOG_LINES, -1)]
             res = self._results(cmds, essential=False)
             logs = pd.Series([as_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
-            self._log_lines = None if self.redact.no_data else pd.Series(
-                [as_json([self.redact.text(line)[0] for line in x]) if x else None for x in res[1::2]],
-                index=log_ids, dtype="str")
+            with phase("redact"):
+                self._log_lines = None if self.redact.no_data else pd.Series(
+                    [as_json([self.redact.text(line)[0] for line in x]) if x else None for x in res[1::2]],
+                    index=log_ids, dtype="str")
         else:
             self._log_lines = None
         return locks, logs
@@ -803,9 +829,11 @@ class Capture:
                 break
             got = self._received() - before
             per_entry = max(got / len(batch), 16.0)
-            self._event_window(q, batch)
+            with phase("events"):
+                self._event_window(q, batch)
             read += len(batch)
-            self.progress.update(f"{q.name}: events {read:,} of {length:,}", nbytes=got)
+            self.progress.bytes += got
+            self.progress.update(f"{q.name}: events {read:,} of {length:,}")
             if len(batch) < count:
                 break
             start = "(" + batch[-1][0]
@@ -842,7 +870,11 @@ class Capture:
         df.insert(0, "prefix", q.prefix)
         df.insert(1, "queue", q.name)
         df.insert(3, "time", pd.to_datetime(ms, unit="ms", utc=True).astype("datetime64[ms, UTC]"))
-        self.events.append(df)
+        with phase("spool"):
+            if self._events_writer is None:  # to disk as it is read: a stream of big values is never held whole
+                self._events_writer = Spool(self.events_file, pa.Schema.from_pandas(empty_events(), preserve_index=False),
+                                            100_000)
+            self._events_writer.write(df.astype(empty_events().dtypes.to_dict()))
 
     def read_metrics(self, q: _Queue) -> None:
         if "metrics" not in q.families:
@@ -958,13 +990,19 @@ class Capture:
 
     # ---- assembly -------------------------------------------------------------------------
     def assemble(self) -> Snapshot:
-        self._payload_writer.close()
+        with phase("spool"):
+            self._payload_writer.close()
         if self._jobs_writer is None:  # no job at all (or cut short before the first)
             self._write_jobs(_Queue("", ""), empty_jobs().assign(
                 in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes))
-        self._jobs_writer.close()
+        with phase("spool"):
+            self._jobs_writer.close()
         queues = self._queues_table()
-        events = pd.concat(self.events, ignore_index=True) if self.events else empty_events()
+        with phase("spool"):
+            if self._events_writer is None:
+                self._events_writer = Spool(self.events_file, pa.Schema.from_pandas(empty_events(), preserve_index=False),
+                                            100_000)
+            self._events_writer.close()
         metrics = pd.DataFrame(self.metrics) if self.metrics else empty_metrics()
         memory = pd.DataFrame(self.memory) if self.memory else empty_memory()
         workers = self.workers if len(self.workers) else empty_workers()
@@ -1010,11 +1048,15 @@ class Capture:
                            + ("; read from a replica, behind the primary by the lag in topology.replication"
                               if self.src is not None and self.src.replication else ""),
             "commands": dict(sorted(self.ledger.counts.items())),
+            # where the time went (seconds, each phase without the phases inside it), and the
+            # bytes of replies read
+            "phases": self.clock.report(self._received()),
         }
-        tables = {"queues": queues, "events": events, "workers": workers,
-                  "redis": redis_df, "metrics": metrics, "memory": memory}
-        snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file})
-        attach_spool(snap, self.spool, {"jobs": self._jobs_writer.digest, "payloads": self._payload_writer.digest})
+        tables = {"queues": queues, "workers": workers, "redis": redis_df, "metrics": metrics, "memory": memory}
+        snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file,
+                                                 "events": self.events_file})
+        attach_spool(snap, self.spool, {"jobs": self._jobs_writer.digest, "payloads": self._payload_writer.digest,
+                                        "events": self._events_writer.digest})
         return snap
 
     def _queues_table(self) -> pd.DataFrame:

@@ -72,13 +72,17 @@ example: setup node
 
 # One table from one dataset (1,000,000 real BullMQ 5 jobs; built once, kept in bench/.data/):
 # forensics vs a hand-tuned reader vs the libraries' own getJobs, then diagnose, report and a
-# 100-capture series. bench-quick: the same on 100,000 jobs.
+# 100-capture series; then the realistic-payload table (megabyte base64 documents, a 100 MB
+# events stream, JSON documents: capture with and without redaction, phase by phase).
+# bench-quick: the same on 100,000 jobs.
 bench: setup node
 	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/payload_bench.py
 	$(BIN)/python bench/logs_bench.py
 
 bench-quick: setup node
 	$(BIN)/python bench/scale_bench.py --quick
+	$(BIN)/python bench/payload_bench.py
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache

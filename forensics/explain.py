@@ -219,8 +219,8 @@ def reasons(ctx: Context, q, jq: pd.DataFrame, r) -> list[str]:
 
 def why(ctx: Context, prefix: str, queue: str, job_id: str) -> list[str]:
     """``reasons`` for one job of the snapshot ``ctx`` was built on ([] if it is not there)."""
-    jobs = ctx.jobs
-    jq = jobs[(jobs["prefix"] == str(prefix)) & (jobs["queue"] == str(queue))]
+    by_key = ctx.memo("jobs_by_key", lambda: {(str(q["prefix"]), str(q["queue"])): g for q, g in ctx.by_queue(ctx.jobs)})
+    jq = by_key.get((str(prefix), str(queue)), ctx.jobs.iloc[0:0])
     row = jq[jq["job_id"] == str(job_id)]
     qs = ctx.queues[(ctx.queues["prefix"].astype(str) == str(prefix)) & (ctx.queues["queue"].astype(str) == str(queue))]
     if not len(row) or not len(qs):

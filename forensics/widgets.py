@@ -20,9 +20,28 @@ def _queues(snap) -> list[str]:
     return sorted(queue_label(snap.queues).tolist()) if len(snap.queues) else []
 
 
-def _jobs_of(snap, queue: str) -> pd.DataFrame:
+def _jobs_of(snap, queue: str, ctx=None) -> pd.DataFrame:
+    """The jobs of one queue (label 'name' or 'prefix:name'); split once per ``ctx``."""
     j = snap.jobs
-    return j[queue_label(j.astype({"prefix": "str", "queue": "str"})) == queue] if len(j) else j
+    if not len(j):
+        return j
+    if ctx is None:
+        return j[queue_label(j.astype({"prefix": "str", "queue": "str"})) == queue]
+    groups = ctx.memo("jobs_by_label", lambda: dict(tuple(j.groupby(
+        queue_label(j.astype({"prefix": "str", "queue": "str"})).to_numpy(), sort=False))))
+    return groups.get(queue, j.iloc[0:0])
+
+
+def _rows_by_job(ctx, name: str, frame: pd.DataFrame) -> dict:
+    """Row positions of ``frame`` by (prefix, queue, job id), made once per ``ctx``: a card
+    per job must not scan every payload and event again."""
+    def make():
+        out: dict = {}
+        keys = zip(frame["prefix"].astype("str"), frame["queue"].astype("str"), frame["job_id"].astype("str"))
+        for i, k in enumerate(keys):
+            out.setdefault(k, []).append(i)
+        return out
+    return ctx.memo(("rows_by_job", name), make)
 
 
 def _pretty(text) -> str:
@@ -52,16 +71,16 @@ def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None, ct
     from .explain import why
     from .thresholds import Thresholds
     e = escape
-    jobs = _jobs_of(snap, queue)
+    ctx = ctx or Context(snap, Thresholds())
+    jobs = _jobs_of(snap, queue, ctx)
     row = jobs[jobs["job_id"].astype("str") == str(job_id)]
     if not len(row):
         return f"<p>No job {e(str(job_id))} in {e(queue)}.</p>"
     r = row.iloc[0]
-    reasons = why(ctx or Context(snap, Thresholds()), r["prefix"], r["queue"], str(job_id))
+    reasons = why(ctx, r["prefix"], r["queue"], str(job_id))
     pay = snap.payloads
-    p = pay[(pay["prefix"].astype("str") == str(r["prefix"])) & (pay["queue"].astype("str") == str(r["queue"]))
-            & (pay["job_id"].astype("str") == str(job_id))]
-    p = p.iloc[0] if len(p) else pd.Series(dtype=object)
+    at = _rows_by_job(ctx, "payloads", pay).get((str(r["prefix"]), str(r["queue"]), str(job_id)))
+    p = pay.iloc[at[0]] if at else pd.Series(dtype=object)
     fields = ["state", "name", "added_at", "processed_at", "finished_at", "due_at", "attempts_made",
               "attempts_started", "attempts_configured", "backoff_type", "stalled_count", "failed_reason",
               "lock_present", "lock_ttl_ms", "processed_by", "progress", "log_count", "data_bytes"]
@@ -74,7 +93,7 @@ def job_card(snap, queue: str, job_id: str, logs: pd.DataFrame | None = None, ct
                      if pd.notna(p.get(k)))
     story = "<h5>why it is here</h5><ul>" + "".join(f"<li>{e(w)}</li>" for w in reasons) + "</ul>" if reasons else ""
     return (f"<div><h4>{e(queue)} / job {e(str(job_id))}</h4>{story}<table>{rows}</table>"
-            f"{_timeline(snap, r, logs)}{blocks}</div>")
+            f"{_timeline(snap, r, logs, ctx)}{blocks}</div>")
 
 
 def _lines(text) -> str:
@@ -84,7 +103,7 @@ def _lines(text) -> str:
         return str(text)[:PAYLOAD_CHARS]
 
 
-def _timeline(snap, r, logs: pd.DataFrame | None = None) -> str:
+def _timeline(snap, r, logs: pd.DataFrame | None = None, ctx=None) -> str:
     """The job's moments: its timestamps, its events from the stream (BullMQ) and the
     worker log records that name it."""
     e = escape
@@ -92,8 +111,11 @@ def _timeline(snap, r, logs: pd.DataFrame | None = None) -> str:
                if pd.notna(r.get(c))]
     ev = snap.events
     if len(ev):
-        mine = ev[(ev["prefix"].astype("str") == str(r["prefix"])) & (ev["queue"].astype("str") == str(r["queue"]))
-                  & (ev["job_id"].astype("str") == str(r["job_id"]))]
+        if ctx is not None:
+            mine = ev.iloc[_rows_by_job(ctx, "events", ev).get((str(r["prefix"]), str(r["queue"]), str(r["job_id"])), [])]
+        else:
+            mine = ev[(ev["prefix"].astype("str") == str(r["prefix"])) & (ev["queue"].astype("str") == str(r["queue"]))
+                      & (ev["job_id"].astype("str") == str(r["job_id"]))]
         moments += [(t, f"event {x}" + (f" {f}" if isinstance(f, str) else ""))
                     for t, x, f in zip(mine["time"], mine["event"], mine["fields"])]
     if logs is not None and len(logs) and "job_state" in logs:
@@ -122,7 +144,7 @@ def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = Tr
     if not interactive:
         cards = []
         for q in queues:
-            jobs = _jobs_of(snap, q).sort_values("added_at", ascending=False, na_position="last").head(per_queue)
+            jobs = _jobs_of(snap, q, ctx).sort_values("added_at", ascending=False, na_position="last").head(per_queue)
             cards += [job_card(snap, q, j, logs, ctx) for j in jobs["job_id"].astype("str")]
         return _HTML("<h3>Newest jobs per queue</h3>" + ("".join(cards) or "<p>No jobs.</p>"))
     import ipywidgets as w
@@ -131,7 +153,7 @@ def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = Tr
     out = w.HTML()
 
     def jobs_for(_=None):
-        jobs = _jobs_of(snap, qpick.value).sort_values("added_at", ascending=False, na_position="last")
+        jobs = _jobs_of(snap, qpick.value, ctx).sort_values("added_at", ascending=False, na_position="last")
         jpick.options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
 
     def show(_=None):

@@ -278,6 +278,26 @@ def test_detector_stays_silent(sources, det, source, queue):
     assert not len(sel), sel[["id", "queue", "title"]].to_string()
 
 
+def test_small_snapshots_are_diagnosed_alike_in_compact_columns(sources, monkeypatch):
+    """Up to detectors.COMPACT_ROWS jobs the detectors read plain NumPy columns (5x quicker on
+    a small snapshot): every finding, count, sample, evidence and verdict must be the same as
+    on the snapshot's own column types, on every incident the firing tests use."""
+    import json
+
+    from forensics import detectors
+    seen = []
+    for name in dict.fromkeys(src for _, src, _, _ in FIRES):
+        src = sources(name)
+        snap, logs = src if isinstance(src, tuple) else (src, None)
+        fast = json.loads(forensics.diagnose(snap, logs=logs).to_json())
+        with monkeypatch.context() as m:
+            m.setattr(detectors, "COMPACT_ROWS", -1)
+            plain = json.loads(forensics.diagnose(snap, logs=logs).to_json())
+        assert fast == plain, name
+        seen.append(name)
+    assert len(seen) >= 10
+
+
 def test_every_detector_has_a_firing_and_a_silent_test():
     fires = {d for d, *_ in FIRES}
     silent = {d for d, *_ in SILENT}

@@ -117,6 +117,29 @@ def _split(frame: pd.DataFrame) -> dict:
     return {k: g for k, g in frame.groupby(["prefix", "queue"], sort=False, observed=True)}
 
 
+# Up to this many jobs, the detectors' frame is made of plain NumPy columns (see ``compact``).
+COMPACT_ROWS = 50_000
+
+
+def compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same values in columns pandas handles as a few 2-D blocks: text as Python objects,
+    nullable integers and booleans that hold no missing value as NumPy ones. Every column of
+    the jobs table is otherwise a block of its own, and each selection of rows (a detector
+    makes thousands: per queue, per state) takes them one by one -- about 1 ms whatever the
+    rows, which is the whole cost of a diagnosis of a small snapshot. (Not for a million
+    rows: Python strings for every text cell would cost more than they save.)"""
+    to = {}
+    for col, dtype in frame.dtypes.items():
+        name = str(dtype)
+        if name == "str" or isinstance(dtype, pd.StringDtype):
+            to[col] = object
+        elif name in ("Int64", "Int32", "Int16", "Int8", "boolean") and not frame[col].isna().any():
+            to[col] = "bool" if name == "boolean" else "int64"
+    out = frame.astype(to) if to else frame.copy()
+    out._consolidate_inplace()
+    return out
+
+
 def _plain(s: pd.Series) -> pd.Series:
     """A categorical as plain strings, by taking from its few categories (5x quicker than
     astype on a million rows)."""
@@ -144,7 +167,8 @@ class Context:
     def jobs(self) -> pd.DataFrame:
         # Plain strings for the categoricals; the other columns are shared, not copied.
         jobs = self.snap.jobs
-        return jobs.assign(**{col: _plain(jobs[col]) for col in ("prefix", "queue", "state", "flavor")})
+        jobs = jobs.assign(**{col: _plain(jobs[col]) for col in ("prefix", "queue", "state", "flavor")})
+        return compact(jobs) if len(jobs) <= COMPACT_ROWS else jobs
 
     @cached_property
     def failed_fp(self) -> pd.Series:
@@ -167,7 +191,16 @@ class Context:
         if not len(ev):
             return {}
         ev = ev.astype({"prefix": "str", "queue": "str"})
+        if len(ev) <= COMPACT_ROWS:
+            ev = compact(ev)
         return {k: g for k, g in ev.groupby(["prefix", "queue"], sort=False)}
+
+    def memo(self, key, make):
+        """``make()`` once per context and ``key`` (a result several detectors read)."""
+        cache = self.__dict__.setdefault("_memo", {})
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
 
     def events_of(self, q) -> pd.DataFrame:
         """One queue's events-stream entries, in stream order (empty for Bull, or none read)."""
@@ -227,8 +260,17 @@ class Context:
             groups = self.__dict__["_jobs_by_queue"]
         else:
             groups = _split(frame)
-        for _, q in self.queues.iterrows():
-            yield q, groups.get((q["prefix"], q["queue"]), frame.iloc[0:0])
+        empty = None
+        for q in self.queue_rows:
+            g = groups.get((q["prefix"], q["queue"]))
+            if g is None:
+                g = empty = frame.iloc[0:0] if empty is None else empty
+            yield q, g
+
+    @cached_property
+    def queue_rows(self) -> list[pd.Series]:
+        """The queues table's rows, made once (detectors walk them again and again)."""
+        return [q for _, q in self.queues.iterrows()]
 
     def warned(self, text: str) -> bool:
         return any(text in w for w in self.manifest.get("warnings", []))

@@ -74,7 +74,7 @@ def _last_activity(jobs: pd.DataFrame) -> pd.Series:
 
 
 def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
-    r = retry_events(ctx.events_of(q))
+    r = ctx.memo(("retry_events", q["prefix"], q["queue"]), lambda: retry_events(ctx.events_of(q)))
     if not len(r):
         return None
     first, last = r["time"].min(), r["time"].max()

@@ -154,6 +154,37 @@ class RssPopen(subprocess.Popen):
         return (pid, sts)
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and all its descendants (MB): memory a reader uses
+    in all its processes, pages shared after a fork counted once."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+                    break
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+            continue
+    return total
+
+
+class TreeSampler(threading.Thread):
+    """The peak of ``tree_pss_mb`` while a reader runs (sampled every 50 ms)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, tree_pss_mb(self.pid))
+            time.sleep(0.05)
+
+
 def measure(srv: Server, cmd: list[str], env: dict | None = None) -> dict:
     """Run one reader in its own process; its wall time, peak RSS, the other client's worst
     PING and the SLOWLOG while it ran."""
@@ -166,8 +197,12 @@ def measure(srv: Server, cmd: list[str], env: dict | None = None) -> dict:
     time.sleep(0.2)
     t0 = time.perf_counter()
     proc = RssPopen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    tree = TreeSampler(proc.pid)
+    tree.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
+    tree.stop.set()
+    tree.join()
     pinger.stop.set()
     pinger.join()
     if proc.returncode != 0:
@@ -176,7 +211,9 @@ def measure(srv: Server, cmd: list[str], env: dict | None = None) -> dict:
             and "SLOWLOG" not in _text(e["command"]).upper()]
     worst = max(slow, key=lambda e: e["duration"], default=None)
     lines = out.decode().strip().splitlines()
-    return {"wall": wall, "jobs": int(lines[-1]) if lines and lines[-1].isdigit() else 0, "rss_mb": proc.rss_mb,
+    # peak RSS: the largest of the reader's own peak and its processes' summed PSS
+    return {"wall": wall, "jobs": int(lines[-1]) if lines and lines[-1].isdigit() else 0,
+            "rss_mb": max(proc.rss_mb, tree.peak),
             "worst_ping_ms": pinger.worst * 1000, "slow_n": len(slow),
             "slowest_ms": worst["duration"] / 1000 if worst else 0.0,
             "slowest_cmd": _text(worst["command"]).split()[0] if worst else "-"}
@@ -325,8 +362,9 @@ def main() -> None:
         print(fmt_row(label, r, base))
     if throttled:
         print(fmt_row(f"forensics --max-ops-per-sec {args.throttle:,.0f} (1 run)", throttled, base))
-    print("(vs fx: time relative to forensics capture + save; other PING: the longest another client waited, "
-          "worst of all rounds; SLOWLOG: commands over 1 ms inside Redis, and the slowest)\n")
+    print("(vs fx: time relative to forensics capture + save; peak RSS: of all the reader's processes, pages "
+          "shared after a fork counted once; other PING: the longest another client waited, worst of all rounds; "
+          "SLOWLOG: commands over 1 ms inside Redis, and the slowest)\n")
     print(f"forensics diagnose of the {args.jobs:,}-job snapshot: {results['diagnose_s']:.1f} s "
           f"(peak RSS {results['diagnose_rss_mb']:,.0f} MB)")
     if "report_s" in results:

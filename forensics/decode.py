@@ -187,14 +187,14 @@ def _per_distinct(texts: pd.Series, parse, fields: tuple[str, ...]) -> pd.DataFr
     return picked
 
 
-def _contains(raw: pd.DataFrame, col: str, text: pd.Series, needle: str, nbytes: pd.Series | None = None) -> pd.Series:
-    """Whether each value holds ``needle`` (a plain substring). Big values (kilobytes and
-    more on average) are searched as the Python strings the replies gave (memchr-fast; a
-    non-ASCII needle in an ASCII string costs nothing), small ones by Arrow over the column."""
-    if col in raw and nbytes is not None and len(raw) and float(nbytes.fillna(0).mean()) > 1024:
-        found = [needle in v if isinstance(v, str) else False for v in raw[col].tolist()]
-        return pd.Series(found, index=raw.index, dtype="boolean").where(text.notna())
-    return text.str.contains(needle, regex=False)
+def _contains(raw: pd.DataFrame, col: str, text: pd.Series, needle: str) -> pd.Series:
+    """Whether each value holds ``needle`` (a plain substring), searched in the Python strings
+    the replies gave: memchr-fast, and a non-ASCII needle in an ASCII string costs nothing
+    (Arrow's substring kernel ran at ~750 MB/s, and cost 2 ms a column on small values)."""
+    if col not in raw or not len(raw):
+        return text.str.contains(needle, regex=False)
+    found = [needle in v if isinstance(v, str) else False for v in raw[col].tolist()]
+    return pd.Series(found, index=raw.index, dtype="boolean").where(text.notna())
 
 
 def _map(s: pd.Series, fn) -> pd.Series:
@@ -295,9 +295,9 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     out["returnvalue_bytes"] = _byte_len(rv)
     out["stacktrace_bytes"] = _byte_len(st)
     out["opts_bytes"] = _byte_len(opts)
-    out["data_has_buffer"] = _contains(raw, "data", data, '"type":"Buffer","data":[', out["data_bytes"])
-    add_error(_contains(raw, "data", data, "\ufffd", out["data_bytes"]), "data:utf8")
-    add_error(_contains(raw, "stacktrace", st, "\ufffd", out["stacktrace_bytes"])
+    out["data_has_buffer"] = _contains(raw, "data", data, '"type":"Buffer","data":[')
+    add_error(_contains(raw, "data", data, "\ufffd"), "data:utf8")
+    add_error(_contains(raw, "stacktrace", st, "\ufffd")
               | _contains(raw, "failedReason", _text(raw, "failedReason"), "\ufffd"), "text:utf8")
     # data that does not even start like JSON (a cheap check, not a full parse).
     add_error(data.notna() & ~regex_hits(data, r"^\s*[\[{\"0-9\-tfn]", ignore_case=False), "data:json")

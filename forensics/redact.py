@@ -83,6 +83,9 @@ class Redaction:
                 raise UsageError(f"--redact-field {f!r} uses syntax RE2 lacks (look-around, "
                                  "backreferences); write it without") from None
 
+    def __reduce__(self):  # to another process by its settings (compiled rules stay behind)
+        return (Redaction, (self.secrets, self.fields, self.no_data))
+
     @classmethod
     def of(cls, redact: "bool | Redaction | None") -> "Redaction":
         if isinstance(redact, Redaction):

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import forensics
@@ -402,3 +403,76 @@ def test_disk_full_during_a_series_keeps_the_snapshots_already_saved(redis_from_
     assert meta["snapshots"] == sorted(p.name for p in out.iterdir() if p.is_dir())   # no half-written member
     assert forensics_cli("verify", str(out)).returncode == 0
     assert len(forensics.load_series(out)) == len(meta["snapshots"])
+
+
+# ---- the capture's helper process (the second core) -------------------------------------------
+
+def tables_of(snap: forensics.Snapshot) -> dict:
+    key = ["prefix", "queue", "job_id"]
+    out = {}
+    for name, order in (("jobs", key), ("payloads", key), ("events", ["prefix", "queue", "stream_id"])):
+        df = getattr(snap, name)
+        out[name] = df.astype({c: "str" for c in order}).sort_values(order).reset_index(drop=True)
+    out["queues"] = snap.queues
+    return out
+
+
+def test_the_helper_process_changes_nothing_in_the_snapshot(redis_from_dump, tmp_path):
+    """60,000 jobs: read with the helper process sharing the job hashes, and alone
+    (FORENSICS_HELPER=0): the same tables, the same commands, and Redis untouched."""
+    digest = redis_from_dump.client().execute_command("DEBUG", "DIGEST")
+    runs = {}
+    for label, env in (("shared", {}), ("alone", {"FORENSICS_HELPER": "0"})):
+        out = tmp_path / label
+        res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--out", str(out), "--quiet", env=env)
+        assert res.returncode == 0, res.stderr
+        runs[label] = forensics.load(out, verify=True)
+    shared, alone = runs["shared"], runs["alone"]
+    assert shared.manifest["counts"].get("helper_chunks", 0) >= 1                 # the helper did read chunks
+    assert alone.manifest["counts"].get("helper_chunks", 0) == 0
+    assert shared.manifest["commands"] == alone.manifest["commands"]             # its commands are counted
+    a, b = tables_of(shared), tables_of(alone)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    assert shared.row_count("jobs") == BIG + SMALL
+    assert redis_from_dump.client().execute_command("DEBUG", "DIGEST") == digest
+
+
+def helper_pids(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def test_a_helper_killed_mid_capture_leaves_the_capture_whole(redis_from_dump, tmp_path):
+    """SIGKILL to the helper process while it reads: the capture takes its chunks back,
+    says so, and the snapshot is complete and the same as one read alone."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", redis_from_dump.url(), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+
+    def kill():
+        for _ in range(2000):
+            kids = helper_pids(proc.pid) if proc.poll() is None else []
+            if kids:
+                os.kill(kids[0], signal.SIGKILL)
+                killed.append(kids[0])
+                return
+            time.sleep(0.002)
+    t = when_reading_jobs(redis_from_dump, kill)
+    stdout, stderr = proc.communicate(timeout=120)
+    t.join(10)
+    assert killed, "no helper process was seen"
+    assert proc.returncode == 0, stderr
+    assert "helper process stopped" in stderr and "Traceback" not in stderr
+    snap = forensics.load(out, verify=True)
+    assert snap.complete and snap.row_count("jobs") == BIG + SMALL
+    alone = tmp_path / "alone"
+    res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--out", str(alone), "--quiet",
+                        env={"FORENSICS_HELPER": "0"})
+    assert res.returncode == 0, res.stderr
+    a, b = tables_of(snap), tables_of(forensics.load(alone))
+    for name in ("jobs", "payloads"):
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)

@@ -20,17 +20,25 @@ import pandas as pd
 import pytest
 
 import forensics
-from conftest import forensics_cli, forensics_exe, run_node
+from conftest import RedisServer, forensics_cli, forensics_exe, run_node
 
-DB = 5
+DB = 0
 LIBS = {"bullmq5": ("sz-mq", 8, 2000), "bull": ("sz-bull", 8, 20)}
 
 
 @pytest.fixture(scope="module")
-def payload_queues(redis_server):
+def big_redis(tmp_path_factory):
+    """A Redis of its own: 120 MB of payloads would weigh on every save of the session's."""
+    srv = RedisServer(tmp_path_factory.mktemp("payloads"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def payload_queues(big_redis):
     out = {}
     for lib, (prefix, docs, thumbs) in LIBS.items():
-        out[lib] = json.loads(run_node("payloads.js", lib, redis_server.url(DB), prefix, "docs", str(docs), str(thumbs),
+        out[lib] = json.loads(run_node("payloads.js", lib, big_redis.url(DB), prefix, "docs", str(docs), str(thumbs),
                                        timeout=300))
     return out
 
@@ -51,14 +59,14 @@ def scrub(value, secrets: list[str]):
 
 
 @pytest.mark.parametrize("lib", list(LIBS))
-def test_megabyte_payloads_redacted_by_default_differ_only_where_the_secrets_were(redis_server, payload_queues, lib,
+def test_megabyte_payloads_redacted_by_default_differ_only_where_the_secrets_were(big_redis, payload_queues, lib,
                                                                                   tmp_path):
     prefix = LIBS[lib][0]
     planted = payload_queues[lib]
     secrets = planted["secrets"]
     raw, red = tmp_path / "raw", tmp_path / "red"
     for out, extra in ((raw, ["--no-redact"]), (red, [])):
-        res = forensics_cli("capture", "--redis", redis_server.url(DB), "--prefix", prefix, "--out", str(out),
+        res = forensics_cli("capture", "--redis", big_redis.url(DB), "--prefix", prefix, "--out", str(out),
                             "--quiet", *extra)
         assert res.returncode == 0, res.stderr
     a, b = forensics.load(raw, verify=True), forensics.load(red, verify=True)
@@ -110,15 +118,15 @@ def xrange_calls(client) -> int:
     return client.info("commandstats").get("cmdstat_xrange", {}).get("calls", 0)
 
 
-def test_sigterm_while_a_big_stream_is_redacted_keeps_what_was_read(redis_server, payload_queues, tmp_path):
+def test_sigterm_while_a_big_stream_is_redacted_keeps_what_was_read(big_redis, payload_queues, tmp_path):
     """SIGTERM once the first windows of the 100 MB stream are in: the capture stops within
     the stream (exit 4), and the windows already read and redacted are saved."""
     prefix = LIBS["bullmq5"][0]
     full = payload_queues["bullmq5"]
-    watcher = redis_server.client()
+    watcher = big_redis.client()
     before = xrange_calls(watcher)
     out = tmp_path / "cut"
-    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", redis_server.url(DB), "--prefix", prefix,
+    proc = subprocess.Popen([forensics_exe(), "capture", "--redis", big_redis.url(DB), "--prefix", prefix,
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def watch():

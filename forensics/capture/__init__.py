@@ -135,6 +135,7 @@ def _read_all(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict |
             for p in prefixes:
                 tables[p] = cap.discover(p)
             cap.expect_commands(tables)
+            cap.start_helper(tables)
             for i, q in enumerate(cap.queues):
                 progress.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
                 if cap.lost(q.node):
@@ -152,6 +153,7 @@ def _read_all(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict |
         cap.complete, cap.reason = False, f"interrupted ({cap.stop_signal or 'Ctrl-C'})"
     finally:
         progress.done()
+        cap.close_helper()
         cap.src.close()
     snap = cap.assemble()
     if not snap.complete:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from ..safety import CommandLedger, command_name, redact_url
 from ..clock import Clock, phase
 from ..stop import check_stop
 from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from . import helper as helper_mod
 from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
 from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
@@ -50,6 +52,7 @@ BATCH_BYTES = 1 << 20   # replies per round trip: a batch keeps Redis busy ~2 ms
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
+LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
 # A command a managed service renamed or disabled answers like an unknown one.
 REFUSED = re.compile(r"^ERR (unknown command|unknown subcommand|Unknown subcommand|.*disabled|.*not allowed)"
@@ -85,6 +88,61 @@ CONSEQUENCES = {
 
 # Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
 ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
+
+
+def decode_replies(part: pd.DataFrame, replies: list, redact: Redaction) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """HGETALL replies of one chunk (``part``: prefix, queue, job_id, state, score, flavor) as
+    the jobs and payloads rows; an id listed without a hash is a ``missing-hash`` row (or
+    ``vanished``, for an orphan that went away). Used by the capture and its helper alike."""
+    replies = [r if isinstance(r, dict) else {} for r in replies]
+    present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
+    jobs, payloads = decode_jobs(part[present], [r for r, p in zip(replies, present) if p], redact=redact)
+    gone = part[~present]
+    if len(gone):
+        # Listed but no hash: missing-hash (verified below) or removed since SCAN.
+        g = empty_jobs().reindex(range(len(gone))).astype(JOB_COLUMNS)
+        for c in ("prefix", "queue", "job_id", "state", "flavor"):
+            g[c] = gone[c].astype("str").to_numpy()
+        g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
+        jobs = pd.concat([jobs, g], ignore_index=True)
+    return jobs, payloads
+
+
+def join_extras(jobs: pd.DataFrame, x, dtypes: dict) -> pd.DataFrame:
+    """Join what is known per job id besides its hash (lock, logs, stalled set, memory: an
+    ``_Extras``) and give the jobs table its dtypes."""
+    jid = jobs["job_id"]
+    if x.locks is not None:
+        token, ttl = x.locks
+        jobs["lock_token"] = jid.map(token).astype("str")
+        jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
+        jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]) \
+            .where(lambda t: t >= 0)
+    if x.logs is not None:
+        jobs["log_count"] = jid.map(x.logs).fillna(0).astype("Int32")
+    if x.job_mem is not None:
+        jobs["memory_bytes"] = jid.map(x.job_mem).astype("Int64")
+    jobs["in_stalled_set"] = jid.isin(x.stalled).astype("boolean")
+    return jobs.reset_index(drop=True).astype(dtypes)
+
+
+# States whose rows a capture re-checks against Redis before they are written.
+RECHECKED = ("missing-hash", "orphan", "vanished")
+
+
+def ready_chunk(part: pd.DataFrame, replies: list, redact: Redaction, extras, dtypes: dict,
+                log_lines: pd.Series | None, schemas: tuple[pa.Schema, pa.Schema]):
+    """One chunk decoded and joined into the Arrow tables the spool takes: ("ready", jobs,
+    payloads). A chunk with rows to re-check against Redis (an id without a hash, a hash no
+    state lists) comes back as ("raw", jobs, payloads) DataFrames, for the capture's own path."""
+    jobs, payloads = decode_replies(part, replies, redact)
+    if jobs["state"].isin(RECHECKED).any():
+        return "raw", jobs, payloads
+    if log_lines is not None and len(payloads):
+        payloads["logs"] = payloads["job_id"].map(log_lines).astype("str")
+    jobs = join_extras(jobs, extras, dtypes)
+    return ("ready", pa.Table.from_pandas(jobs, schema=schemas[0], preserve_index=False),
+            pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False))
 
 
 def _mean_bytes(measured: pd.Series | None) -> float | None:
@@ -167,6 +225,7 @@ class Capture:
                                      pa.Schema.from_pandas(empty_payloads(), preserve_index=False), CHUNK)
         self.started = utcnow()
         self.clock = Clock()
+        self.helper: helper_mod.Helper | None = None   # a second process for job hashes (helper.py)
         tls = self.conn.describe_tls()
         if tls and tls.get("warning"):
             self._warn(tls["warning"])
@@ -625,6 +684,9 @@ class Capture:
         Redis still works while we parse: two pipelined batches are in flight.)"""
         base = q.base
         per_job = _mean_bytes(extras.job_mem)
+        if (self.helper is not None and self.helper.broken is None and len(ids) >= 2 * helper_mod.CHUNK_ROWS
+                and per_job is not None and per_job <= helper_mod.MAX_JOB_BYTES):
+            return self._read_jobs_shared(q, ids, extras, per_job)
         i, n = 0, len(ids)
         while i < n:
             # One chunk, fetched in steps until it holds CHUNK jobs or CHUNK_BYTES of replies:
@@ -648,26 +710,126 @@ class Capture:
             part = ids.iloc[start:i].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
             self._decode_chunk(q, part, replies, extras, got)
 
+    def _read_jobs_shared(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", per_job: float) -> None:
+        """The job hashes of a big queue of small jobs, shared with the helper process: it is
+        kept fed with up to two chunks ahead, this process reads the next chunk itself while
+        it works, and every chunk is written in order (the snapshot is the same either way).
+        A chunk the helper sends back undone is read here."""
+        helper = self.helper
+        node = self.src.node_of(q.base + "id")
+        step = int(min(PIPELINE, max(1, BATCH_BYTES // per_job)))
+        n = len(ids)
+        bounds = [(a, min(a + helper_mod.CHUNK_ROWS, n)) for a in range(0, n, helper_mod.CHUNK_ROWS)]
+
+        def part(k: int) -> pd.DataFrame:
+            a, b = bounds[k]
+            return ids.iloc[a:b].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
+
+        log_lines = getattr(self, "_log_lines", None)
+        schemas = (self.jobs_schema, self._payload_writer.schema)
+        helper.queue(q, ids, extras, self.job_dtypes, log_lines, schemas)
+
+        def fetch(k: int):
+            p = part(k)
+            before = self._received()
+            replies = self._results([("HGETALL", q.base + j) for j in p["job_id"].tolist()], step=step)
+            got = self._received() - before
+            with phase("decode"):
+                return ready_chunk(p, replies, self.redact, extras, self.job_dtypes, log_lines, schemas) + (got,)
+
+        done: dict[int, tuple | None] = {}
+        assigned = written = 0
+        try:
+            self._share(q, helper, node, bounds, step, part, fetch, done, extras)
+        except BaseException:
+            # Redis lost, a stop: what was read is kept -- the chunks decoded but not yet
+            # written, and those the helper has finished meanwhile (no longer in order).
+            while helper.outstanding and helper.poll(0.2):
+                k, result = helper.recv(self.ledger)
+                done[k] = result
+            for k in sorted(k for k, r in done.items() if r is not None):
+                kind, jobs, payloads, got = done[k]
+                if kind == "ready":
+                    self._write_ready(q, jobs, payloads, got)
+                else:
+                    with contextlib.suppress(*LOST, Stopped):
+                        self._write_chunk(q, part(k), jobs, payloads, extras, got)
+            raise
+
+    def _share(self, q, helper, node, bounds, step, part, fetch, done, extras) -> None:
+        assigned = written = 0
+        while written < len(bounds):
+            while helper.broken is None and len(helper.outstanding) < 2 and assigned < len(bounds):
+                helper.send(assigned, node, bounds[assigned], step)
+                assigned += 1
+            while helper.outstanding and helper.poll():
+                k, result = helper.recv(self.ledger)
+                done[k] = result
+                self.counts["helper_chunks"] = self.counts.get("helper_chunks", 0) + (result is not None)
+                if result is None:
+                    self._warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
+            if written in done:
+                result = done[written]
+                kind, jobs, payloads, got = result if result is not None else fetch(written)
+                done[written] = None   # taken: not written again on the way out
+                if kind == "ready":
+                    self._write_ready(q, jobs, payloads, got)
+                else:   # rows to re-check: the capture's own path
+                    self._write_chunk(q, part(written), jobs, payloads, extras, got)
+                written += 1
+                done.pop(written - 1, None)
+            elif assigned < len(bounds):   # the helper is busy: read the next chunk here meanwhile
+                done[assigned] = fetch(assigned)
+                assigned += 1
+            else:
+                self._wait_for_helper(done)
+
+    def _wait_for_helper(self, done: dict) -> None:
+        """Wait for the helper's next chunk, looking for a stop meanwhile; one that takes
+        longer than the capture's --timeout (twice over) is taken back and read here."""
+        helper = self.helper
+        waited, limit = 0.0, 2 * (self.conn.socket_timeout or 30.0) + 5
+        with phase("helper"):
+            while not helper.poll(0.5):
+                if self.stop_requested:
+                    raise Stopped()
+                waited += 0.5
+                if waited >= limit or not helper.proc.is_alive():
+                    helper.broken = "it did not answer" if helper.proc.is_alive() else "it ended"
+                    self._warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
+                    for k in list(helper.outstanding):
+                        done[k] = None
+                    helper.outstanding.clear()
+                    return
+
+    def start_helper(self, tables: dict[str, pd.DataFrame]) -> None:
+        """A helper process for the job hashes, when there are enough of them to be worth it
+        (and a second core, and no throttle)."""
+        jobs = sum(int((t["family"].astype("str") == "job").sum()) for t in tables.values())
+        if jobs >= helper_mod.MIN_JOBS and helper_mod.usable(self.throttle is not None):
+            try:
+                self.helper = helper_mod.Helper(self.redact)
+            except OSError as e:  # no process to spare: read alone
+                self._warn(f"no helper process ({e}); the capture reads alone")
+
+    def close_helper(self) -> None:
+        if self.helper is not None:
+            self.helper.close()
+
     def _received(self) -> int:
         """Bytes of replies read so far, from every node."""
-        return sum(n.received[0] for n in self.src.nodes + self.src.down) if self.src is not None else 0
+        mine = sum(n.received[0] for n in self.src.nodes + self.src.down) if self.src is not None else 0
+        return mine + (self.helper.received[0] if self.helper is not None else 0)
 
     def _decode_chunk(self, q: _Queue, part: pd.DataFrame, replies: list, extras: "_Extras", nbytes: int = 0) -> None:
-        replies = [r if isinstance(r, dict) else {} for r in replies]
-        present = np.fromiter((bool(r) for r in replies), dtype=bool, count=len(replies))
-        kept = part[present]
         with phase("decode"):
-            jobs, payloads = decode_jobs(kept, [r for r, p in zip(replies, present) if p],
-                                         redact=self.redact)
+            jobs, payloads = decode_replies(part, replies, self.redact)
         del replies
-        gone = part[~present]
-        if len(gone):
-            # Listed but no hash: missing-hash (verified below) or removed since SCAN.
-            g = empty_jobs().reindex(range(len(gone))).astype(JOB_COLUMNS)
-            for c in ("prefix", "queue", "job_id", "state", "flavor"):
-                g[c] = gone[c].astype("str").to_numpy()
-            g["state"] = np.where(gone["state"].to_numpy() == "orphan", "vanished", "missing-hash")
-            jobs = pd.concat([jobs, g], ignore_index=True)
+        self._write_chunk(q, part, jobs, payloads, extras, nbytes)
+
+    def _write_chunk(self, q: _Queue, part: pd.DataFrame, jobs: pd.DataFrame, payloads: pd.DataFrame,
+                     extras: "_Extras", nbytes: int) -> None:
+        """A decoded chunk (read here or by the helper) to the spool: logs, re-checks, joins."""
         lines = getattr(self, "_log_lines", None)
         if lines is not None and len(payloads):
             payloads["logs"] = payloads["job_id"].map(lines).astype("str")
@@ -687,30 +849,36 @@ class Capture:
 
     def _finish(self, jobs: pd.DataFrame, x: "_Extras") -> pd.DataFrame:
         """Join what is known per job id besides its hash: lock, logs, stalled set, memory."""
-        jid = jobs["job_id"]
-        if x.locks is not None:
-            token, ttl = x.locks
-            jobs["lock_token"] = jid.map(token).astype("str")
-            jobs["lock_present"] = jobs["lock_token"].notna().astype("boolean")
-            jobs["lock_ttl_ms"] = jid.map(ttl).astype("Int64").where(jobs["lock_present"]) \
-                .where(lambda t: t >= 0)
-        if x.logs is not None:
-            jobs["log_count"] = jid.map(x.logs).fillna(0).astype("Int32")
-        if x.job_mem is not None:
-            jobs["memory_bytes"] = jid.map(x.job_mem).astype("Int64")
-        jobs["in_stalled_set"] = jid.isin(x.stalled).astype("boolean")
-        return jobs.reset_index(drop=True).astype(self.job_dtypes)
+        return join_extras(jobs, x, self.job_dtypes)
+
+    @property
+    def jobs_schema(self) -> pa.Schema:
+        return pa.Schema.from_pandas(
+            empty_jobs().assign(in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes),
+            preserve_index=False)
+
+    def _jobs_spool(self) -> Spool:
+        if self._jobs_writer is None:
+            self._jobs_writer = Spool(self.jobs_file, self.jobs_schema, CHUNK)
+        return self._jobs_writer
 
     def _write_jobs(self, q: _Queue, jobs: pd.DataFrame) -> None:
-        if self._jobs_writer is None:
-            schema = pa.Schema.from_pandas(
-                empty_jobs().assign(in_stalled_set=pd.Series(dtype="boolean")).astype(self.job_dtypes),
-                preserve_index=False)
-            self._jobs_writer = Spool(self.jobs_file, schema, CHUNK)
-        self._jobs_writer.write(jobs)
+        self._jobs_spool().write(jobs)
         for state, n in jobs["state"].value_counts().items():
             self.state_counts[(q.prefix, q.name, str(state))] += int(n)
         self.jobs_rows += len(jobs)
+
+    def _write_ready(self, q: _Queue, jobs: pa.Table, payloads: pa.Table, nbytes: int) -> None:
+        """A chunk already decoded, joined and typed (``ready_chunk``) to the spool."""
+        with phase("spool"):
+            self._payload_writer.write_table(payloads)
+            self._jobs_spool().write_table(jobs)
+        states = jobs.column("state").to_pandas().value_counts()
+        for state, n in states.items():
+            self.state_counts[(q.prefix, q.name, str(state))] += int(n)
+        self.jobs_rows += jobs.num_rows
+        self.progress.bytes += nbytes
+        self.progress.update(f"{q.name}: job hashes", jobs=jobs.num_rows)
 
     def _locate(self, q: _Queue, job_ids: list[str]) -> list[str | None]:
         """Which state currently lists each id (None: none). Used to confirm absences."""

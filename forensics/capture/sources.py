@@ -86,6 +86,8 @@ class Node:
         self.replica_of: str | None = None
         self.replication: dict | None = None
         self.received = [0]  # bytes of replies read from this node (sizes the next pipelines)
+        # what another process needs to open its own gated connection to this node (the helper)
+        self.spec = (host, port, params, role, cluster_replica)
         if "path" in params:  # a unix socket (unix:///run/redis.sock)
             self.host, self.port, self.addr = None, None, f"unix:{params['path']}"
             self.client = read_only_client(None, ledger, **params)

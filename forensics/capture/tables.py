@@ -99,6 +99,14 @@ class Spool:
         if self.n >= self.rows or self.pending_bytes >= SPOOL_BYTES:
             self.flush()
 
+    def write_table(self, table: pa.Table) -> None:
+        """An Arrow table already in the spool's schema."""
+        self.pending.append(table)
+        self.n += table.num_rows
+        self.pending_bytes += table.nbytes
+        if self.n >= self.rows or self.pending_bytes >= SPOOL_BYTES:
+            self.flush()
+
     def flush(self) -> None:
         if self.pending:
             table = pa.concat_tables(self.pending)

@@ -476,3 +476,28 @@ def test_a_helper_killed_mid_capture_leaves_the_capture_whole(redis_from_dump, t
     a, b = tables_of(snap), tables_of(forensics.load(alone))
     for name in ("jobs", "payloads"):
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+SPAWNED = """
+import sys, threading, forensics
+threading.Thread(target=threading.Event().wait, daemon=True).start()   # as in Jupyter: not one thread
+snap = forensics.capture(sys.argv[1], progress=False)
+snap.save(sys.argv[2])
+"""
+
+
+def test_a_capture_in_a_process_with_threads_spawns_its_helper(redis_from_dump, tmp_path):
+    """A process with other threads (a notebook's kernel) is not forked: the helper is
+    spawned, and the snapshot is the same."""
+    out, alone = tmp_path / "spawned", tmp_path / "alone"
+    proc = subprocess.run([sys.executable, "-c", SPAWNED, redis_from_dump.url(), str(out)], capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--out", str(alone), "--quiet",
+                        env={"FORENSICS_HELPER": "0"})
+    assert res.returncode == 0, res.stderr
+    snap = forensics.load(out, verify=True)
+    assert snap.manifest["counts"].get("helper_chunks", 0) >= 1
+    a, b = tables_of(snap), tables_of(forensics.load(alone))
+    for name in ("jobs", "payloads"):
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)

@@ -54,6 +54,15 @@ PAYLOAD_COLUMNS: dict[str, str] = {
 }
 
 
+_DTYPES = {c: pd.api.types.pandas_dtype(t) for c, t in JOB_COLUMNS.items()}
+
+
+def _typed(values, index: pd.Index, col: str) -> pd.Series:
+    """A column of the jobs table in its dtype (no copy when it has it already)."""
+    s = values if isinstance(values, pd.Series) and values.index is index else pd.Series(values, index=index)
+    return s if s.dtype == _DTYPES[col] else s.astype(_DTYPES[col])
+
+
 def empty_jobs() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in JOB_COLUMNS.items()})
 
@@ -316,6 +325,8 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
             texts[k] = message_shape(texts[k])
     elif policy.secrets or policy.fields:
         for k, col in texts.items():
+            if not col.notna().any():   # progress, deferred failures: mostly absent
+                continue
             texts[k], n = policy.column(col, "json" if k in ("data", "returnvalue", "progress") else "text")
             redacted += n
     data, rv, st = texts["data"], texts["returnvalue"], texts["stacktrace"]
@@ -340,7 +351,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     out["memory_bytes"] = pd.Series(pd.NA, index=ids.index, dtype="Int64")
     out["decode_errors"] = errors.str.strip(",").replace("", pd.NA)
 
-    jobs = pd.DataFrame({c: pd.Series(out[c], index=ids.index).astype(t) for c, t in JOB_COLUMNS.items()})
+    jobs = pd.DataFrame({c: _typed(out[c], ids.index, c) for c in JOB_COLUMNS})
     payloads = pd.DataFrame({
         "prefix": out["prefix"], "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
         "stacktrace": st, "opts": opts, "logs": pd.Series(pd.NA, index=ids.index, dtype="str"),

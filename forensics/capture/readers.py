@@ -737,8 +737,7 @@ class Capture:
             with phase("decode"):
                 return ready_chunk(p, replies, self.redact, extras, self.job_dtypes, log_lines, schemas) + (got,)
 
-        done: dict[int, tuple | None] = {}
-        assigned = written = 0
+        done: dict[int, tuple | None] = {}   # chunk -> result (None: the helper sent it back)
         try:
             self._share(q, helper, node, bounds, step, part, fetch, done, extras)
         except BaseException:
@@ -757,6 +756,8 @@ class Capture:
             raise
 
     def _share(self, q, helper, node, bounds, step, part, fetch, done, extras) -> None:
+        """The loop of ``_read_jobs_shared``: feed the helper, take its results, write the next
+        chunk in order, or read one here while waiting."""
         assigned = written = 0
         while written < len(bounds):
             while helper.broken is None and len(helper.outstanding) < 2 and assigned < len(bounds):
@@ -769,15 +770,13 @@ class Capture:
                 if result is None:
                     self._warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
             if written in done:
-                result = done[written]
+                result = done.pop(written)
                 kind, jobs, payloads, got = result if result is not None else fetch(written)
-                done[written] = None   # taken: not written again on the way out
                 if kind == "ready":
                     self._write_ready(q, jobs, payloads, got)
                 else:   # rows to re-check: the capture's own path
                     self._write_chunk(q, part(written), jobs, payloads, extras, got)
                 written += 1
-                done.pop(written - 1, None)
             elif assigned < len(bounds):   # the helper is busy: read the next chunk here meanwhile
                 done[assigned] = fetch(assigned)
                 assigned += 1

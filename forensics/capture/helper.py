@@ -2,11 +2,12 @@
 
 A capture of many jobs spends most of its time turning HGETALL replies into typed rows
 (parsing the replies, decoding, redacting), which needs the GIL: a thread does not help, a
-process does. The helper gets chunks of job ids, reads their hashes over its own connection
-(through the same read-only gate), decodes them with the same ``decode_replies`` as the
-capture, and sends the two tables back as Arrow IPC (a few milliseconds a chunk). The
-capture meanwhile reads other chunks itself, and writes every chunk in order, so the
-snapshot is the same with or without the helper.
+process does. The helper gets a queue's job ids (once) and then chunks of them to read: it
+reads their hashes over its own connection (through the same read-only gate), decodes,
+joins and types them with the capture's own ``ready_chunk``, and sends the two tables back as
+Arrow IPC, ready for the spool (a few milliseconds a chunk). The capture meanwhile reads
+other chunks itself, and writes every chunk in order, so the snapshot is the same with or
+without the helper.
 
 Anything unusual in the helper -- a command error, a lost or silent connection, a crash --
 sends the chunk back undone and the capture reads it itself (where the usual handling of

@@ -158,8 +158,8 @@ class Helper:
             self.conn.send(("stop",))
         except (OSError, ValueError):
             pass
-        self.proc.join(2)
-        if self.proc.is_alive():
+        self.proc.join(1)
+        if self.proc.is_alive():   # it holds results nobody takes, or hangs on Redis: it is done anyway
             self.proc.kill()
             self.proc.join(2)
         self.conn.close()
@@ -246,8 +246,11 @@ def _main(conn, redaction: Redaction) -> None:
             except Exception as e:  # anything at all: the capture reads this chunk itself
                 outbox.put(("undone", task_id, f"{type(e).__name__}: {e}"))
     finally:
-        outbox.put(None)
-        sender.join(5)
+        try:   # results nobody will take any more (the capture stopped): leave without them
+            outbox.put_nowait(None)
+            sender.join(1)
+        except queue.Full:
+            pass
         for n in nodes.values():
             n.close()
 

@@ -679,9 +679,10 @@ class Capture:
         """The job hashes, chunk by chunk: at most one chunk's replies are in memory, and each
         decoded chunk goes straight to the spool file. A chunk holds at most CHUNK jobs and about
         CHUNK_BYTES of replies, and a round trip about BATCH_BYTES: sized first from MEMORY USAGE
-        of the queue's job hashes, then from the bytes each chunk really took. (A thread fetching
-        the next chunk meanwhile was slower: parsing replies and decoding both need the GIL.
-        Redis still works while we parse: two pipelined batches are in flight.)"""
+        of the queue's job hashes, then from the bytes each chunk really took. A big queue of
+        small jobs is shared with the helper process (``_read_jobs_shared``): a thread would not
+        help, parsing replies and decoding both need the GIL. Redis works while we parse: two
+        pipelined batches are in flight."""
         base = q.base
         per_job = _mean_bytes(extras.job_mem)
         if (self.helper is not None and self.helper.broken is None and len(ids) >= 2 * helper_mod.CHUNK_ROWS

@@ -45,6 +45,10 @@ def _oom(cause: Finding, effect: Finding) -> bool:
     return effect.evidence.get("kind") == "oom"
 
 
+def _max_clients(cause: Finding, effect: Finding) -> bool:
+    return effect.evidence.get("kind") == "max-clients"
+
+
 def finding_bytes(f: Finding) -> int | None:
     """The bytes a memory-family finding accounts for (None: not measured)."""
     ev = f.evidence
@@ -79,6 +83,10 @@ RULES: list[Rule] = [
     Rule("no-workers", "stalled-active", "queue", "no worker's stalled checker recovers them"),
     Rule("no-workers", "backlog-growth", "queue", "nothing drains the backlog"),
     Rule("no-workers", "priority-starvation", "queue", "no worker takes the waiting jobs"),
+    Rule("stopped-consuming", "stale-backlog", "queue", "the connected workers take no job"),
+    Rule("stopped-consuming", "overdue-delayed", "queue", "the connected workers promote no delayed job"),
+    Rule("stopped-consuming", "backlog-growth", "queue", "nothing drains the backlog"),
+    Rule("stopped-consuming", "priority-starvation", "queue", "the connected workers take no job"),
     Rule("paused-backlog", "backlog-growth", "queue", "a paused queue takes no job"),
     Rule("rate-limit-freeze", "stale-backlog", "queue", "the rate limiter holds the queue"),
     Rule("rate-limit-freeze", "backlog-growth", "queue", "the rate limiter holds the queue"),
@@ -102,6 +110,10 @@ RULES: list[Rule] = [
     Rule("memory-pressure", "redis-connection-errors", "redis",
          "Redis at maxmemory refuses writes with OOM", _oom),
     Rule("eviction-policy", "missing-job-hash", "redis", "Redis evicted the job hashes", _evicting),
+    Rule("missing-job-hash", "swallowed-adds", "queue",
+         "the job is gone but its deduplication key still holds its id", lambda c, e: bool(e.evidence.get("stale_dedup_keys"))),
+    Rule("connection-leak", "redis-connection-errors", "redis",
+         "leaked connections fill maxclients and Redis refuses new ones", _max_clients),
 ]
 
 

@@ -159,6 +159,8 @@ def health_checks(ctx: Context, q, jq, found):
     if not workers:
         return ("fail", f"{waiting} job(s) waiting and no worker connected") if waiting else \
             ("warn", "no worker connected")
+    if "stopped-consuming" in found:
+        return "fail", f"{workers} worker(s) connected but none takes the waiting jobs (stopped-consuming)"
     last = pd.concat([jq["processed_at"], jq["finished_at"]]).max()
     recent = pd.notna(last) and (ctx.now - last) <= pd.Timedelta(minutes=ctx.t.stale_backlog_minutes)
     if waiting and not recent:

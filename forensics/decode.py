@@ -27,6 +27,8 @@ from .redact import Redaction, json_shape, message_shape, regex_hits, stacktrace
 from .stop import check_stop
 
 STACK_TOP_LINES = 8
+# A W3C traceparent (version 00) inside the job's propagated telemetry metadata (opts `tm`).
+TRACEPARENT = r"\b(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})\b"
 
 # Column order and dtypes of the jobs table: the schema contract of DESIGN.md.
 JOB_COLUMNS: dict[str, str] = {
@@ -40,6 +42,7 @@ JOB_COLUMNS: dict[str, str] = {
     "backoff_type": "str", "backoff_delay_ms": "Int64", "timeout_ms": "Int64",
     "remove_on_complete": "str", "remove_on_fail": "str", "keep_logs": "Int32",
     "lifo": "boolean", "repeat": "boolean", "repeat_key": "str", "dedup_id": "str",
+    "traceparent": "str", "trace_id": "str",
     "data_bytes": "Int64", "returnvalue_bytes": "Int64", "stacktrace_bytes": "Int64",
     "opts_bytes": "Int64", "data_has_buffer": "boolean",
     "failed_reason": "str", "stacktrace_count": "Int32", "stacktrace_top": "str",
@@ -296,6 +299,13 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     out["deferred_failure"] = _text(raw, "defa")
     out["repeat_key"] = _text(raw, "rjk")
     out["dedup_id"] = _text(raw, "deid")
+    # the trace context BullMQ propagates (opts `tm`, from `telemetry`): the job's APM trace
+    traced = opts.str.contains('"tm"', regex=False).fillna(False).astype(bool)
+    tp = pd.Series(pd.NA, index=ids.index, dtype="str")
+    if traced.any():
+        tp[traced] = opts[traced].str.extract(TRACEPARENT, expand=False)
+    out["traceparent"] = tp
+    out["trace_id"] = tp.str.slice(3, 35)
 
     data = _text(raw, "data")
     rv = _text(raw, "returnvalue")

@@ -35,7 +35,7 @@ JOB_FIELDS = ["name", "state", "added_at", "processed_at", "finished_at", "due_a
               "attempts_started", "attempts_configured", "attempts_infinite", "backoff_type", "backoff_delay_ms",
               "stalled_count", "deferred_failure", "failed_reason", "lock_present", "lock_ttl_ms", "processed_by",
               "progress", "parent_key", "data_bytes", "returnvalue_bytes", "remove_on_complete", "remove_on_fail",
-              "repeat_key", "dedup_id"]
+              "repeat_key", "dedup_id", "trace_id", "traceparent"]
 
 
 def _cut(text, n: int = 160) -> str:
@@ -312,7 +312,8 @@ class Explanation:
         lines = [f"{self.label} ({lib}{' ' + str(q['library_version']) if pd.notna(q['library_version']) else ''}), "
                  f"as captured {self.snapshot.get('captured_at')}",
                  f"  name {j['name']} · state {j['state']} · added {_when(j['added_at'])}"
-                 + (f" · priority {int(j['priority'])}" if _n(j["priority"]) > 0 else ""), "",
+                 + (f" · priority {int(j['priority'])}" if _n(j["priority"]) > 0 else "")
+                 + (f" · trace {j['trace_id']}" if pd.notna(j.get("trace_id")) else ""), "",
                  "Why it is here:", *[f"  - {w}" for w in self.why]]
         a = self.attempts
         if len(a):

@@ -102,7 +102,7 @@ def only_queue(snap, queue: str):
     tables = {}
     for name in TABLES:
         df = getattr(snap, name)
-        if "queue" in df.columns:
+        if "queue" in df.columns and name != "clients":  # connections are Redis-wide evidence
             label = df["queue"].astype("str")
             full = df["prefix"].astype("str") + ":" + label if "prefix" in df.columns else label
             df = df[(label == queue) | (full == queue)]

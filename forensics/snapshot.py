@@ -27,7 +27,16 @@ from .errors import SnapshotError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 # Tables every snapshot has, in the order they are listed and saved.
-TABLES = ("queues", "jobs", "payloads", "events", "workers", "redis", "metrics", "memory")
+TABLES = ("queues", "jobs", "payloads", "events", "workers", "clients", "dedup", "redis", "metrics", "memory")
+
+# Tables added after snapshots were first saved: one saved before has none, and loads it
+# empty (its manifest lists no row count for it); one whose manifest lists it must have it.
+LATER = ("clients", "dedup")
+
+
+def _empty_later(name: str) -> pd.DataFrame:
+    from .capture.tables import empty_clients, empty_dedup
+    return {"clients": empty_clients, "dedup": empty_dedup}[name]()
 
 
 # Tables a snapshot may have: worker logs attached at capture (``capture --logs``).
@@ -43,7 +52,7 @@ LAZY = ("jobs", "payloads", "events")
 # Parquet's "null" type, so the files of every capture share one schema (Spark, Trino and
 # DuckDB read a folder of captures as one table).
 REDIS_TYPES = {
-    "redis_version": "string", "redis_mode": "string", "maxmemory_policy": "string", "node": "string",
+    "redis_version": "string", "server_type": "string", "server_version": "string", "redis_mode": "string", "maxmemory_policy": "string", "node": "string",
     "role": "string", "cluster_node_id": "string", "mem_fragmentation_ratio": "float64",
     "info_available": "boolean", "config_available": "boolean",
     **{c: "Int64" for c in ("used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "evicted_keys",
@@ -99,6 +108,9 @@ class Snapshot:
         if name in OPTIONAL:
             from .logs import empty_logs
             return empty_logs()
+        if name in LATER:
+            tables[name] = _empty_later(name)
+            return tables[name]
         raise AttributeError(f"Snapshot has no table {name!r}; tables: {', '.join(TABLES)}")
 
     def __dir__(self):
@@ -306,6 +318,9 @@ def load(path: str | os.PathLike, verify: bool = False) -> Snapshot:
             raise SnapshotError(f"snapshot {path} is damaged: {file.name} does not match its sha256 in the manifest")
     for name in TABLES:
         file = path / f"{name}.parquet"
+        if name in LATER and not file.exists() and name not in expected:
+            tables[name] = _empty_later(name)  # saved before this table existed
+            continue
         if not file.exists():
             raise SnapshotError(f"snapshot {path} is damaged: {name}.parquet is missing")
         check(name, file)

@@ -36,6 +36,12 @@ class Thresholds:
     """... and high when it has also waited this long."""
     rate_limit_freeze_s: float = 60.0
     """A rate-limiter key living longer than this blocks the queue (manual rateLimit)."""
+    stopped_consuming_s: float = 60.0
+    """Workers are connected, work has waited this long, and no job was taken or finished
+    for this long (a healthy worker takes a waiting job within milliseconds) ..."""
+    worker_block_max_s: float = 30.0
+    """... and a worker connection blocked longer than this in one blocking read has a read
+    that never settles (BullMQ blocks at most ~10 s at a time, Bull its drainDelay, 5 s)."""
     # --- retries ---------------------------------------------------------------------
     max_attempts: int = 10
     """More configured attempts than this is unbounded in practice (checklist: 3-5)."""
@@ -71,7 +77,10 @@ class Thresholds:
     base64_min_chars: int = 1000
     """A base64 run at least this long inside job data is binary content."""
     returnvalue_large_bytes: int = 100 * 1024
-    """A return value above this is kept in Redis for every retained job."""
+    """A return value above this is kept in Redis for every retained job ..."""
+    returnvalue_total_bytes: int = 16 * 1024 * 1024
+    """... and return values of any size that weigh this much together (job hashes and the
+    events stream's copies: 2,000 thumbnails of 50 KB are 100 MB)."""
     stacktrace_max_bytes: int = 20 * 1024
     """Stack traces above this per job bloat Redis ..."""
     stacktrace_max_entries: int = 10
@@ -122,6 +131,13 @@ class Thresholds:
     """More jobs active at once on one worker than this."""
     no_progress_minutes: float = 5.0
     """An active job running this long without ever reporting progress."""
+    leak_min_connections: int = 50
+    """One address holding this many idle connections that no worker uses (unnamed, or a
+    Queue's) is leaking them (a Queue created per request and never closed) ..."""
+    leak_idle_s: float = 60.0
+    """... idle for at least this long."""
+    clients_near_max_share: float = 0.8
+    """connected_clients at this share of maxclients is close to refusing connections."""
 
     @classmethod
     def coerce(cls, value: "Thresholds | Mapping[str, Any] | None") -> "Thresholds":

@@ -221,10 +221,12 @@ def hanging_worker(srv: RedisServer, prefix: str, queue: str, lib: str = "bullmq
 def incident(redis_server, tmp_path_factory):
     """incident(mode, lib) -> (Snapshot, worker logs or None): tests/node/incidents.js run
     once per session and captured while the incident goes on (storm, starve: the workers
-    are still running during the capture).
+    are still running during the capture; consume, leak: the workers and connections too).
 
     ``bloat`` runs in a Redis of its own with maxmemory 48 MB (noeviction), so the bytes
-    it writes weigh against a real limit."""
+    it writes weigh against a real limit; ``leak`` in one with maxclients 800, so its
+    connections are counted alone. ``adds`` runs tests/node/adds.js: adds the library
+    swallows, and a deduplication key left behind by an evicted job."""
     import forensics
     cache: dict[tuple[str, str], tuple] = {}
     folder = tmp_path_factory.mktemp("incidents")
@@ -238,9 +240,19 @@ def incident(redis_server, tmp_path_factory):
             srv = RedisServer(tmp_path_factory.mktemp("bloat"), "--maxmemory", "48mb",
                               "--maxmemory-policy", "noeviction")
             servers.append(srv)
+        elif mode == "leak":  # its connections alone (and the session's stay out of its count)
+            srv = RedisServer(tmp_path_factory.mktemp("leak"), "--maxclients", "800")
+            servers.append(srv)
         prefix = f"inc-{mode}-{lib}"
+        if mode == "adds":  # tests/node/adds.js; between its steps, Redis evicts a job hash
+            run_node("adds.js", lib, srv.url(0), prefix, "incident")
+            srv.client().delete(f"{prefix}:nightly:1")   # what eviction does (allkeys-* policies)
+            run_node("adds.js", lib, srv.url(0), prefix, "readd")
+            cache[(mode, lib)] = (forensics.capture(srv.url(0), prefix=prefix), None)
+            return cache[(mode, lib)]
         log = folder / f"{prefix}.log" if mode == "oomkill" else None
-        proc = subprocess.Popen(["node", str(NODE_DIR / "incidents.js"), mode, lib, srv.url(0), prefix, str(log or "")],
+        proc = subprocess.Popen(["node", str(NODE_DIR / "incidents.js"), mode, lib, srv.url(0), prefix, str(log or ""),
+                                 *(["3"] if mode in ("consume", "leak") else [])],
                                 cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         watchdog = threading.Timer(120, proc.kill)
@@ -250,7 +262,7 @@ def incident(redis_server, tmp_path_factory):
             if line.strip() != "ready":
                 proc.kill()
                 raise RuntimeError(f"incidents.js {mode} {lib} failed:\n{proc.stderr.read()[-3000:]}")
-            if mode in ("storm", "starve"):
+            if mode in ("storm", "starve", "consume", "leak"):
                 wait_for_worker_connection(srv, prefix)
             snap = forensics.capture(srv.url(0), prefix=prefix)
         finally:

@@ -94,6 +94,24 @@ def test_megabyte_payloads_redacted_by_default_differ_only_where_the_secrets_wer
     assert (b.jobs.loc[b.jobs["name"].astype(str) == "convert", "redacted_fields"] >= 2).all()   # apiKey, callback
 
 
+def test_return_values_are_judged_by_their_weight_too(big_redis, payload_queues):
+    """2,000 thumbnails of 50 KB, each under the 100 KB a single value is judged by, weigh
+    100 MB in the events stream together: oversized-returnvalue says so (and the stream's
+    bloat is explained by it). Bull's 26 such values (1.3 MB) are not worth a finding."""
+    mq = forensics.diagnose(forensics.capture(big_redis.url(DB), prefix="sz-mq", no_data=True)).findings
+    hit = mq[mq["id"] == "oversized-returnvalue"]
+    assert len(hit) == 1, mq[["id", "queue", "title"]].to_string()
+    ev = hit.iloc[0]["evidence"]
+    assert ev["judged_by"] == "total" and ev["total_bytes"] > 100_000_000, ev
+    assert ev["max_bytes"] < forensics.Thresholds().returnvalue_large_bytes
+    assert ev["only_in_events_stream"] >= payload_queues["bullmq5"]["thumbnails"]
+    assert hit.iloc[0]["severity"] == "high"       # 100 MB is most of this Redis
+    bloat = mq[mq["id"] == "events-stream-bloat"].iloc[0]
+    assert any(e["id"] == "oversized-returnvalue" for e in bloat["explained_by"])
+    bull = forensics.diagnose(forensics.capture(big_redis.url(DB), prefix="sz-bull", no_data=True)).findings
+    assert "oversized-returnvalue" not in set(bull["id"]), bull[["id", "queue", "title"]].to_string()
+
+
 def missing(v) -> bool:
     try:
         return bool(pd.isna(v))

@@ -240,3 +240,131 @@ def test_renderings_lead_with_root_causes(incident):
     assert doc["summary"]["findings"] == n and doc["summary"]["root_causes"] == k
     assert sum(doc["summary"]["by_severity"].values()) == len(doc["findings"]) == n   # every finding kept
     assert all({"explains", "explained_by"} <= set(f) for f in doc["findings"])
+
+
+# -- workers that stop consuming, connections that leak ----------------------------------
+
+def test_stopped_consuming_says_why_and_explains_the_aging_backlog(incident):
+    d = diagnosis(incident, "consume", "bullmq5", stopped_consuming_s=2, stale_backlog_minutes=0.02)
+    for queue in ("paused", "noautorun"):
+        f = one(d, "stopped-consuming", queue)
+        ev = f["evidence"]
+        assert f["severity"] == "critical" and f["count"] == 5 and ev["workers_connected"] == 1
+        assert ev["last_activity"] is None and ev["blocked_connections"] == 0
+        assert ev["why"].startswith("no worker connection is waiting for jobs")
+        (conn,) = ev["connections"]
+        assert conn["name"].endswith(f":w:w-{queue}") and conn["idle_s"] >= 2 and conn["flags"] == "N"
+        assert ("stopped-consuming", queue) in _refs(one(d, "stale-backlog", queue), "explained_by")
+        assert "worker.resume()" in f["remediation"] and "worker.run()" in f["remediation"]
+    # a stale backlog behind a worker that is busy is not explained by it
+    assert ("stopped-consuming", "slow") not in _refs(one(d, "stale-backlog", "slow"), "explained_by")
+    # the workers table says how each connection waits
+    snap, _ = incident("consume", "bullmq5")
+    w = snap.workers.set_index("queue")
+    assert bool(w.loc["idle", "blocked"]) and w.loc["idle", "blocking_command"] == "bzpopmin"
+    assert not bool(w.loc["paused", "blocked"]) and pd.isna(w.loc["paused", "blocking_command"])
+
+
+def test_bull_workers_paused_locally_stop_consuming(incident):
+    d = diagnosis(incident, "consume", "bull", stopped_consuming_s=2)
+    f = one(d, "stopped-consuming", "paused")
+    assert f["evidence"]["workers_connected"] == 1 and "queue.resume(true)" in f["remediation"]
+    snap, _ = incident("consume", "bull")
+    w = snap.workers.set_index("queue")
+    assert bool(w.loc["idle", "blocked"]) and w.loc["idle", "blocking_command"] == "brpoplpush"
+
+
+def test_a_connection_leak_is_medium_then_high_near_maxclients_then_critical_once_refused(tmp_path):
+    """120 BullMQ Queues created per request and never closed, next to a busy pool of 60
+    workers: the leak is counted per address (the pool's connections are not), raised to
+    high when Redis nears maxclients, and to critical once it refused a connection."""
+    import socket
+    import subprocess
+
+    from conftest import NODE_DIR, RedisServer, wait_for_worker_connection
+    srv = RedisServer(tmp_path, "--maxclients", "800")
+    proc = subprocess.Popen(["node", str(NODE_DIR / "incidents.js"), "leak", "bullmq5", srv.url(0), "lk", "", "3"],
+                            cwd=NODE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    socks = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        wait_for_worker_connection(srv, "lk")
+
+        def leak() -> pd.Series:
+            return one(forensics.diagnose(forensics.capture(srv.url(0), prefix="lk"),
+                                          thresholds={"leak_idle_s": 2}), "connection-leak", None)
+        f = leak()
+        (group,) = f["evidence"]["by_address"]
+        assert f["severity"] == "medium" and group["address"] == "127.0.0.1"
+        # the 120 Queues (and the test's own idle client or two), not the pool's 60 busy connections
+        assert 120 <= group["idle_connections"] <= 123 and group["idle_s_median"] >= 2
+        admin = srv.client()
+        connected = int(admin.info("clients")["connected_clients"])
+        admin.config_set("maxclients", connected + 8)   # the test's hand, not the tool's
+        f = leak()
+        assert f["severity"] == "high" and f["evidence"]["maxclients"] == connected + 8
+        for _ in range(40):  # more connections than Redis takes: some are refused
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"PING\r\n")
+            socks.append(s)
+        for s in socks:
+            s.close()
+        socks.clear()
+        assert int(admin.info("stats")["rejected_connections"]) > 0
+        admin.close()
+        f = leak()
+        assert f["severity"] == "critical" and f["evidence"]["rejected_connections"] > 0
+        assert "rejected" in f["title"]
+    finally:
+        for s in socks:
+            s.close()
+        proc.stdin.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        srv.stop()
+
+
+# -- adds the library swallowed -------------------------------------------------------------
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bullmq6"])
+def test_swallowed_adds_tell_lost_work_from_a_redelivery(incident, lib):
+    d = diagnosis(incident, "adds", lib)
+    idem = one(d, "swallowed-adds", "idem")      # order-1 completed, then added 3 more times
+    assert idem["severity"] == "medium" and idem["evidence"]["work_lost"] == 3 and idem["job_ids"] == ["order-1"]
+    assert idem["evidence"]["collided_with"]["order-1"]["state"] == "completed"
+    for queue in ("redeliver", "tenant"):         # the job added again is still waiting: nothing lost
+        f = one(d, "swallowed-adds", queue)
+        assert f["severity"] == "low" and f["evidence"]["work_lost"] == 0 and f["evidence"]["redelivered"] == 2
+    # one add under a deduplication id writes two entries on BullMQ 5: adds are counted, not entries
+    assert one(d, "swallowed-adds", "tenant")["evidence"]["by_deduplication"] == 2
+
+
+def test_a_dedup_key_outliving_its_job_drops_every_add_on_bullmq5_and_is_recovered_on_6(incident):
+    v5 = one(diagnosis(incident, "adds", "bullmq5"), "swallowed-adds", "nightly")
+    assert v5["severity"] == "critical" and v5["evidence"]["work_lost"] == 3
+    assert v5["evidence"]["stale_dedup_keys"] == [{"dedup_id": "nightly", "job_id": "1", "job_state": "missing-hash"}]
+    assert "removeDeduplicationKey" in v5["remediation"]
+    d5 = diagnosis(incident, "adds", "bullmq5")
+    assert ("missing-job-hash", "nightly") in _refs(one(d5, "swallowed-adds", "nightly"), "explained_by")
+    v6 = one(diagnosis(incident, "adds", "bullmq6"), "swallowed-adds", "nightly")   # the next add took the key back
+    assert v6["severity"] == "low" and v6["evidence"]["stale_dedup_keys"] == []
+    snap, _ = incident("adds", "bullmq6")
+    keys = snap.dedup.set_index("dedup_id")
+    assert keys.loc["nightly", "job_id"] == "2" and pd.isna(keys.loc["nightly", "ttl_ms"])
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bullmq6"])
+def test_a_job_joins_its_apm_trace(incident, lib):
+    """BullMQ keeps the trace context it propagates (opts `tm`): the jobs table and
+    `explain` give the trace id, so the job can be found in the APM."""
+    snap, _ = incident("adds", lib)
+    j = snap.jobs.set_index("job_id")
+    assert j.loc["r-1", "trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert j.loc["r-1", "traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert pd.isna(j.loc["order-1", "trace_id"])
+    story = forensics.explain(snap, "r-1", queue="redeliver")
+    assert "trace 4bf92f3577b34da6a3ce929d0e0e4736" in story.to_text()
+    assert story.to_dict()["job"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -41,7 +41,7 @@ from . import helper as helper_mod
 from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
 from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
-                     empty_memory, empty_metrics, empty_workers, shape)
+                     empty_clients, empty_dedup, empty_memory, empty_metrics, empty_workers, shape)
 
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
@@ -50,6 +50,7 @@ CHUNK = 20000         # jobs decoded (and payloads spooled) at a time, at most .
 CHUNK_BYTES = 16 << 20  # ... and about this many bytes of replies (megabyte payloads: a few dozen jobs)
 BATCH_BYTES = 1 << 20   # replies per round trip: a batch keeps Redis busy ~2 ms, and it buffers ~2 MB for us
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
+DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
@@ -179,6 +180,19 @@ class _Queue:
         return f"{self.prefix}:{self.name}:"
 
 
+def server_kind(info: dict) -> tuple[str | None, str | None]:
+    """(redis | valkey | dragonfly, its version) from INFO, as BullMQ classifies a server:
+    Dragonfly and Valkey by their own version fields or server names, else Redis."""
+    if not info:
+        return None, None
+    server = str(info.get("server", "")).lower()
+    if "dragonfly_version" in info or server == "dragonfly":
+        return "dragonfly", str(info.get("dragonfly_version") or info.get("redis_version") or "") or None
+    if "valkey_version" in info or server == "valkey" or str(info.get("server_name", "")).lower() == "valkey":
+        return "valkey", str(info.get("valkey_version") or info.get("redis_version") or "") or None
+    return "redis", str(info.get("redis_version", "")) or None
+
+
 class Capture:
     """One capture: the readers, fed by a source (``connect`` opens it)."""
 
@@ -213,6 +227,8 @@ class Capture:
         self.metrics: list[dict] = []
         self.memory: list[dict] = []
         self.workers = pd.DataFrame()
+        self.clients = pd.DataFrame()  # every connection CLIENT LIST showed (connection-leak)
+        self.dedup: list[dict] = []    # deduplication keys (swallowed-adds)
         self.redis_rows: list[dict[str, Any]] = []
         self.src: Source | None = None
         self.rdb: dict | None = None  # set by capture(rdb=...): what was loaded
@@ -413,28 +429,37 @@ class Capture:
         return node.send([cmd])[0]
 
     def _node_info(self, node: Node) -> dict:
+        """The node's row of the ``redis`` table, from INFO and CONFIG GET."""
         info = self._info(node)
         cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False, node=node) or {}
         db = self.src.params.get("db", 0) or 0
         ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
         maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
         rep = node.replication or {}
+        server_type, server_version = server_kind(info)
+        policy = cfg.get("maxmemory-policy", info.get("maxmemory_policy"))
+        if server_type == "dragonfly" and (info.get("cache_mode") == "cache" or policy == "eviction"):
+            policy = "dragonfly cache_mode"  # evicts any key under memory pressure, as allkeys-lru does
+        maxclients = info.get("maxclients")  # INFO clients has it from Redis 7 (and Valkey)
+        if maxclients is None and cfg:
+            maxclients = (self._one("CONFIG", "GET", "maxclients", essential=False, node=node) or {}).get("maxclients")
         row = {
             "captured_at": self.started,
             "redis_version": str(info.get("redis_version", "")) or None,
+            "server_type": server_type, "server_version": server_version,
             "redis_mode": info.get("redis_mode"),
             "used_memory": info.get("used_memory"),
             "used_memory_peak": info.get("used_memory_peak"),
             "used_memory_rss": info.get("used_memory_rss"),
             "maxmemory": int(maxmemory) if maxmemory not in (None, "") else None,
-            "maxmemory_policy": cfg.get("maxmemory-policy", info.get("maxmemory_policy")),
+            "maxmemory_policy": policy,
             "mem_fragmentation_ratio": info.get("mem_fragmentation_ratio"),
             "evicted_keys": info.get("evicted_keys"),
             "expired_keys": info.get("expired_keys"),
             "rejected_connections": info.get("rejected_connections"),
             "connected_clients": info.get("connected_clients"),
             "blocked_clients": info.get("blocked_clients"),
-            "maxclients": int(cfg["maxclients"]) if "maxclients" in cfg else None,
+            "maxclients": as_int(maxclients),
             "instantaneous_ops_per_sec": info.get("instantaneous_ops_per_sec"),
             "total_commands_processed": info.get("total_commands_processed"),
             "uptime_in_seconds": info.get("uptime_in_seconds"),
@@ -610,9 +635,10 @@ class Capture:
             [("LLEN" if kind == "list" else "ZCARD", base + sfx) for sfx, kind, _ in STATE_KEYS]
             + [("SCARD", base + "stalled"), ("ZCARD", base + "priority"), ("XLEN", base + "events"),
                ("GET", base + "id"), ("PTTL", base + "limiter"), ("GET", base + "limiter"),
-               ("ZCARD", base + "repeat"), ("GET", base + "meta-paused")], essential=True)
+               ("ZCARD", base + "repeat"), ("GET", base + "meta-paused"), ("PTTL", base + "stalled-check")],
+            essential=True)
         state_len = dict(zip(STATES, lengths[:len(STATE_KEYS)]))
-        stalled_n, priority_n, events_n, id_counter, limiter_ttl, limiter_val, repeat_n, meta_paused = \
+        stalled_n, priority_n, events_n, id_counter, limiter_ttl, limiter_val, repeat_n, meta_paused, check_ttl = \
             lengths[len(STATE_KEYS):]
 
         q.row = {
@@ -621,6 +647,10 @@ class Capture:
             "limiter_ttl_ms": as_int(limiter_ttl) if as_int(limiter_ttl) and as_int(limiter_ttl) > 0 else None,
             "limiter_value": as_int(limiter_val), "repeat_count": int(repeat_n or 0),
             "markers": 0, "meta_paused_key": meta_paused is not None,
+            # a running worker's stalled checker sets this key for stalledInterval each time it
+            # runs: absent (None) means no checker ran for that long
+            "stalled_check_ttl_ms": as_int(check_ttl) if as_int(check_ttl) is not None and as_int(check_ttl) >= 0
+            else None,
         }
         rows = []
         for sfx, kind, state in STATE_KEYS:
@@ -674,6 +704,7 @@ class Capture:
 
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
+        self.read_dedup(q, mine)
 
     def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras") -> None:
         """The job hashes, chunk by chunk: at most one chunk's replies are in memory, and each
@@ -1061,6 +1092,23 @@ class Capture:
                                      "time": pd.Timestamp(minute - i * 60000, unit="ms", tz="UTC"),
                                      "count": count})
 
+    def read_dedup(self, q: _Queue, mine: pd.DataFrame) -> None:
+        """BullMQ's deduplication keys (``de:<id>``): the job id each holds and its TTL. A key
+        without TTL that outlives its job drops every later add with that id."""
+        keys = mine.loc[mine["family"] == "dedup", "key"].dropna()
+        keys = keys[keys.str.startswith(q.base + "de:")].head(DEDUP_LIMIT)
+        if not len(keys):
+            return
+        replies = self._results([c for k in keys for c in (("GET", k), ("PTTL", k))], essential=False)
+        for i, key in enumerate(keys):
+            value, ttl = replies[2 * i], as_int(replies[2 * i + 1])
+            if ttl == -2:  # gone since the SCAN
+                continue
+            self.dedup.append({"prefix": q.prefix, "queue": q.name, "dedup_id": key[len(q.base) + 3:],
+                               "job_id": value if isinstance(value, str) else None,
+                               "ttl_ms": ttl if ttl is not None and ttl >= 0 else None})
+        self.progress.update(f"{q.name}: dedup keys")
+
     def lost(self, addr: str | None) -> bool:
         """A cluster master that went away during this capture."""
         return any(n.addr == addr for n in self.src.down)
@@ -1100,9 +1148,20 @@ class Capture:
             b64 = base64.b64encode(q.name.encode()).decode()
             names[f"{q.prefix}:{b64}"] = (q.prefix, q.name, "node")
             names.setdefault(f"{q.prefix}:{q.name}", (q.prefix, q.name, "python"))
-        rows = []
+        rows, every = [], []
         for c in clients:
             name = c.get("name") or ""
+            flags = c.get("flags")
+            if c.get("cmd") == "NULL":  # no command yet since it connected
+                c["cmd"] = None
+            blocked = bool(flags) and "b" in flags
+            every.append({"client_id": as_int(c.get("id")), "addr": c.get("addr"),
+                          "host": (c.get("addr") or "").rpartition(":")[0] or None, "name": name or None,
+                          "age_s": as_int(c.get("age")), "idle_s": as_int(c.get("idle")), "flags": flags,
+                          "blocked": blocked, "last_command": c.get("cmd"), "db": as_int(c.get("db")),
+                          "user": c.get("user"), "lib_name": c.get("lib-name") or None,
+                          "lib_ver": c.get("lib-ver") or None, "node": c["_node"],
+                          "prefix": None, "queue": None, "role": None})
             if not name:
                 continue
             base, role, wname = name, "worker", None
@@ -1114,11 +1173,16 @@ class Capture:
             if base not in names:
                 continue
             prefix, queue, runtime = names[base]
+            every[-1].update(prefix=prefix, queue=queue, role=role)
             rows.append({"prefix": prefix, "queue": queue, "role": role, "worker_name": wname, "runtime": runtime,
                          "client_name": name, "client_id": as_int(c.get("id")), "addr": c.get("addr"),
                          "age_s": as_int(c.get("age")), "idle_s": as_int(c.get("idle")),
-                         "last_command": c.get("cmd"), "db": as_int(c.get("db")), "node": c["_node"]})
+                         "last_command": c.get("cmd"), "db": as_int(c.get("db")), "node": c["_node"],
+                         # blocked (flag b) in the library's blocking read: bzpopmin, brpoplpush, ...
+                         "flags": flags, "blocked": blocked,
+                         "blocking_command": c.get("cmd") if blocked else None})
         self.workers = pd.DataFrame(rows)
+        self.clients = pd.DataFrame(every)
 
     def _memory(self, q: _Queue, mine: pd.DataFrame) -> pd.Series | None:
         """MEMORY USAGE per key family of one queue: every key of small families, a
@@ -1173,7 +1237,9 @@ class Capture:
             self._events_writer.close()
         metrics = pd.DataFrame(self.metrics) if self.metrics else empty_metrics()
         memory = pd.DataFrame(self.memory) if self.memory else empty_memory()
-        workers = self.workers if len(self.workers) else empty_workers()
+        workers = self.workers.astype(empty_workers().dtypes.to_dict()) if len(self.workers) else empty_workers()
+        clients = self.clients.astype(empty_clients().dtypes.to_dict()) if len(self.clients) else empty_clients()
+        dedup = pd.DataFrame(self.dedup).astype(empty_dedup().dtypes.to_dict()) if self.dedup else empty_dedup()
         home = {(q.prefix, q.name): q.node for q in self.queues}
         rows = []
         for row in self.redis_rows:
@@ -1194,6 +1260,8 @@ class Capture:
             "source": (f"rdb:{self.rdb['path']}" if self.rdb else
                        self.src.label if self.src is not None else redact_url(self.conn.url)),
             "redis_version": first.get("redis_version"),
+            # which server was read: redis, valkey or dragonfly (as BullMQ tells them apart), and its version
+            "server": {"type": first.get("server_type"), "version": first.get("server_version")},
             "topology": self.src.describe() if self.src is not None else None,
             "rdb": self.rdb,
             "tls": self.conn.describe_tls(),
@@ -1220,7 +1288,8 @@ class Capture:
             # bytes of replies read
             "phases": self.clock.report(self._received()),
         }
-        tables = {"queues": queues, "workers": workers, "redis": redis_df, "metrics": metrics, "memory": memory}
+        tables = {"queues": queues, "workers": workers, "clients": clients, "dedup": dedup, "redis": redis_df,
+                  "metrics": metrics, "memory": memory}
         snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file,
                                                  "events": self.events_file})
         attach_spool(snap, self.spool, {"jobs": self._jobs_writer.digest, "payloads": self._payload_writer.digest,

@@ -177,7 +177,24 @@ def empty_memory() -> pd.DataFrame:
 def empty_workers() -> pd.DataFrame:
     cols = {"prefix": "str", "queue": "str", "role": "str", "worker_name": "str", "runtime": "str", "client_name": "str",
             "client_id": "Int64", "addr": "str", "age_s": "Int64", "idle_s": "Int64",
-            "last_command": "str", "db": "Int64", "node": "str"}
+            "last_command": "str", "db": "Int64", "node": "str", "flags": "str", "blocked": "boolean",
+            "blocking_command": "str"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+def empty_clients() -> pd.DataFrame:
+    """Every connection CLIENT LIST showed, as read (a queue's own connections carry its
+    prefix, queue and role): the evidence of connection leaks."""
+    cols = {"client_id": "Int64", "addr": "str", "host": "str", "name": "str", "age_s": "Int64", "idle_s": "Int64",
+            "flags": "str", "blocked": "boolean", "last_command": "str", "db": "Int64", "user": "str",
+            "lib_name": "str", "lib_ver": "str", "node": "str", "prefix": "str", "queue": "str", "role": "str"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+def empty_dedup() -> pd.DataFrame:
+    """BullMQ deduplication keys as read: the id, the job id the key holds, its TTL (empty:
+    none, the key lives until the job finishes)."""
+    cols = {"prefix": "str", "queue": "str", "dedup_id": "str", "job_id": "str", "ttl_ms": "Int64"}
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
 
 
@@ -189,7 +206,7 @@ QUEUE_COLUMNS: dict[str, str] = {
     "workers": "int64", "meta": "str", "max_len_events": "Int64", "global_concurrency": "Int64",
     "rate_limit_max": "Int64", "rate_limit_duration_ms": "Int64", "stalled_set": "int64",
     "priority_zset": "int64", "events_length": "int64", "id_counter": "Int64",
-    "limiter_ttl_ms": "Int64", "limiter_value": "Int64", "repeat_count": "int64", "markers": "int64",
+    "limiter_ttl_ms": "Int64", "limiter_value": "Int64", "stalled_check_ttl_ms": "Int64", "repeat_count": "int64", "markers": "int64",
     "metrics_completed_total": "Int64", "metrics_failed_total": "Int64", "memory_bytes": "Int64",
     "node": "str", "slot": "Int64",
 }

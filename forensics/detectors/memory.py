@@ -119,9 +119,12 @@ def eviction_policy(ctx: Context):
             None, None, count=evicted,
             evidence={"maxmemory_policy": policy, "evicted_keys": evicted, "maxmemory": r.get("maxmemory")}
             | ({"node": node} if node else {}),
-            remediation="Set `maxmemory-policy noeviction` (CONFIG SET and redis.conf, or the managed "
-                        "service's parameter group): evicting a job hash, lock or marker silently corrupts "
-                        "queues. Keep cache data in another Redis.")
+            remediation=("Run Dragonfly without `--cache_mode` for queues: in cache mode it evicts any key "
+                         "under memory pressure, and evicting a job hash, lock or marker silently corrupts "
+                         "queues. Keep cache data in another instance." if policy == "dragonfly cache_mode" else
+                         "Set `maxmemory-policy noeviction` (CONFIG SET and redis.conf, or the managed "
+                         "service's parameter group): evicting a job hash, lock or marker silently corrupts "
+                         "queues. Keep cache data in another Redis."))
 
 
 @detector("memory-pressure", "memory", "Redis close to maxmemory")

@@ -94,14 +94,26 @@ def big_stream_values(ev: pd.DataFrame, limit: int) -> pd.DataFrame:
     return pd.DataFrame({"stream_id": big["stream_id"], "job_id": big["job_id"], "bytes": sizes[big.index]})
 
 
-@detector("oversized-returnvalue", "payloads", "large return values kept in Redis (job hashes or the events stream)")
+# Below this many characters a `completed` entry's return value is not parsed for the
+# total weight (10,000 such entries weigh at most 10 MB: under the total threshold).
+_SMALL_ENTRY = 1024
+
+
+@detector("oversized-returnvalue", "payloads",
+          "large return values kept in Redis (job hashes or the events stream), one by one or by their total weight")
 def oversized_returnvalue(ctx: Context):
     t = ctx.t
     for q, jq in ctx.by_queue(ctx.jobs):
         size = jq["returnvalue_bytes"].fillna(0)
-        hit = jq[size > t.returnvalue_large_bytes]
         ev = ctx.events_of(q)
-        stream = big_stream_values(ev, t.returnvalue_large_bytes) if len(ev) else big_stream_values(ev.iloc[0:0], 0)
+        # every return value worth counting, in the stream and in the hashes: their weight
+        every = big_stream_values(ev, _SMALL_ENTRY) if len(ev) else big_stream_values(ev.iloc[0:0], 0)
+        weight_bytes = int(size.sum()) + int(every["bytes"].sum())
+        by_weight = weight_bytes >= t.returnvalue_total_bytes
+        if by_weight:
+            hit, stream = jq[size > 0], every
+        else:
+            hit, stream = jq[size > t.returnvalue_large_bytes], every[every["bytes"] > t.returnvalue_large_bytes]
         only_stream = stream[~stream["job_id"].isin(set(jq["job_id"]))] if len(stream) else stream
         if not len(hit) and not len(stream):
             continue
@@ -117,10 +129,14 @@ def oversized_returnvalue(ctx: Context):
                          + (f" ({only_stream['job_id'].nunique()} only there: the jobs were removed)" if len(only_stream) else ""))
         ids = [*jq.loc[hit.index].sort_values("returnvalue_bytes", ascending=False)["job_id"].astype(str),
                *only_stream.sort_values("bytes", ascending=False)["job_id"].dropna().astype(str)]
+        title = (f"return values weigh {human_bytes(total)} together, {n:,} job(s) of up to {human_bytes(top)} ("
+                 if by_weight and top <= t.returnvalue_large_bytes else
+                 f"{n} job(s) returned more than {human_bytes(t.returnvalue_large_bytes)} (")
         yield ctx.finding(
             "oversized-returnvalue", "high" if weight["heavy"] else "medium",
-            f"{n} job(s) returned more than {human_bytes(t.returnvalue_large_bytes)} ({'; '.join(where)})", q, hit,
-            count=n, evidence={"max_bytes": int(top), "total_bytes": total, "in_job_hashes": len(hit),
+            title + "; ".join(where) + ")", q, hit,
+            count=n, evidence={"max_bytes": int(top), "total_bytes": total, "judged_by": "total" if by_weight else "size",
+                               "in_job_hashes": len(hit),
                                "in_events_stream": len(stream), "only_in_events_stream": int(only_stream["job_id"].nunique()),
                                "event_ids": stream.sort_values("bytes", ascending=False)["stream_id"].head(20).tolist(),
                                "share": weight["share"], "share_of": weight["of"]},

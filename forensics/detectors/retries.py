@@ -257,11 +257,16 @@ def non_retryable_retried(ctx: Context):
                         "time: " + _unrecoverable(q) + "; keep retries for timeouts, 5xx and connection errors.")
 
 
-@detector("error-hotspot", "retries", "one error fingerprint behind most failures")
+@detector("error-hotspot", "retries", "one error fingerprint behind most failures that stick")
 def error_hotspot(ctx: Context):
+    """Judged on failures that stick: jobs in `failed` (attempts exhausted, or not retried)
+    and jobs still failing (a retry pending). A job that failed and then completed is the
+    retry strategy working: it is counted in the evidence, never as the hotspot."""
     t = ctx.t
     for q, jq in ctx.by_queue(ctx.jobs):
-        failing = jq[jq["failed_reason"].notna() & (jq["state"].isin(["failed"]) | (jq["attempts_made"].fillna(0) > 0))]
+        has_reason = jq["failed_reason"].notna()
+        tried = jq["attempts_made"].fillna(0) > 0
+        failing = jq[has_reason & ((jq["state"] == "failed") | (jq["state"].isin(UNFINISHED) & tried))]
         if len(failing) < t.hotspot_min_failures:
             continue
         fp = ctx.failed_fp[failing.index]
@@ -270,16 +275,21 @@ def error_hotspot(ctx: Context):
         if n / len(failing) < t.hotspot_share:
             continue
         hit = failing[fp == top]
+        recovered = jq[has_reason & (jq["state"] == "completed")]
         example = hit["stacktrace_top"].dropna()
         yield ctx.finding(
             "error-hotspot", "high" if n >= 1000 else "medium",
             f"{n} of {len(failing)} failures are one error: {top[:80]}", q, hit,
             order="finished_at", ascending=False,
             evidence={"fingerprint": top, "share": round(n / len(failing), 3), "failures": len(failing),
+                      "failed": int((hit["state"] == "failed").sum()),
+                      "still_retrying": int((hit["state"] != "failed").sum()),
+                      "recovered_same_error": int((ctx.failed_fp[recovered.index] == top).sum()),
                       "example_message": str(hit["failed_reason"].iloc[0])[:500],
                       "example_stack": None if not len(example) else str(example.iloc[0])},
-            remediation="Fix this one error first: it accounts for most failures. The example stack "
-                        "shows where it is thrown.")
+            remediation="Fix this one error first: it accounts for most failures that stick (jobs failed "
+                        "for good or still failing; jobs that failed once and then succeeded are not "
+                        "counted). The example stack shows where it is thrown.")
 
 
 @detector("high-failure-rate", "retries", "a high share of finished jobs failed")

@@ -161,6 +161,108 @@ def no_workers(ctx: Context):
                          + ") against this Redis, db and prefix; check their logs for connection errors."))
 
 
+def last_activity(ctx: Context, q, jq: pd.DataFrame) -> pd.Timestamp | None:
+    """When a worker last took or finished a job of the queue: the jobs' processedOn and
+    finishedOn, and the events stream's `active`, `completed` and `failed` entries."""
+    times = [jq["processed_at"].max(), jq["finished_at"].max()]
+    ev = ctx.events_of(q)
+    if len(ev):
+        times.append(ev.loc[ev["event"].isin(["active", "completed", "failed"]), "time"].max())
+    m = ctx.memo(("metrics-by-queue",), lambda: {k: g for k, g in ctx.snap.metrics.astype(
+        {"prefix": "str", "queue": "str"}).groupby(["prefix", "queue"])} if len(ctx.snap.metrics) else {})
+    mq = m.get((str(q["prefix"]), str(q["queue"])))
+    if mq is not None and (mq["count"] > 0).any():  # a minute in which jobs finished (to its end)
+        times.append(mq.loc[mq["count"] > 0, "time"].max() + pd.Timedelta(minutes=1))
+    times = [pd.Timestamp(t) for t in times if pd.notna(t)]
+    return max(times) if times else None
+
+
+def _connections(ctx: Context, q) -> pd.DataFrame:
+    w = ctx.snap.workers
+    if not len(w):
+        return w
+    return w[(w["prefix"].astype("str") == str(q["prefix"])) & (w["queue"].astype("str") == str(q["queue"]))
+             & (w["role"].astype("str") == "worker")]
+
+
+@detector("stopped-consuming", "stuck", "workers connected, work waiting, and no worker takes it")
+def stopped_consuming(ctx: Context):
+    """Worker connections exist, but none consumes: work has waited past
+    ``stopped_consuming_s``, no job was taken or finished for as long, and no job is being
+    worked on (a live lock). A paused queue (paused-backlog), no connection at all
+    (no-workers) and a rate limiter holding the queue (rate-limit-freeze) are told apart.
+    Seen after a Redis failover or an outage (blocking reads that never settle after the
+    reconnect), a ``worker.pause()`` left on, or ``autorun: false`` and ``run()`` never
+    called: dashboards show the workers while the backlog ages."""
+    if not ctx.workers_known:
+        return
+    limit = pd.Timedelta(seconds=ctx.t.stopped_consuming_s)
+    block_max = ctx.t.worker_block_max_s
+    for q, jq in ctx.by_queue(ctx.jobs):
+        if q["paused"] or int(q["workers"]) == 0 or pd.notna(q["limiter_ttl_ms"]):
+            continue
+        waiting = jq[jq["state"].isin(WAITING)]
+        since = waiting["processed_at"].where(waiting["processed_at"].notna(), waiting["added_at"])
+        old = waiting[(ctx.now - since) > limit]
+        due = jq[(jq["state"] == "delayed") & (jq["due_at"] < ctx.now - limit)]
+        if not len(old) and not len(due):
+            continue
+        act = jq[jq["state"] == "active"]
+        if act["lock_present"].fillna(False).astype(bool).any():
+            continue  # a job is being worked on: a slow or hung pool (hung-active, stale-backlog)
+        last = last_activity(ctx, q, jq)
+        if last is not None and ctx.now - last <= limit:
+            continue
+        conns = _connections(ctx, q)
+        blocked = conns["blocked"].fillna(False).astype(bool) if "blocked" in conns else \
+            pd.Series(False, index=conns.index)
+        idle = conns["idle_s"].astype("float64")
+        stuck_block = conns[blocked & (idle > block_max)]
+        not_asking = conns[~blocked]
+        if len(stuck_block):
+            why = (f"{len(stuck_block)} worker connection(s) blocked in "
+                   f"{', '.join(sorted(set(stuck_block['last_command'].dropna().astype(str))))} for up to "
+                   f"{int(idle[stuck_block.index].max())} s: a blocking read that never settles (after a "
+                   "failover or a reconnect)")
+        elif len(not_asking) == len(conns):
+            why = (f"no worker connection is waiting for jobs: idle {int(idle.min())}-{int(idle.max())} s, last "
+                   f"command {', '.join(sorted(set(conns['last_command'].dropna().astype(str)))) or 'unknown'} "
+                   "(a paused worker, `autorun: false` never run, or a fetch loop that died)")
+        else:
+            why = "worker connections wait for jobs, yet none takes the ones waiting (the wake-up marker is lost)"
+        check = q.get("stalled_check_ttl_ms")
+        hit = pd.concat([old, due])
+        oldest = pd.concat([since[old.index], due["due_at"]]).min()
+        n_wait = len(waiting) + len(due)
+        yield ctx.finding(
+            "stopped-consuming", "critical",
+            f"{int(q['workers'])} worker(s) connected but none takes work: {n_wait:,} job(s) waiting, the oldest "
+            f"for {minutes(ctx.now - oldest)} min, nothing taken " +
+            (f"for {minutes(ctx.now - last)} min" if last is not None else "at all"),
+            q, hit, count=n_wait, order="added_at",
+            evidence={"workers_connected": int(q["workers"]), "waiting": len(waiting), "delayed_past_due": len(due),
+                      "oldest_waiting_since": _iso(oldest), "last_activity": _iso(last),
+                      "why": why, "blocked_connections": int(blocked.sum()),
+                      "stalled_check": ("lapsed: no stalled checker ran within its interval" if pd.isna(check)
+                                        else f"ran, {int(check)} ms left") if "stalled_check_ttl_ms" in q else None,
+                      "connections": [
+                          {"name": str(c["client_name"]), "addr": c["addr"], "idle_s": _int(c["idle_s"]),
+                           "age_s": _int(c["age_s"]), "flags": c.get("flags"), "last_command": c["last_command"]}
+                          for _, c in conns.head(10).iterrows()]},
+            remediation=("The workers are connected but not consuming. Restart them (a new connection "
+                         "unblocks a read that never settled); if a worker was paused, `await worker.resume()`; "
+                         "a Worker built with `autorun: false` needs `worker.run()`. Upgrade BullMQ (recent "
+                         "releases reconnect blocking reads after failovers) and watch the time since the "
+                         "last `active` event, not the worker count."
+                         if not is_bull(q) else
+                         "The workers are connected but not consuming. Restart them; a queue paused locally "
+                         "(`queue.pause(true)`) needs `queue.resume(true)` in that process."))
+
+
+def _int(v):
+    return None if v is None or pd.isna(v) else int(v)
+
+
 @detector("paused-backlog", "stuck", "a paused queue with jobs waiting")
 def paused_backlog(ctx: Context):
     for q, jq in ctx.by_queue(ctx.jobs):

@@ -1,7 +1,8 @@
 // A well-run queue: bounded exponential retries, bounded retention, metrics, small
-// payloads, and a live named worker that stays connected until stdin closes. Like any
-// real system it has a flaky dependency: every 8th job times out once (ETIMEDOUT from an
-// HTTP API) and succeeds on its retry. Prints "ready" once its jobs are done.
+// payloads, and a live named worker that stays connected until stdin closes. A busy one,
+// and like any real system it has a flaky dependency: every 20th job (5 %, 20 of 400)
+// times out once (ETIMEDOUT from an HTTP API) and succeeds on its retry. Prints "ready"
+// once its jobs are done.
 // usage: node healthy.js <lib> <redis-url> <prefix>      (lib: bull, bull3, bullmq5, bullmq6)
 const [lib, url, prefix] = process.argv.slice(2);
 const mod = require(lib);
@@ -9,10 +10,10 @@ const isMQ = lib.startsWith('bullmq');
 const bull3 = lib === 'bull3';  // Bull 3 takes only numbers or booleans for removeOn*
 const opts = { attempts: 4, backoff: { type: 'exponential', delay: 200 },
                removeOnComplete: bull3 ? 1000 : { count: 1000 }, removeOnFail: bull3 ? 5000 : { count: 5000 } };
-const N = 40;
+const N = 400;
 async function main() {
   const work = async (job) => {
-    if (job.data.n % 8 === 0 && job.attemptsMade === 0) {
+    if (job.data.n % 20 === 0 && job.attemptsMade === 0) {
       throw new Error('connect ETIMEDOUT 10.0.4.7:443 (payments API)');
     }
     return { ok: job.data.n };
@@ -29,7 +30,9 @@ async function main() {
                                  defaultJobOptions: { ...opts, timeout: 30000 } });
     q.process('*', 5, work);
   }
-  for (let i = 0; i < N; i++) await q.add('order', { n: i });
+  for (let i = 0; i < N; i += 100) {
+    await Promise.all(Array.from({ length: 100 }, (_, k) => q.add('order', { n: i + k })));
+  }
   for (;;) {
     const c = await q.getJobCounts();
     if (c.completed === N) break;

@@ -20,6 +20,17 @@
 //              starve   3 jobs BullMQ: priority 1 / Bull: priority 10, then a steady stream
 //                       of jobs that go first (BullMQ: priority 0 / Bull: priority 1)
 //              inorder  1,000 jobs of one priority (Bull: none), taken in order, half done
+//   consume  queues with a worker connected (running until stdin closes):
+//              paused    the worker was paused (BullMQ `worker.pause()`, Bull `queue.pause(true)`,
+//                        local), then 5 jobs were added: they wait, the worker is still there
+//              noautorun (BullMQ) a Worker built with `autorun: false`, `run()` never called
+//              idle      a worker that finished its 5 jobs and waits for more: nothing waits
+//              slow      a worker busy with one long job (its lock renewed), 5 jobs behind it
+//            then waits <idle> seconds (the 6th argument) so the waiting jobs age
+//   leak     a Queue created per "request" and never closed: 120 unnamed connections left
+//            idle from one address (Bull: a Queue that added a job: 1 connection each; a
+//            BullMQ Queue: 1 each), next to a busy pool of 60 workers that is no leak (named
+//            blocking connections, unnamed ones in use: queue `pool`, jobs every 50 ms)
 //   oomkill  a leaking worker (pino memory logs in <logfile>) SIGKILLed mid-job, restarted
 //            under the same pid (a container), recovering the stalled job, killed again:
 //            queue `images` holds a re-queued-after-stall job and an active one, lock gone
@@ -151,5 +162,53 @@ async function oomkill() {
   process.exit(0);
 }
 
-const modes = { storm, bloat, starve, oomkill };
+async function consume() {
+  const wait = Number(process.argv[7] || 3) * 1000;
+  const quick = async () => 1;
+  // paused: a worker that stopped taking jobs, its connection still open
+  const paused = queue('paused');
+  const pw = worker('paused', quick);
+  await until(async () => (await paused.getWorkers()).length > 0, 'the paused worker to connect');
+  if (isMQ) await pw.pause(); else await pw.pause(true);
+  for (let i = 0; i < 5; i++) await paused.add('job', { i });
+  if (isMQ) {  // autorun: false, and run() never called
+    const na = queue('noautorun');
+    const w = new mod.Worker('noautorun', quick, { connection: conn(), prefix, autorun: false, name: 'w-noautorun' });
+    w.on('error', () => {});
+    opened.push(w);
+    await until(async () => (await na.getWorkers()).length > 0, 'the idle worker to connect');
+    for (let i = 0; i < 5; i++) await na.add('job', { i });
+  }
+  // idle: healthy, nothing to do
+  const idle = queue('idle');
+  for (let i = 0; i < 5; i++) await idle.add('job', { i });
+  worker('idle', quick);
+  await until(async () => (await idle.getJobCounts()).completed === 5, 'the idle queue to drain');
+  // slow: busy with one long job, others wait behind it
+  const slow = queue('slow');
+  await slow.add('long', { long: true });
+  let started = false;
+  worker('slow', async (job) => { if (job.data.long) { started = true; await sleep(600000); } return 1; });
+  await until(async () => started, 'the long job to start');
+  for (let i = 0; i < 5; i++) await slow.add('job', { i });
+  await sleep(wait);
+  holdUntilStdinEnds();
+}
+
+async function leak() {
+  const addr = [];
+  for (let i = 0; i < 120; i++) {  // a Queue per request, never closed
+    const q = isMQ ? new mod.Queue('orders', { connection: conn(), prefix }) : new mod('orders', url, { prefix });
+    await q.add('order', { i });
+    addr.push(q);
+  }
+  const pool = queue('pool');
+  for (let i = 0; i < 60; i++) worker('pool', async () => { await sleep(20); return 1; }, 1);
+  let stop = false;
+  const feed = (async () => { while (!stop) { await pool.addBulk(Array.from({ length: 60 }, (_, k) => ({ name: 'p', data: { k } }))); await sleep(50); } })();
+  await sleep(Number(process.argv[7] || 3) * 1000);
+  holdUntilStdinEnds(async () => { stop = true; await feed; await Promise.all(addr.map((q) => q.close().catch(() => {}))); });
+}
+
+const modes = { storm, bloat, starve, oomkill, consume, leak };
 modes[mode]().catch((e) => { console.error(e); process.exit(1); });

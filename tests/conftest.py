@@ -32,9 +32,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private redis-server process (real binary), started and stopped by the tests."""
+    """A private redis-server process (real binary), started and stopped by the tests;
+    ``binary``: another server that takes the same options (valkey-server)."""
 
-    def __init__(self, tmp: Path, *extra: str, port: int | None = None, ping_kw: dict | None = None):
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None, ping_kw: dict | None = None,
+                 binary: str | None = None):
+        self.binary = binary or shutil.which("redis-server") or "redis-server"
         self.port = port or free_port()
         self.dir = tmp
         self.extra = extra
@@ -43,7 +46,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+            [self.binary, "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
              "--enable-debug-command", "yes", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -87,6 +87,8 @@ RULES: list[Rule] = [
     Rule("stopped-consuming", "overdue-delayed", "queue", "the connected workers promote no delayed job"),
     Rule("stopped-consuming", "backlog-growth", "queue", "nothing drains the backlog"),
     Rule("stopped-consuming", "priority-starvation", "queue", "the connected workers take no job"),
+    Rule("stopped-consuming", "scheduler-stalled", "queue", "the connected workers take no scheduled job"),
+    Rule("missing-job-hash", "scheduler-stalled", "queue", "the scheduler's next job is gone"),
     Rule("paused-backlog", "backlog-growth", "queue", "a paused queue takes no job"),
     Rule("rate-limit-freeze", "stale-backlog", "queue", "the rate limiter holds the queue"),
     Rule("rate-limit-freeze", "backlog-growth", "queue", "the rate limiter holds the queue"),

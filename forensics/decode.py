@@ -140,7 +140,7 @@ def parse_opts(text: str) -> tuple:
         if not isinstance(o, dict):
             raise ValueError
     except (ValueError, TypeError):
-        return (None,) * 12 + ("opts:json",)
+        return (None,) * 13 + ("opts:json",)
     attempts = o.get("attempts", "missing")
     infinite = attempts is None or (isinstance(attempts, (int, float)) and not np.isfinite(attempts)) \
         or (isinstance(attempts, str) and attempts.lower() in ("inf", "infinity"))
@@ -164,6 +164,7 @@ def parse_opts(text: str) -> tuple:
         _int_or_none(kl),
         bool(o.get("lifo")) if "lifo" in o else None,
         "repeat" in o,
+        str(o["repeat"]["key"]) if isinstance(o.get("repeat"), dict) and o["repeat"].get("key") is not None else None,
         _int_or_none(o.get("priority")),
         _int_or_none(o.get("delay")),
         None,
@@ -172,7 +173,7 @@ def parse_opts(text: str) -> tuple:
 
 _OPTS_FIELDS = ("attempts_configured", "attempts_infinite", "backoff_type", "backoff_delay_ms",
                 "timeout_ms", "remove_on_complete", "remove_on_fail", "keep_logs", "lifo",
-                "repeat", "_opt_priority", "_opt_delay", "_opts_error")
+                "repeat", "_repeat_key", "_opt_priority", "_opt_delay", "_opts_error")
 
 
 def parse_stacktrace(text: str) -> tuple[int | None, str | None, str | None]:
@@ -297,7 +298,7 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     out["attempts_started"] = started.astype("Int64")
     out["stalled_count"] = _num(raw, "stc").fillna(_num(raw, "stalledCounter")).fillna(0)
     out["deferred_failure"] = _text(raw, "defa")
-    out["repeat_key"] = _text(raw, "rjk")
+    out["repeat_key"] = _text(raw, "rjk").fillna(out.pop("_repeat_key"))  # BullMQ rjk; Bull opts.repeat.key
     out["dedup_id"] = _text(raw, "deid")
     # the trace context BullMQ propagates (opts `tm`, from `telemetry`): the job's APM trace
     traced = opts.str.contains('"tm"', regex=False).fillna(False).astype(bool)

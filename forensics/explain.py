@@ -213,8 +213,29 @@ def reasons(ctx: Context, q, jq: pd.DataFrame, r) -> list[str]:
     if pd.notna(r["deferred_failure"]):
         why.append(f"It will fail as soon as a worker takes it: {r['deferred_failure']} (BullMQ `defa`).")
     if pd.notna(r["repeat_key"]):
-        why.append(f"It is an iteration of the repeatable job / scheduler {r['repeat_key']}.")
+        why.append(_scheduler_story(ctx, q, r))
     return why
+
+
+def _scheduler_story(ctx: Context, q, r) -> str:
+    """The scheduler or repeatable a job is an iteration of: its rule, next run, iterations,
+    and whether it still fires."""
+    from .detectors.schedulers import _rule, schedulers_of
+    s = schedulers_of(ctx, q) if q is not None else ctx.snap.schedulers.iloc[0:0]
+    mine = s[s["key"].astype("str") == str(r["repeat_key"])] if len(s) else s
+    if not len(mine):
+        return (f"It is an iteration of the repeatable job / scheduler {r['repeat_key']}, which is no longer "
+                "registered (removed, or its entry is gone): no further iteration will be created.")
+    e = mine.iloc[0]
+    kind = "job scheduler" if e["kind"] == "job-scheduler" else "legacy repeatable"
+    text = (f"It is an iteration of the {kind} {e['key']} ({_rule(e)}"
+            + (f", {int(e['iterations'])} iteration(s) so far" if pd.notna(e["iterations"]) else "")
+            + (f"; next run {_when(e['next_run'])}" if pd.notna(e["next_run"]) else "") + ").")
+    if str(e["next_job_id"]) == str(r["job_id"]):
+        text += " It is the scheduler's next job: when it runs, the scheduler creates the one after."
+    elif e["next_job_state"] in ("missing", "missing-hash") and pd.notna(e["next_run"]) and e["next_run"] < ctx.now:
+        text += " The scheduler's next job is gone and its run is past due: it has stopped firing (scheduler-stalled)."
+    return text
 
 
 def why(ctx: Context, prefix: str, queue: str, job_id: str) -> list[str]:

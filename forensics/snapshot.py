@@ -27,16 +27,17 @@ from .errors import SnapshotError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 # Tables every snapshot has, in the order they are listed and saved.
-TABLES = ("queues", "jobs", "payloads", "events", "workers", "clients", "dedup", "redis", "metrics", "memory")
+TABLES = ("queues", "jobs", "payloads", "events", "workers", "clients", "dedup", "schedulers", "redis",
+          "metrics", "memory")
 
 # Tables added after snapshots were first saved: one saved before has none, and loads it
 # empty (its manifest lists no row count for it); one whose manifest lists it must have it.
-LATER = ("clients", "dedup")
+LATER = ("clients", "dedup", "schedulers")
 
 
 def _empty_later(name: str) -> pd.DataFrame:
-    from .capture.tables import empty_clients, empty_dedup
-    return {"clients": empty_clients, "dedup": empty_dedup}[name]()
+    from .capture.tables import empty_clients, empty_dedup, empty_schedulers
+    return {"clients": empty_clients, "dedup": empty_dedup, "schedulers": empty_schedulers}[name]()
 
 
 # Tables a snapshot may have: worker logs attached at capture (``capture --logs``).

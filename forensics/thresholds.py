@@ -36,6 +36,8 @@ class Thresholds:
     """... and high when it has also waited this long."""
     rate_limit_freeze_s: float = 60.0
     """A rate-limiter key living longer than this blocks the queue (manual rateLimit)."""
+    scheduler_grace_s: float = 60.0
+    """A scheduler's next run this far past due, with no job left to run it, has stopped."""
     stopped_consuming_s: float = 60.0
     """Workers are connected, work has waited this long, and no job was taken or finished
     for this long (a healthy worker takes a waiting job within milliseconds) ..."""

@@ -229,7 +229,8 @@ def incident(redis_server, tmp_path_factory):
     ``bloat`` runs in a Redis of its own with maxmemory 48 MB (noeviction), so the bytes
     it writes weigh against a real limit; ``leak`` in one with maxclients 800, so its
     connections are counted alone. ``adds`` runs tests/node/adds.js: adds the library
-    swallows, and a deduplication key left behind by an evicted job."""
+    swallows, and a deduplication key left behind by an evicted job; ``schedulers``
+    tests/node/schedulers.js."""
     import forensics
     cache: dict[tuple[str, str], tuple] = {}
     folder = tmp_path_factory.mktemp("incidents")
@@ -251,6 +252,15 @@ def incident(redis_server, tmp_path_factory):
             run_node("adds.js", lib, srv.url(0), prefix, "incident")
             srv.client().delete(f"{prefix}:nightly:1")   # what eviction does (allkeys-* policies)
             run_node("adds.js", lib, srv.url(0), prefix, "readd")
+            cache[(mode, lib)] = (forensics.capture(srv.url(0), prefix=prefix), None)
+            return cache[(mode, lib)]
+        if mode == "schedulers":  # tests/node/schedulers.js (+ a BullMQ 6 deploy over the 5 queue)
+            run_node("schedulers.js", lib, srv.url(0), prefix)
+            if lib == "bullmq5":
+                run_node("schedulers.js", "bullmq6", srv.url(0), prefix, "upgrade")
+            if lib.startswith("bullmq"):   # eviction takes the `stuck` scheduler's next job
+                admin = srv.client()
+                admin.delete(*admin.keys(f"{prefix}:stuck:repeat:every-second:*"))
             cache[(mode, lib)] = (forensics.capture(srv.url(0), prefix=prefix), None)
             return cache[(mode, lib)]
         log = folder / f"{prefix}.log" if mode == "oomkill" else None

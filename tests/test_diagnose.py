@@ -38,6 +38,7 @@ from conftest import NODE_DIR, RedisServer, forensics_cli, hanging_worker, run_n
 # The consume and leak incidents are seconds old when captured: judged at thresholds of seconds.
 CONSUME = {"stopped_consuming_s": 2}
 LEAK = {"leak_idle_s": 2}
+SCHED = {"scheduler_grace_s": 1}
 FIRES = [
     ("stalled-active", "bullmq5", "convert", {}),
     ("stalled-active", "bull", "convert", {}),
@@ -109,6 +110,12 @@ FIRES = [
     ("swallowed-adds", "adds-bullmq5", "idem", {}),        # a jobId reused after its job completed
     ("swallowed-adds", "adds-bullmq5", "nightly", {}),     # a dedup key outliving its (evicted) job
     ("swallowed-adds", "adds-bullmq6", "idem", {}),
+    ("duplicate-schedulers", "schedulers-bullmq5", "sync", {}),      # one job under two schedulers
+    ("duplicate-schedulers", "schedulers-bullmq5", "legacy", {}),    # ... and two legacy repeatables
+    ("duplicate-schedulers", "schedulers-bull", "legacy", {}),
+    ("scheduler-stalled", "schedulers-bullmq5", "stuck", SCHED),     # its next job evicted
+    ("scheduler-stalled", "schedulers-bullmq6", "stuck", SCHED),
+    ("legacy-repeatables", "schedulers-bullmq5", "upgraded", {}),    # BullMQ 6 deployed over them
     ("connection-leak", "leak-bullmq5", None, LEAK),                 # 120 Queues never closed
     ("connection-leak", "leak-bull", None, LEAK),
 ]
@@ -175,6 +182,13 @@ SILENT = [
     ("stopped-consuming", "consume-bull", "slow", CONSUME),
     ("stopped-consuming", "live", "busy", CONSUME),
     ("connection-leak", "consume-bullmq5", None, LEAK),              # a few named workers, Queues in use
+    ("duplicate-schedulers", "schedulers-bullmq5", "tenants"),       # one name per tenant, different data
+    ("duplicate-schedulers", "schedulers-bullmq6", "reports"),
+    ("scheduler-stalled", "schedulers-bullmq5", "sync", SCHED),      # due, its next job waits for a worker
+    ("scheduler-stalled", "schedulers-bullmq5", "reports", SCHED),   # due tomorrow at 03:00
+    ("scheduler-stalled", "schedulers-bull", None, SCHED),
+    ("legacy-repeatables", "schedulers-bullmq5", "legacy"),          # a BullMQ 5 queue still runs them
+    ("legacy-repeatables", "schedulers-bullmq6", None),              # schedulers only
     ("swallowed-adds", "healthy-bullmq5", None),
     ("swallowed-adds", "starve-bullmq5", None),           # busy, thousands of adds, none swallowed
     # 120 Queues leak; the busy pool's 60 unnamed connections in use would make it ~180
@@ -245,7 +259,7 @@ def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_serie
     def get(name: str):
         if name not in cache:
             mode, _, lib = name.partition("-")
-            if mode in ("storm", "starve", "bloat", "oomkill", "consume", "leak", "adds"):
+            if mode in ("storm", "starve", "bloat", "oomkill", "consume", "leak", "adds", "schedulers"):
                 snap, logs = incident(mode, lib or "bullmq5")
                 cache[name] = snap if logs is None else (snap, logs)
             if name == "series-growing":

@@ -368,3 +368,56 @@ def test_a_job_joins_its_apm_trace(incident, lib):
     story = forensics.explain(snap, "r-1", queue="redeliver")
     assert "trace 4bf92f3577b34da6a3ce929d0e0e4736" in story.to_text()
     assert story.to_dict()["job"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+# -- schedulers and repeatables --------------------------------------------------------------
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bullmq6", "bull"])
+def test_the_schedulers_table_reads_what_the_library_wrote(incident, lib):
+    snap, _ = incident("schedulers", lib)
+    s = snap.schedulers
+    if lib == "bull":
+        assert set(s["kind"]) == {"legacy-repeatable"} and len(s) == 4
+        cleanup = s[s["name"] == "cleanup"].sort_values("every_ms")
+        assert cleanup["every_ms"].tolist() == [30000, 60000]
+        assert set(s.loc[s["name"] == "digest", "pattern"]) == {"0 8 * * *"}
+        return
+    d = s.set_index("key")
+    r = d.loc["daily-report"]
+    assert (r["kind"], r["name"], r["pattern"], r["tz"], int(r["iterations"])) == \
+        ("job-scheduler", "report", "0 3 * * *", "UTC", 1)
+    assert r["next_run"].hour == 3 and json.loads(r["data"]) == {"kind": "daily"}
+    next_job = snap.jobs.set_index("job_id").loc[r["next_job_id"]]
+    assert next_job["state"] == "delayed" and next_job["repeat_key"] == "daily-report"
+    assert int(d.loc["sync-hourly", "every_ms"]) == 3_600_000
+    if lib == "bullmq5":
+        assert (s["kind"] == "legacy-repeatable").sum() == 5    # 4 in `legacy`, 1 in `upgraded`
+
+
+def test_duplicates_are_judged_by_name_and_data(incident):
+    d = diagnosis(incident, "schedulers", "bull")
+    f = one(d, "duplicate-schedulers", "legacy")      # `cleanup` twice; `digest` per tenant is not
+    assert f["evidence"]["name"] == "cleanup" and f["count"] == 2
+    assert sorted(e["rule"] for e in f["evidence"]["entries"]) == ["every 30 s", "every 60 s"]
+    sync = one(diagnosis(incident, "schedulers", "bullmq6"), "duplicate-schedulers", "sync")
+    assert {e["key"] for e in sync["evidence"]["entries"]} == {"sync-hourly", "sync-every-30m"}
+    assert "upsertJobScheduler" in sync["remediation"]
+
+
+def test_a_scheduler_whose_next_job_is_gone_has_stopped(incident):
+    d = diagnosis(incident, "schedulers", "bullmq5", scheduler_grace_s=1)
+    f = one(d, "scheduler-stalled", "stuck")
+    (s,) = f["evidence"]["schedulers"]
+    assert s["key"] == "every-second" and s["next_job_state"] == "missing-hash" and s["rule"] == "every 1 s"
+    assert ("missing-job-hash", "stuck") in _refs(f, "explained_by")
+    legacy = one(d, "legacy-repeatables", "upgraded")
+    assert legacy["evidence"]["library_version"].startswith("6.") and legacy["count"] == 1
+    assert legacy["evidence"]["entries"][0]["name"] == "nightly"
+
+
+def test_explain_tells_a_scheduler_iterations_story(incident):
+    snap, _ = incident("schedulers", "bullmq6")
+    nid = snap.schedulers.set_index("key").loc["daily-report", "next_job_id"]
+    text = forensics.explain(snap, nid, queue="reports").to_text()
+    assert "iteration of the job scheduler daily-report (cron 0 3 * * * (UTC), 1 iteration(s) so far" in text
+    assert "It is the scheduler's next job" in text

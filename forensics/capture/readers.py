@@ -41,7 +41,8 @@ from . import helper as helper_mod
 from .progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
 from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
-                     empty_clients, empty_dedup, empty_memory, empty_metrics, empty_workers, shape)
+                     empty_clients, empty_dedup, empty_memory, empty_metrics, empty_schedulers, empty_workers,
+                     scheduler_row, shape)
 
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
 PIPELINE = 500         # commands per pipeline round trip
@@ -51,6 +52,7 @@ CHUNK_BYTES = 16 << 20  # ... and about this many bytes of replies (megabyte pay
 BATCH_BYTES = 1 << 20   # replies per round trip: a batch keeps Redis busy ~2 ms, and it buffers ~2 MB for us
 RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSCORE)
 DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
+SCHEDULER_LIMIT = 10_000  # schedulers / repeatables read per queue (HGETALL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
@@ -229,6 +231,7 @@ class Capture:
         self.workers = pd.DataFrame()
         self.clients = pd.DataFrame()  # every connection CLIENT LIST showed (connection-leak)
         self.dedup: list[dict] = []    # deduplication keys (swallowed-adds)
+        self.schedulers: list[dict] = []  # job schedulers and repeatables
         self.redis_rows: list[dict[str, Any]] = []
         self.src: Source | None = None
         self.rdb: dict | None = None  # set by capture(rdb=...): what was loaded
@@ -705,6 +708,7 @@ class Capture:
         self.read_events(q, int(events_n or 0))
         self.read_metrics(q)
         self.read_dedup(q, mine)
+        self.read_schedulers(q, mine)
 
     def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras") -> None:
         """The job hashes, chunk by chunk: at most one chunk's replies are in memory, and each
@@ -1109,6 +1113,23 @@ class Capture:
                                "ttl_ms": ttl if ttl is not None and ttl >= 0 else None})
         self.progress.update(f"{q.name}: dedup keys")
 
+    def read_schedulers(self, q: _Queue, mine: pd.DataFrame) -> None:
+        """The repeat zset (next run per entry) and, for BullMQ, each entry's ``repeat:<id>``
+        hash: job schedulers (5.16+: data, ``ic``), legacy repeatables (a hash of name and
+        pattern; Bull and early BullMQ: everything in the member itself)."""
+        n = int(q.row.get("repeat_count") or 0)
+        if not n:
+            return
+        entries = self._read_window("zset", q.base + "repeat", n)[:SCHEDULER_LIMIT]
+        hashes = set(mine.loc[mine["family"] == "repeat", "key"].dropna())
+        wanted = [m for m, _ in entries if q.base + "repeat:" + m in hashes]
+        got = dict(zip(wanted, self._results([("HGETALL", q.base + "repeat:" + m) for m in wanted], essential=False)))
+        for member, score in entries:
+            h = got.get(member) or {}
+            row = scheduler_row(q.flavor, member, score, h if isinstance(h, dict) else {})
+            self.schedulers.append({"prefix": q.prefix, "queue": q.name, **row})
+        self.progress.update(f"{q.name}: schedulers")
+
     def lost(self, addr: str | None) -> bool:
         """A cluster master that went away during this capture."""
         return any(n.addr == addr for n in self.src.down)
@@ -1240,6 +1261,8 @@ class Capture:
         workers = self.workers.astype(empty_workers().dtypes.to_dict()) if len(self.workers) else empty_workers()
         clients = self.clients.astype(empty_clients().dtypes.to_dict()) if len(self.clients) else empty_clients()
         dedup = pd.DataFrame(self.dedup).astype(empty_dedup().dtypes.to_dict()) if self.dedup else empty_dedup()
+        schedulers = pd.DataFrame(self.schedulers).reindex(columns=list(empty_schedulers().columns)).astype(
+            empty_schedulers().dtypes.to_dict()) if self.schedulers else empty_schedulers()
         home = {(q.prefix, q.name): q.node for q in self.queues}
         rows = []
         for row in self.redis_rows:
@@ -1288,7 +1311,8 @@ class Capture:
             # bytes of replies read
             "phases": self.clock.report(self._received()),
         }
-        tables = {"queues": queues, "workers": workers, "clients": clients, "dedup": dedup, "redis": redis_df,
+        tables = {"queues": queues, "workers": workers, "clients": clients, "dedup": dedup, "schedulers": schedulers,
+                  "redis": redis_df,
                   "metrics": metrics, "memory": memory}
         snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file,
                                                  "events": self.events_file})

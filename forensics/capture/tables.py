@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -196,6 +197,50 @@ def empty_dedup() -> pd.DataFrame:
     none, the key lives until the job finishes)."""
     cols = {"prefix": "str", "queue": "str", "dedup_id": "str", "job_id": "str", "ttl_ms": "Int64"}
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+def empty_schedulers() -> pd.DataFrame:
+    """Job schedulers (BullMQ 5.16+), legacy repeatables (BullMQ, Bull): one row per entry
+    of the repeat zset."""
+    cols = {"prefix": "str", "queue": "str", "kind": "str", "key": "str", "name": "str", "pattern": "str",
+            "every_ms": "Int64", "tz": "str", "start_at": "datetime64[ms, UTC]", "end_at": "datetime64[ms, UTC]",
+            "limit": "Int64", "next_run": "datetime64[ms, UTC]", "iterations": "Int64", "data": "str",
+            "data_bytes": "Int64", "next_job_id": "str"}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in cols.items()})
+
+
+def _ms_time(v) -> pd.Timestamp | None:
+    n = as_int(v)
+    return None if n is None or n <= 0 else pd.Timestamp(n, unit="ms", tz="UTC")
+
+
+def scheduler_row(flavor: str, member: str, score: float | None, h: dict) -> dict:
+    """One entry of a queue's repeat zset, with its ``repeat:<member>`` hash (BullMQ)."""
+    millis = int(score) if score is not None else None
+    if h:  # BullMQ: a job scheduler (data, iteration count) or a legacy repeatable's hash
+        scheduler = any(k in h for k in ("ic", "data", "offset")) or not re.fullmatch(r"[0-9a-f]{32}", member)
+        data = h.get("data")
+        return {"kind": "job-scheduler" if scheduler else "legacy-repeatable", "key": member, "name": h.get("name"),
+                "pattern": h.get("pattern") or h.get("cron"), "every_ms": as_int(h.get("every")), "tz": h.get("tz"),
+                "start_at": _ms_time(h.get("startDate")), "end_at": _ms_time(h.get("endDate")),
+                "limit": as_int(h.get("limit")), "next_run": _ms_time(millis), "iterations": as_int(h.get("ic")),
+                "data": data, "data_bytes": len(data.encode("utf-8", "replace")) if isinstance(data, str) else None,
+                "next_job_id": f"repeat:{member}:{millis}" if millis is not None else None}
+    # Bull, and BullMQ before repeatables had a hash: name:jobId:endDate:tz:cron, or
+    # name:jobId:endDate:every (no tz) for an interval
+    rule = member.rsplit(":", 1)[-1]
+    every = as_int(rule) if rule.isdigit() else None
+    parts = member.rsplit(":", 3 if every is not None else 4)
+    if every is not None and len(parts) == 4:
+        name, end, tz = parts[0], parts[2], None
+    elif every is None and len(parts) == 5:
+        name, end, tz = parts[0], parts[2], parts[3]
+    else:
+        name, end, tz, rule = member, None, None, None
+    return {"kind": "legacy-repeatable", "key": member, "name": name, "pattern": None if every else (rule or None),
+            "every_ms": every, "tz": tz or None, "start_at": None, "end_at": _ms_time(end), "limit": None,
+            "next_run": _ms_time(millis), "iterations": None, "data": None, "data_bytes": None,
+            "next_job_id": None}   # Bull hashes its id: the detectors find it by its repeat key
 
 
 # Columns and dtypes of the queues table (the same whether or not queues were found).

@@ -300,7 +300,7 @@ class Context:
 
 
 def _load_all() -> None:
-    from . import adds, config, connections, memory, payloads, retries, stuck, trends, worker_logs  # noqa: F401  (registration)
+    from . import adds, config, connections, memory, payloads, retries, schedulers, stuck, trends, worker_logs  # noqa: F401  (registration)
 
 
 _load_all()

@@ -36,6 +36,9 @@ class Thresholds:
     """... and high when it has also waited this long."""
     rate_limit_freeze_s: float = 60.0
     """A rate-limiter key living longer than this blocks the queue (manual rateLimit)."""
+    scheduler_stall_loop: int = 3
+    """A scheduler's job stalled this many times is in a loop: BullMQ never fails a
+    scheduler's job for stalling, so a job that crashes its worker runs (and crashes) forever."""
     scheduler_grace_s: float = 60.0
     """A scheduler's next run this far past due, with no job left to run it, has stopped."""
     stopped_consuming_s: float = 60.0

@@ -259,7 +259,7 @@ def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_serie
     def get(name: str):
         if name not in cache:
             mode, _, lib = name.partition("-")
-            if mode in ("storm", "starve", "bloat", "oomkill", "consume", "leak", "adds", "schedulers"):
+            if mode in ("storm", "starve", "bloat", "oomkill", "consume", "leak", "adds", "schedulers", "stallloop"):
                 snap, logs = incident(mode, lib or "bullmq5")
                 cache[name] = snap if logs is None else (snap, logs)
             if name == "series-growing":

@@ -421,3 +421,18 @@ def test_explain_tells_a_scheduler_iterations_story(incident):
     text = forensics.explain(snap, nid, queue="reports").to_text()
     assert "iteration of the job scheduler daily-report (cron 0 3 * * * (UTC), 1 iteration(s) so far" in text
     assert "It is the scheduler's next job" in text
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bullmq6"])
+def test_a_scheduler_job_that_crashes_its_worker_loops_and_is_named(incident, lib):
+    """BullMQ never fails a scheduler's job for stalling: one that crashes its worker every
+    time is re-run forever, its stall counter growing. A plain job stalled once is a re-queue."""
+    d = diagnosis(incident, "stallloop", lib)
+    f = one(d, "stall-failures", "tick")
+    loops = f["evidence"]["scheduler_stall_loops"]
+    assert f["severity"] == "high" and len(loops) == 1 and list(loops.values())[0] >= 3
+    assert list(loops)[0].startswith("repeat:tick:") and f["job_ids"][0] == list(loops)[0]
+    assert "removeJobScheduler" in f["remediation"]
+    # a plain job re-queued after its worker was killed (the oomkill incident) is no loop
+    plain = one(diagnosis(incident, "oomkill"), "stall-failures", "images")
+    assert plain["evidence"]["requeued_after_stall"] >= 1 and plain["evidence"]["scheduler_stall_loops"] == {}

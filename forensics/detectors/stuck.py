@@ -106,25 +106,38 @@ def stall_failures(ctx: Context):
         failed = jq[(jq["state"] == "failed") & jq["failed_reason"].str.contains(STALL_TEXT, regex=False, na=False)]
         deferred = jq[jq["deferred_failure"].str.contains(STALL_TEXT, regex=False, na=False)]
         recovered = jq[(jq["stalled_count"].fillna(0) > 0) & ~jq.index.isin(failed.index.union(deferred.index))]
+        # a scheduler's job is never failed for stalling: one that crashes its worker loops
+        loops = recovered[recovered["repeat_key"].notna()
+                          & (recovered["stalled_count"].fillna(0) >= ctx.t.scheduler_stall_loop)]
+        # marked to fail (defa) and taken, but its worker died before failing it
+        zombies = deferred[(deferred["state"] == "active") & ~deferred["lock_present"].fillna(False).astype(bool)]
         hit = pd.concat([failed, deferred, recovered])
         if not len(hit):
             continue
-        sev = "high" if len(failed) or len(deferred) else "medium"
+        sev = "high" if len(failed) or len(deferred) or len(loops) else "medium"
         yield ctx.finding(
             "stall-failures", sev,
             "; ".join(x for x in (f"{len(failed) + len(deferred)} job(s) failed for stalling" if len(failed) or len(deferred)
-                                  else "", f"{len(recovered)} job(s) re-queued after a stall" if len(recovered) else "") if x)
+                                  else "", f"{len(recovered)} job(s) re-queued after a stall" if len(recovered) else "",
+                                  f"{len(loops)} scheduler job(s) stalled {int(loops['stalled_count'].max())} times and "
+                                  "counting (never failed for stalling)" if len(loops) else "") if x)
             + ": their worker lost the lock",
-            q, hit,
+            q, hit, order="stalled_count", ascending=False,
             evidence={"failed_for_stalling": len(failed), "deferred_stall_failure": len(deferred),
                       "requeued_after_stall": len(recovered),
-                      "max_stalled_count": int(jq["stalled_count"].fillna(0).max())},
+                      "max_stalled_count": int(jq["stalled_count"].fillna(0).max()),
+                      "scheduler_stall_loops": {str(j): int(c) for j, c in
+                                                zip(loops["job_id"].head(20), loops["stalled_count"].head(20))},
+                      "deferred_zombies": [str(j) for j in zombies["job_id"].head(20)]},
             remediation=("These jobs lost their lock while running: the worker crashed, or its event loop "
                          "was blocked longer than lockDuration (30 s) by synchronous CPU work so it could "
                          "not renew the lock. Move CPU-heavy work to sandboxed processors (a file path "
                          "instead of a function), raise lockDuration for long jobs, keep maxStalledCount "
                          ">= 1." + (" BullMQ >= 5.53.2 fails such a job the next time it is taken "
-                                    "(field `defa`)." if len(deferred) else "")))
+                                    "(field `defa`)." if len(deferred) else "")
+                         + (" A scheduler's job is never failed for stalling: find why it crashes its worker "
+                            "(memory, a native crash), or remove the scheduler (`queue.removeJobScheduler(id)`) "
+                            "until it is fixed." if len(loops) else "")))
 
 
 @detector("no-workers", "stuck", "work that needs a worker, and no worker connected")

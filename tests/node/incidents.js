@@ -31,6 +31,9 @@
 //            idle from one address (Bull: a Queue that added a job: 1 connection each; a
 //            BullMQ Queue: 1 each), next to a busy pool of 60 workers that is no leak (named
 //            blocking connections, unnamed ones in use: queue `pool`, jobs every 50 ms)
+//   stallloop (BullMQ) the job of scheduler `tick` crashes its worker every time (SIGKILLed
+//            mid-job, 4 times): schedulers' jobs are never failed for stalling, its stall
+//            counter only grows.
 //   oomkill  a leaking worker (pino memory logs in <logfile>) SIGKILLed mid-job, restarted
 //            under the same pid (a container), recovering the stalled job, killed again:
 //            queue `images` holds a re-queued-after-stall job and an active one, lock gone
@@ -210,5 +213,26 @@ async function leak() {
   holdUntilStdinEnds(async () => { stop = true; await feed; await Promise.all(addr.map((q) => q.close().catch(() => {}))); });
 }
 
-const modes = { storm, bloat, starve, oomkill, consume, leak };
+// Runs tests/node/worker.js (lock 500 ms, stalled check every 300 ms) on `name` until it
+// starts a job, then SIGKILLs it: a worker crashed mid-job.
+function crashOnce(name) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(__dirname, 'worker.js'), lib, url, prefix, name, '500', '300'],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.on('data', (b) => { if (String(b).includes('started')) child.kill('SIGKILL'); });
+    child.on('exit', () => resolve());
+    child.on('error', reject);
+  });
+}
+
+async function stallloop() {
+  const tick = queue('tick');
+  await tick.upsertJobScheduler('tick', { every: 3600000 }, { name: 'tick', data: {} });
+  for (let i = 0; i < 4; i++) { await crashOnce('tick'); await sleep(700); }
+  await closeAll();
+  console.log('ready');
+  process.exit(0);
+}
+
+const modes = { storm, bloat, starve, oomkill, consume, leak, stallloop };
 modes[mode]().catch((e) => { console.error(e); process.exit(1); });

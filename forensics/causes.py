@@ -83,6 +83,7 @@ RULES: list[Rule] = [
     Rule("no-workers", "stalled-active", "queue", "no worker's stalled checker recovers them"),
     Rule("no-workers", "backlog-growth", "queue", "nothing drains the backlog"),
     Rule("no-workers", "priority-starvation", "queue", "no worker takes the waiting jobs"),
+    Rule("no-workers", "scheduler-stalled", "queue", "no worker runs the scheduler's job"),
     Rule("stopped-consuming", "stale-backlog", "queue", "the connected workers take no job"),
     Rule("stopped-consuming", "overdue-delayed", "queue", "the connected workers promote no delayed job"),
     Rule("stopped-consuming", "backlog-growth", "queue", "nothing drains the backlog"),

@@ -436,3 +436,22 @@ def test_a_scheduler_job_that_crashes_its_worker_loops_and_is_named(incident, li
     # a plain job re-queued after its worker was killed (the oomkill incident) is no loop
     plain = one(diagnosis(incident, "oomkill"), "stall-failures", "images")
     assert plain["evidence"]["requeued_after_stall"] >= 1 and plain["evidence"]["scheduler_stall_loops"] == {}
+
+
+def test_on_a_series_a_scheduler_whose_iterations_do_not_move_has_stalled(incident, redis_server, tmp_path):
+    """The `sync` schedulers are due and their next jobs wait for a worker that never
+    comes: one capture cannot tell a due run from a stuck one; a series sees `ic` stand
+    still. `reports` (due tomorrow) is not judged stalled."""
+    from forensics.series import capture_series
+    incident("schedulers", "bullmq6")   # the queues exist
+    series, _ = capture_series(redis_server.url(0), prefix="inc-schedulers-bullmq6", every=0.6, count=3,
+                               out=tmp_path / "s", progress=False)
+    d = forensics.diagnose(series, thresholds={"scheduler_grace_s": 1})
+    f = one(d, "scheduler-stalled", "sync")
+    assert {s["key"] for s in f["evidence"]["schedulers"]} == {"sync-hourly", "sync-every-30m"}
+    assert all(s["iterations_not_advancing_since"] for s in f["evidence"]["schedulers"])
+    assert "iteration count has not moved" in f["title"]
+    assert ("no-workers", "sync") in _refs(f, "explained_by")
+    assert not len(d.findings[(d.findings["id"] == "scheduler-stalled") & (d.findings["queue"] == "reports")])
+    single = forensics.diagnose(series.latest, thresholds={"scheduler_grace_s": 1}).findings
+    assert not len(single[(single["id"] == "scheduler-stalled") & (single["queue"] == "sync")])

@@ -81,34 +81,65 @@ def duplicate_schedulers(ctx: Context):
                              "which replaces the entry instead of adding one.")).with_ids(ids)
 
 
+def _not_advancing(ctx: Context, grace: pd.Timedelta) -> dict:
+    """On a series: (prefix, queue, key) -> since when a job scheduler has been due (its
+    next run past by ``grace``) in one capture while its iteration count ``ic`` has not
+    moved in any capture since, over at least ``grace``."""
+    series = ctx.series
+    if series is None or len(series) < 2:
+        return {}
+    s = series.schedulers
+    if not len(s) or "iterations" not in s:
+        return {}
+    s = s[s["iterations"].notna()].astype({"prefix": "str", "queue": "str", "key": "str"})
+    out = {}
+    for k, g in s.sort_values("captured_at").groupby(["prefix", "queue", "key"], sort=False):
+        due = g[g["next_run"] < g["captured_at"] - grace]
+        if not len(due):
+            continue
+        first = due.iloc[0]
+        later = g[g["captured_at"] >= first["captured_at"]]
+        if later["captured_at"].max() - first["captured_at"] >= grace and \
+                (later["iterations"] == first["iterations"]).all():
+            out[k] = pd.Timestamp(first["captured_at"]).isoformat()
+    return out
+
+
 @detector("scheduler-stalled", "stuck", "a scheduler whose next run is past due with no job to run it")
 def scheduler_stalled(ctx: Context):
     """A scheduler or repeatable, not ended, whose next run is ``scheduler_grace_s`` past
     due and whose next job is gone (removed, evicted, lost in a failover): nothing will
-    create another, so it never fires again. One whose next job waits for a worker is
-    not stalled: no-workers or stopped-consuming say why nothing runs it."""
+    create another, so it never fires again. On a series, also a job scheduler due that
+    long whose iteration count does not move (no-workers or stopped-consuming then say why
+    nothing runs it)."""
     grace = pd.Timedelta(seconds=ctx.t.scheduler_grace_s)
+    frozen = _not_advancing(ctx, grace)
     for q in ctx.queue_rows:
         s = schedulers_of(ctx, q)
         if not len(s):
             continue
         ended = s["end_at"].notna() & (s["end_at"] < ctx.now)
-        late = s[s["next_run"].notna() & (s["next_run"] < ctx.now - grace) & ~ended
-                 & s["next_job_state"].isin(["missing", "missing-hash", "completed", "failed"])]
+        gone = s["next_job_state"].isin(["missing", "missing-hash", "completed", "failed"])
+        stuck_ic = s["key"].astype("str").map(lambda k: (str(q["prefix"]), str(q["queue"]), k) in frozen)
+        late = s[s["next_run"].notna() & (s["next_run"] < ctx.now - grace) & ~ended & (gone | stuck_ic)]
         if not len(late):
             continue
         oldest = late["next_run"].min()
+        how = "no job is there to run it" if gone[late.index].all() else \
+            "its iteration count has not moved since" if not gone[late.index].any() else \
+            "no job to run it, or its iteration count not moving"
         yield ctx.finding(
             "scheduler-stalled", "high",
-            f"{len(late)} scheduler(s) stopped firing: next run due {pd.Timestamp(oldest).isoformat()} and no job "
-            "is there to run it", q, None, count=len(late),
+            f"{len(late)} scheduler(s) stopped firing: next run due {pd.Timestamp(oldest).isoformat()} and {how}",
+            q, None, count=len(late),
             evidence={"schedulers": [
                 {"key": str(r["key"]), "kind": r["kind"], "name": None if pd.isna(r["name"]) else str(r["name"]),
                  "rule": _rule(r), "next_run": pd.Timestamp(r["next_run"]).isoformat(),
                  "late_minutes": round((ctx.now - r["next_run"]).total_seconds() / 60, 1),
                  "next_job_id": None if pd.isna(r["next_job_id"]) else str(r["next_job_id"]),
                  "next_job_state": r["next_job_state"],
-                 "iterations": None if pd.isna(r["iterations"]) else int(r["iterations"])}
+                 "iterations": None if pd.isna(r["iterations"]) else int(r["iterations"]),
+                 "iterations_not_advancing_since": frozen.get((str(q["prefix"]), str(q["queue"]), str(r["key"])))}
                 for _, r in late.head(20).iterrows()]},
             remediation="Re-register the scheduler so it gets a next job: `await queue.upsertJobScheduler(id, "
                         "repeatOpts, template)` (BullMQ), or remove and re-add the repeatable. Find what removed "

@@ -137,6 +137,14 @@ def values_line(options: dict) -> str:
     return "kept, secrets redacted" + (f" (and fields matching {', '.join(extra)})" if extra else "")
 
 
+def _server(r) -> str:
+    """'7.2.4', or 'valkey 8.1.0' / 'dragonfly 1.2' when the server read is not Redis."""
+    kind, version = r.get("server_type"), r.get("server_version")
+    if isinstance(kind, str) and kind != "redis":
+        return f"{kind} {version or ''}".strip()
+    return str(r.get("redis_version"))
+
+
 def summary(snap) -> str:
     """Plain-text summary of a snapshot."""
     m = snap.manifest
@@ -146,17 +154,19 @@ def summary(snap) -> str:
         f"  source      {m.get('source')}  prefixes {', '.join(m.get('options', {}).get('prefixes', []))}",
         f"  captured    {m.get('captured_at')}  in {m.get('duration_s')} s"
         f"  {'complete' if snap.complete else 'INCOMPLETE: ' + str(m.get('incomplete_reason'))}",
-        f"  redis       {r.get('redis_version')}  used {human_bytes(r.get('used_memory'))}"
+        f"  redis       {_server(r)}  used {human_bytes(r.get('used_memory'))}"
         f"  maxmemory {human_bytes(r.get('maxmemory')) if r.get('maxmemory') else 'unlimited'}"
-        f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}",
+        f"  policy {r.get('maxmemory_policy')}  clients {r.get('connected_clients')}"
+        + (f" of {int(r.get('maxclients')):,}" if pd.notna(r.get("maxclients")) else ""),
         f"  contents    {len(snap.queues)} queues, {len(snap.jobs):,} jobs, {len(snap.events):,} events,"
-        f" {len(snap.workers)} worker connections",
+        f" {len(snap.workers)} worker connections"
+        + (f", {len(snap.schedulers)} schedulers" if len(snap.schedulers) else ""),
         f"  values      {values_line(m.get('options', {}))}",
     ]
     if len(snap.redis) > 1 and "node" in snap.redis:  # a cluster: one line per master
         i = next(k for k, ln in enumerate(lines) if ln.startswith("  redis "))
         lines[i:i + 1] = [
-            f"  redis       {row.get('node')}  {row.get('redis_version')}  used {human_bytes(row.get('used_memory'))}"
+            f"  redis       {row.get('node')}  {_server(row)}  used {human_bytes(row.get('used_memory'))}"
             f"  maxmemory {human_bytes(row.get('maxmemory')) if row.get('maxmemory') else 'unlimited'}"
             f"  policy {row.get('maxmemory_policy')}" for _, row in snap.redis.iterrows()]
     where = topology_line(m)

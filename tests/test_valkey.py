@@ -99,3 +99,10 @@ def test_a_crashed_workers_job_is_seen_stuck_on_valkey(valkey):
     assert len(stalled) == 1 and stalled.iloc[0]["severity"] == "critical", f[["id", "queue", "title"]].to_string()
     assert len(f[(f["id"] == "no-workers") & (f["queue"] == "render")]) == 1
     assert pd.notna(stalled.iloc[0]["evidence"]["oldest_started"])
+
+
+def test_the_summary_names_the_server(valkey):
+    run_node("fill.js", "bullmq6", valkey.url(0), "vk-sum", "orders", "3")
+    text = forensics.summary(forensics.capture(valkey.url(0), prefix="vk-sum"))
+    version = valkey.client().info("server")["valkey_version"]
+    assert f"redis       valkey {version}" in text

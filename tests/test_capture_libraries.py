@@ -112,7 +112,16 @@ def test_incident_facts_are_visible(captured, lib):
     due_in = (retry["due_at"] - retry["processed_at"]).total_seconds()
     assert 3590 < due_in < 3700, due_in
     # Delayed jobs added with delay: due = added + delay.
-    later = jobs[(jobs["queue"] == "backlog") & (jobs["state"] == "delayed")].sort_values("job_id")
+    if lib in ("bullmq5", "bullmq6"):   # the deduplication key and the job scheduler, as written
+        (key,) = snap.dedup[snap.dedup["queue"] == "backlog"].itertuples()
+        held = jobs[(jobs["queue"] == "backlog") & (jobs["job_id"] == key.job_id)].iloc[0]
+        assert key.dedup_id == "digest-of-the-day" and pd.isna(key.ttl_ms) and held["dedup_id"] == key.dedup_id
+        (sch,) = snap.schedulers[snap.schedulers["queue"] == "backlog"].itertuples()
+        assert (sch.kind, sch.key, sch.pattern, sch.tz) == ("job-scheduler", "nightly-digest", "0 4 * * *", "UTC")
+        nxt = jobs[(jobs["queue"] == "backlog") & (jobs["job_id"] == sch.next_job_id)].iloc[0]
+        assert nxt["state"] == "delayed" and nxt["due_at"] == sch.next_run and nxt["due_at"].hour == 4
+    later = jobs[(jobs["queue"] == "backlog") & (jobs["state"] == "delayed")
+                 & jobs["repeat_key"].isna()].sort_values("job_id")   # not the scheduler's next job
     assert [round((r.due_at - r.added_at).total_seconds()) for r in later.itertuples()] == [3600, 7200]
     # Priorities (bull/BullMQ<4 keep prioritized jobs in wait, BullMQ>=4 in prioritized).
     backlog = jobs[jobs["queue"] == "backlog"].set_index("name")

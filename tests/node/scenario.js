@@ -7,7 +7,8 @@
 //             waiting in delayed, job logs and progress, data with secrets and a Buffer
 //   convert   a worker SIGKILLed mid-job with a short lock: active, lock gone (stalled)
 //   render    a worker SIGKILLed mid-job with a long lock: active, lock still held
-//   backlog   delayed and prioritized jobs, never processed
+//   backlog   delayed and prioritized jobs, never processed (BullMQ 5/6: also a job under a
+//             deduplication id and a job scheduler, cron 04:00 UTC)
 //   reports   a paused queue with waiting jobs
 //   api       requests failing with HTTP 400, retried with exponential backoff
 //   heavy     a 150 KB and a 1.2 MB payload, a base64 blob, a 200 KB return value
@@ -162,6 +163,12 @@ async function main() {
   await backlog.add('plain', { n: 5 });
   if (!isMQ) await backlog.add('forever', { n: 6 }, { attempts: Infinity }); // stored as null; BullMQ refuses it
   await backlog.add('stubborn', { n: 7 }, { attempts: 1000, backoff: 1000 });
+  if (lib === 'bullmq5' || lib === 'bullmq6') {
+    // a job under a deduplication id, and a job scheduler whose next run is tomorrow at 04:00
+    await backlog.add('digest', { n: 8 }, { deduplication: { id: 'digest-of-the-day' } });
+    await backlog.upsertJobScheduler('nightly-digest', { pattern: '0 4 * * *', tz: 'UTC' },
+      { name: 'digest', data: { all: true } });
+  }
 
   // --- api: client errors retried (a 400 fails the same way every time)
   const api = queue('api');

@@ -33,7 +33,9 @@
 //            blocking connections, unnamed ones in use: queue `pool`, jobs every 50 ms)
 //   stallloop (BullMQ) the job of scheduler `tick` crashes its worker every time (SIGKILLed
 //            mid-job, 4 times): schedulers' jobs are never failed for stalling, its stall
-//            counter only grows.
+//            counter only grows. BullMQ 6, queue `zombie`: a job whose worker crashed twice
+//            gets a deferred failure (`defa`) from the stalled checker, is then taken by hand
+//            (`getNextJob`) by a process that dies before failing it: active, `defa`, no lock.
 //   oomkill  a leaking worker (pino memory logs in <logfile>) SIGKILLed mid-job, restarted
 //            under the same pid (a container), recovering the stalled job, killed again:
 //            queue `images` holds a re-queued-after-stall job and an active one, lock gone
@@ -225,14 +227,41 @@ function crashOnce(name) {
   });
 }
 
+async function zombie() {
+  const z = queue('zombie');
+  await z.add('convert', { n: 1 });
+  for (let i = 0; i < 2; i++) { await crashOnce('zombie'); await sleep(700); }
+  // manual processing in a process of its own, which dies holding the job
+  await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [__filename, 'take', lib, url, prefix, '', 'zombie'],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.on('exit', () => resolve());
+    child.on('error', reject);
+  });
+  await sleep(1500);   // its 500 ms lock expires, and it is past the 1 s a stall is judged after
+}
+
+// `take`: the stalled checker defers the stalled job's failure, then the job is taken by hand
+// and the process dies (SIGKILL) before failing it.
+async function take() {
+  const name = process.argv[7];
+  const w = new mod.Worker(name, null, { connection: conn(), prefix, autorun: false, lockDuration: 500, stalledInterval: 300 });
+  await w.startStalledCheckTimer();
+  await until(async () => (await queue(name).getJobCounts()).waiting > 0, 'the stalled job back in wait');
+  const job = await w.getNextJob('manual-token');
+  if (!job || !job.deferredFailure) throw new Error('no job with a deferred failure was taken');
+  process.kill(process.pid, 'SIGKILL');
+}
+
 async function stallloop() {
   const tick = queue('tick');
   await tick.upsertJobScheduler('tick', { every: 3600000 }, { name: 'tick', data: {} });
   for (let i = 0; i < 4; i++) { await crashOnce('tick'); await sleep(700); }
+  if (lib === 'bullmq6') await zombie();
   await closeAll();
   console.log('ready');
   process.exit(0);
 }
 
-const modes = { storm, bloat, starve, oomkill, consume, leak, stallloop };
+const modes = { storm, bloat, starve, oomkill, consume, leak, stallloop, take };
 modes[mode]().catch((e) => { console.error(e); process.exit(1); });

@@ -15,6 +15,7 @@ from ._version import __version__
 from .capture import capture
 from .diagnosis import Diagnosis, diagnose
 from .diff import Diff, diff
+from .code import CodeScan, scan
 from .errors import ConnectError, ForensicsError, SnapshotError, UsageError
 from .explain import Explanation, explain
 from .logs import join_logs, read_logs
@@ -26,5 +27,5 @@ from .thresholds import Thresholds
 
 __all__ = ["__version__", "capture", "load", "Snapshot", "summary", "diagnose", "Diagnosis",
            "load_series", "Series", "read_logs", "join_logs", "diff", "Diff", "explain", "Explanation",
-           "query",
+           "query", "scan", "CodeScan",
            "Thresholds", "ForensicsError", "ConnectError", "SnapshotError", "UsageError"]

@@ -147,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="table (default), csv, or json (one object per row)")
     qy.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    sc = sub.add_parser("scan", help="read the application's JS/TS queue code: findings at the lines that cause them",
+                        description="Parse JavaScript and TypeScript (tree-sitter; nothing is executed) for Bull and "
+                                    "BullMQ queue code, and flag the production checklist's red flags with file:line. "
+                                    "Exit 1 when --fail-on is met.")
+    sc.add_argument("paths", nargs="+", metavar="SRC", help="source files or folders (node_modules, build output "
+                                                            "and VCS folders are skipped)")
+    sc.add_argument("--format", choices=["table", "json", "md", "markdown"], default="table")
+    sc.add_argument("--fail-on", choices=SEVERITIES, metavar="SEVERITY",
+                    help=f"exit 1 if a finding this severe or worse exists ({', '.join(SEVERITIES)})")
+    sc.add_argument("--threshold", action="append", metavar="KEY=VALUE",
+                    help="override a threshold, e.g. max_concurrency=100 (repeatable)")
+    sc.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     s = sub.add_parser("summary", help="print a readable summary of a snapshot",
                        description="Describe a saved snapshot: source, queues, state counts, oddities.")
     s.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
@@ -248,6 +261,23 @@ def _diagnose(args) -> int:
     return EXIT_OK
 
 
+def _scan(args) -> int:
+    from pathlib import Path
+
+    from .code import scan
+    from .errors import UsageError
+    from .thresholds import Thresholds
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    result = scan(args.paths, thresholds=Thresholds.parse(args.threshold))
+    fmt = "md" if args.format == "markdown" else args.format
+    print({"table": result.to_table, "json": result.to_json, "md": result.to_markdown}[fmt]())
+    if args.fail_on and len(result.at_least(args.fail_on)):
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
 def _report(args) -> int:
     from .report import render
     from .thresholds import Thresholds
@@ -335,7 +365,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return {"capture": _capture, "diagnose": _diagnose, "report": _report, "diff": _diff,
                 "explain": _explain, "summary": _summary, "verify": _verify,
-                "query": _query}[args.command](args)
+                "query": _query, "scan": _scan}[args.command](args)
     except ForensicsError as e:
         if debug:
             traceback.print_exc()

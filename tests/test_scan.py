@@ -1,0 +1,137 @@
+"""`forensics scan`: the application's JS/TS read statically (tree-sitter, nothing executed).
+Fixtures under tests/fixtures/code mark each expected finding on its line with FLAG(id):
+every marked line gets that id, nothing else is flagged, and the playbook's safe patterns
+(good.js) are not flagged at all."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import forensics.code as code
+from conftest import ROOT, forensics_cli
+
+FIX = ROOT / "tests" / "fixtures" / "code"
+
+
+def files(where: str) -> list[Path]:
+    p = FIX / where
+    return sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+
+
+def flags(where: str) -> set[tuple[str, int, str]]:
+    """(file name, line, id) of every FLAG(id) marker in the fixture ``where``."""
+    out = set()
+    for f in files(where):
+        if f.suffix in (".js", ".ts"):
+            for i, line in enumerate(f.read_text().splitlines(), 1):
+                for m in re.finditer(r"FLAG\((code-[a-z0-9-]+)\)", line):
+                    out.add((f.name, i, m.group(1)))
+    return out
+
+
+def found(result) -> set[tuple[str, int, str]]:
+    return {(Path(c["file"]).name, c["line"], f.id) for f in result.findings.itertuples() for c in f.evidence["code"]}
+
+
+@pytest.mark.parametrize("where", ["playbook/bad.js", "app"])
+def test_every_red_flag_is_found_at_its_line(where):
+    result = code.scan(FIX / where)
+    want = flags(where)
+    assert want, "the fixture marks nothing: this test proves nothing"
+    got = found(result)
+    assert want <= got, sorted(want - got)
+    # nothing is flagged on an unmarked line, except the queue's defaultJobOptions a finding
+    # also names as the source of the option (and the code-wide graceful-close check)
+    text = {f.name: f.read_text().splitlines() for f in files(where)}
+    marked = {(f, line) for f, line, _ in want}
+    for f, line, i in got - want:
+        assert i == "code-no-graceful-close" or (f, line) in marked or "defaultJobOptions" in text[f][line - 1], \
+            (f, line, i)
+
+
+def test_the_playbooks_safe_patterns_are_not_flagged():
+    result = code.scan(FIX / "playbook" / "good.js")
+    assert len(result.sites) >= 4 and len(result.findings) == 0, result.to_table()
+
+
+def test_the_red_flags_carry_the_playbooks_fix():
+    f = code.scan(FIX / "playbook" / "bad.js").findings.set_index("id")
+    assert "exponential" in f.loc["code-no-backoff", "remediation"]
+    assert "process.on('SIGTERM'" in f.loc["code-no-graceful-close", "remediation"]
+    assert "job.discard()" in f.loc["code-retries-client-errors", "remediation"]
+    assert (f["family"] == "code").all()
+
+
+def test_names_and_options_are_resolved_as_far_as_the_source_says():
+    r = code.scan(FIX / "app")
+    s = r.sites
+    queues = set(s.loc[s["kind"] == "Queue", "queue"])
+    assert {"emails", "reports-eu", "unresolved: process.env.QUEUE_NAME"} == queues   # enum, template, env
+    emails = s[(s["kind"] == "Queue") & (s["queue"] == "emails")].iloc[0]
+    assert json.loads(emails["default_job_options"])["removeOnComplete"] == {"count": 1000}   # spread of a const
+    assert emails["attempts"] == 25 and emails["backoff_type"] == "fixed"
+    w = s[s["kind"] == "Worker"].set_index("queue")
+    assert w.loc["emails", "concurrency"] == 200 and bool(w.loc["emails", "reports_progress"])
+    assert bool(w.loc["emails", "bounded"]) and not bool(w.loc["reports-eu", "reports_progress"])  # a named function
+    assert r.packages == {"bullmq": "6.7.0"}          # the lockfile's version, not the range
+    # one queue's failure handler does not cover another's
+    dl = r.findings[r.findings["id"] == "code-no-dead-letter"]
+    assert set(dl["queue"]) == {"reports-eu"}
+
+
+def test_nestjs_modules_processors_and_injected_queues():
+    r = code.scan(FIX / "nest")
+    s = r.sites
+    assert set(zip(s["kind"], s["queue"])) >= {("Queue", "mail"), ("Worker", "mail"), ("add", "mail"), ("on", "mail")}
+    assert s.loc[s["kind"] == "on", "event"].tolist() == ["failed"]
+    assert len(r.findings) == 0, r.to_table()        # bounded retries, cleanup, progress, a handler, shutdown hooks
+    assert r.packages["@nestjs/bullmq"] == "^11.0.0"
+
+
+def test_bad_input_is_skipped_and_counted_never_fatal(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "broken.js").write_text("const q = new Queue('x', {{{{ ;; ))) function (")
+    (src / "bundle.min.js").write_text("var a=1;" * 2000)
+    (src / "image.js").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0" + os.urandom(2000))
+    (src / "latin1.ts").write_bytes("const s = 'caf\xe9';".encode("latin-1"))
+    (src / "loop").symlink_to(src, target_is_directory=True)          # a symlink loop
+    (src / "node_modules").mkdir()
+    (src / "node_modules" / "dep.js").write_text("new Queue('vendored').add({}, {attempts: Infinity})")
+    (src / "ok.js").write_text("const { Queue } = require('bullmq');\nconst q = new Queue('jobs');\n"
+                               "q.add('x', {}, { attempts: Infinity });\n")
+    r = code.scan(src)
+    assert r.skipped.counts == {"unparsable": 1, "minified": 1, "binary": 1, "not UTF-8": 1}, r.skipped.counts
+    assert r.files == 1 and set(r.sites["queue"]) == {"jobs"}     # node_modules and the loop were not read
+    assert "code-unbounded-attempts" in set(r.findings["id"])
+    out = forensics_cli("scan", str(src), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["schema"] == "forensics.scan/1" and doc["skipped"]["counts"]["binary"] == 1
+
+
+def test_the_cli_formats_and_fail_on(tmp_path):
+    res = forensics_cli("scan", str(FIX / "app"), "--fail-on", "high")
+    assert res.returncode == 1 and "code-v6-legacy-repeat" in res.stdout and "queues.ts:25" in res.stdout
+    res = forensics_cli("scan", str(FIX / "nest"), "--fail-on", "low")
+    assert res.returncode == 0 and "No findings." in res.stdout
+    md = forensics_cli("scan", str(FIX / "playbook" / "bad.js"), "--format", "md")
+    assert md.returncode == 0 and md.stdout.startswith("# Code scan") and "| `code-no-backoff` |" in md.stdout
+    missing = forensics_cli("scan", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.startswith("forensics: no such file or folder")
+
+
+@pytest.mark.parametrize("lockfile,text,want", [
+    ("pnpm-lock.yaml", "lockfileVersion: '9.0'\npackages:\n\n  bullmq@5.81.5:\n    resolution: {integrity: x}\n", "5.81.5"),
+    ("yarn.lock", '"bullmq@^5.0.0":\n  version "5.70.1"\n  resolved "x"\n', "5.70.1"),
+    ("package-lock.json", '{"packages": {"node_modules/bullmq": {"version": "5.12.0"}}}', "5.12.0"),
+])
+def test_the_locked_version_is_the_one_reported(tmp_path, lockfile, text, want):
+    (tmp_path / "package.json").write_text('{"dependencies": {"bullmq": "^5.0.0"}}')
+    (tmp_path / lockfile).write_text(text)
+    (tmp_path / "q.js").write_text("const { Queue } = require('bullmq');\nnew Queue('a');\n")
+    assert code.scan(tmp_path).packages == {"bullmq": want}

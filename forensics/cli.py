@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"exit 1 if a finding this severe or worse exists ({', '.join(SEVERITIES)})")
     d.add_argument("--threshold", action="append", metavar="KEY=VALUE",
                    help="override a threshold, e.g. max_attempts=20 (repeatable; see forensics.Thresholds)")
+    d.add_argument("--code", action="append", metavar="SRC",
+                   help="the application's source (file or folder; repeatable): findings gain the code sites of "
+                        "their queue, the checklist the code's evidence (see `forensics scan`)")
     d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     r = sub.add_parser("report", help="render the postmortem of a snapshot as one HTML file",
@@ -253,7 +256,14 @@ def _diagnose(args) -> int:
     thresholds = Thresholds.parse(args.threshold)
     from .logs import read_logs
     logs = read_logs(args.logs, progress=None) if args.logs else None
-    result = diagnose(args.path, logs=logs, thresholds=thresholds)
+    if args.code:
+        from pathlib import Path
+
+        from .errors import UsageError
+        missing = [p for p in args.code if not Path(p).exists()]
+        if missing:
+            raise UsageError(f"--code: no such file or folder: {', '.join(missing)}")
+    result = diagnose(args.path, logs=logs, thresholds=thresholds, code=args.code)
     out = {"table": result.to_table, "json": result.to_json, "markdown": result.to_markdown}[args.format]()
     print(out)
     if args.fail_on and len(result.at_least(args.fail_on)):

@@ -269,13 +269,16 @@ class Diagnosis:
         return f"<Diagnosis {len(self.findings)} findings ({len(self.root_causes)} root causes), worst {self.worst}>"
 
 
-def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -> Diagnosis:
+def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None, code=None) -> Diagnosis:
     """Run every registered detector and the production checklist.
 
     ``snapshot``: a Snapshot, a Series, or a snapshot or series folder. On a series, the
     trend detectors read every capture and the others the latest one. ``logs``: worker
     logs, as a DataFrame from ``read_logs`` or file path(s) (a snapshot's own attached logs
-    are always used). A detector that fails is reported in ``errors``; the others still run."""
+    are always used). ``code``: the application's source (paths, or a ``forensics.scan``
+    result): runtime findings gain the code sites of their queue (``evidence.code``), the code
+    findings join the list, and the checklist takes the code's evidence where Redis cannot
+    tell. A detector that fails is reported in ``errors``; the others still run."""
     from .series import Series, open_path
     from .snapshot import Snapshot
     src = snapshot if isinstance(snapshot, (Snapshot, Series)) else open_path(snapshot)
@@ -293,15 +296,27 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None) -
                 found.append(f)
         except Exception as e:  # collect everything, stop at nothing
             errors.append({"id": det.id, "error": f"{type(e).__name__}: {e}"})
+    scanned = None
+    if code is not None:
+        from .code import CodeScan, scan
+        from .code.join import join_findings
+        scanned = code if isinstance(code, CodeScan) else scan(code, thresholds=t)
+        found += join_findings(ctx, scanned, found)
     family = {f: i for i, f in enumerate(FAMILIES)}
     found.sort(key=lambda f: (RANK[f.severity], -f.count, family[f.family]))  # worst first (stable)
     link(found)
     findings = pd.DataFrame([{c: getattr(f, c) for c in FINDING_COLUMNS} for f in found], columns=FINDING_COLUMNS)
     checklist = checklist_mod.evaluate(ctx, findings)
+    if scanned is not None:
+        from .code.join import code_checklist
+        checklist = code_checklist(checklist, scanned, t)
     meta = {"path": series.path if series is not None else snap.path,
             "captured_at": snap.manifest.get("captured_at"), "complete": snap.complete}
     if snap.manifest.get("unavailable"):  # what the server would not tell, and what is not judged for it
         meta["unavailable"] = snap.manifest["unavailable"]
+    if scanned is not None:
+        meta["code"] = {"roots": scanned.roots, "files": scanned.files, "sites": len(scanned.sites),
+                        "packages": scanned.packages, "skipped": scanned.skipped.counts}
     if series is not None:
         meta["series"] = {"snapshots": len(series), "first": series.first.captured_at.isoformat(),
                           "last": series.latest.captured_at.isoformat(), "warnings": series.warnings}

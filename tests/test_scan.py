@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import forensics
 import forensics.code as code
 from conftest import ROOT, forensics_cli
 
@@ -135,3 +136,56 @@ def test_the_locked_version_is_the_one_reported(tmp_path, lockfile, text, want):
     (tmp_path / lockfile).write_text(text)
     (tmp_path / "q.js").write_text("const { Queue } = require('bullmq');\nnew Queue('a');\n")
     assert code.scan(tmp_path).packages == {"bullmq": want}
+
+
+# -- joined with a snapshot ----------------------------------------------------------------
+
+def run_app(tmp_path: Path, bull: str, url: str, prefix: str) -> None:
+    """Runs tests/fixtures/code/runnable/app.js with `bull` resolving to the pinned ``bull``
+    package alias (bull = Bull 4, bull3 = Bull 3)."""
+    import subprocess
+
+    from conftest import NODE_DIR
+    app = tmp_path / bull
+    (app / "node_modules").mkdir(parents=True)
+    (app / "node_modules" / "bull").symlink_to(NODE_DIR / "node_modules" / bull, target_is_directory=True)
+    (app / "app.js").write_text((FIX / "runnable" / "app.js").read_text())
+    res = subprocess.run(["node", "app.js", url, prefix], cwd=app, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")})
+    assert res.returncode == 0 and "ready" in res.stdout, res.stderr[-2000:]
+
+
+def test_code_joined_with_what_the_same_code_left_in_redis(redis_server, tmp_path):
+    """The same app run on Bull 3 and Bull 4, captured, and its source scanned: Bull 3 keeps
+    every completed job despite `removeOnComplete: {count: 5}` (it ignores the object form):
+    the code and Redis disagree, and that is a finding naming both. Bull 4 keeps 5: no
+    disagreement. Verdicts Redis cannot give come from the code, with file:line."""
+    src = FIX / "runnable"
+    for bull, prefix in (("bull3", "join-b3"), ("bull", "join-b4")):
+        run_app(tmp_path, bull, redis_server.url(0), prefix)
+    add_line = next(i for i, ln in enumerate((src / "app.js").read_text().splitlines(), 1)
+                    if "invoices.add(" in ln)
+    b3 = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="join-b3"), code=src,
+                            thresholds={"retention_max_jobs": 10})
+    f = b3.findings.set_index("id")
+    m = f.loc["code-redis-mismatch"]
+    assert m["evidence"]["code_keeps"] == 5 and m["evidence"]["redis_completed"] == 30
+    assert [(Path(c["file"]).name, c["line"]) for c in m["evidence"]["code"]] == [("app.js", add_line)]
+    assert "Bull 3 ignores the object form" in m["remediation"]
+    # a runtime finding gains the code that configures its queue
+    assert ("app.js", add_line) in {(Path(c["file"]).name, c["line"]) for c in f.loc["unbounded-retention", "evidence"]["code"]}
+    c = b3.checklist.set_index("item")
+    assert c.loc["concurrency", "verdict"] == "pass" and "app.js:8" in c.loc["concurrency", "evidence"]
+    assert c.loc["progress", "verdict"] == "pass" and "app.js" in c.loc["progress", "evidence"]
+    assert c.loc["timeout", "verdict"] == "pass"                          # Redis saw the jobs' timeout
+    without = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="join-b3"),
+                                 thresholds={"retention_max_jobs": 10}).checklist.set_index("item")
+    assert without.loc["concurrency", "verdict"] == "unknown"             # what the code adds
+    b4 = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="join-b4"), code=src)
+    assert "code-redis-mismatch" not in set(b4.findings["id"]), b4.to_table()
+    assert b4.snapshot["code"]["files"] == 1
+    # the CLI takes the same
+    res = forensics_cli("diagnose", str(forensics.capture(redis_server.url(0), prefix="join-b3").save(tmp_path / "s")),
+                        "--code", str(src), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert "code-redis-mismatch" in {x["id"] for x in json.loads(res.stdout)["findings"]}

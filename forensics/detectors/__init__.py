@@ -19,7 +19,7 @@ from ..stats import robust_trend
 from ..thresholds import Thresholds
 
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
-FAMILIES = ["stuck", "retries", "payloads", "memory", "config", "logs"]
+FAMILIES = ["stuck", "retries", "payloads", "memory", "config", "logs", "code"]
 SAMPLE = 20  # job ids listed per finding (count holds the full number)
 
 

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="FILE.html", help="where to write (default: PATH/report.html)")
     r.add_argument("--logs", action="append", metavar="FILE", help="worker logs to include (repeatable)")
     r.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
+    r.add_argument("--code", action="append", metavar="SRC",
+                   help="the application's source (file or folder; repeatable): code findings and sites in the report")
     r.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     x = sub.add_parser("diff", help="what changed between two snapshots",
@@ -293,7 +295,7 @@ def _report(args) -> int:
     from .thresholds import Thresholds
     changes = {k: v for k, v in Thresholds.parse(args.threshold).as_dict().items()
                if v != getattr(Thresholds(), k)}
-    print(render(args.path, args.out, thresholds=changes, logs=args.logs))
+    print(render(args.path, args.out, thresholds=changes, logs=args.logs, code=args.code))
     return EXIT_OK
 
 

@@ -45,6 +45,15 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _at(r) -> str:
+    """'  at file:line, file:line' for a finding whose evidence names code sites (forensics scan)."""
+    ev = r["evidence"] if isinstance(r["evidence"], dict) else {}
+    code = ev.get("code") or []
+    if not code:
+        return ""
+    return "  at " + ", ".join(f"{c['file']}:{c['line']}" for c in code[:3]) + (" …" if len(code) > 3 else "")
+
+
 class Diagnosis:
     """Findings (worst first, each linked to the findings it explains or is explained by)
     and checklist verdicts for one snapshot."""
@@ -171,7 +180,7 @@ class Diagnosis:
                 ids = list(r["job_ids"])
                 rows.append((("   " * (depth - 1) + " └ " if depth else "") + r["severity"].upper(), r["id"],
                              self._label(r["prefix"], r["queue"]), f"{r['count']:,}",
-                             r["title"] + (f"  [because {self._because(i)}]" if depth else ""),
+                             r["title"] + (f"  [because {self._because(i)}]" if depth else "") + _at(r),
                              ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")))
             head = ("SEVERITY", "ID", "QUEUE", "COUNT", "WHAT", "SAMPLE JOBS")
             widths = [max(len(str(x[i])) for x in rows + [head]) for i in range(4)]
@@ -225,7 +234,7 @@ class Diagnosis:
             for depth, i in self.tree():
                 r = self.findings.iloc[i]
                 lead = "&nbsp;&nbsp;" * (depth - 1) + "↳ " if depth else ""
-                what = r["title"] + (f" — *because {self._because(i)}*" if depth else "")
+                what = r["title"] + (f" — *because {self._because(i)}*" if depth else "") + _at(r)
                 out.append(f"| {lead}{r['severity']} | `{r['id']}` | {cell(self._label(r['prefix'], r['queue']))} | "
                            f"{r['count']:,} | {cell(what)} | {cell(', '.join(list(r['job_ids'])[:5]))} |")
             out += ["", "## What to do (root causes first)", ""]
@@ -250,7 +259,8 @@ class Diagnosis:
                 f"{'↳ ' if depth else ''}<code style='white-space:nowrap'>{e(r['id'])}</code></td>"
                 f"<td>{e(self._label(r['prefix'], r['queue']))}</td>"
                 f"<td style='text-align:right'>{r['count']:,}</td><td>{e(r['title'])}{because}"
-                f"<br><small>{e(r['remediation'])}</small></td>"
+                + (f"<br><small><code>{e(_at(r).strip())}</code></small>" if _at(r) else "")
+                + f"<br><small>{e(r['remediation'])}</small></td>"
                 f"<td><small>{e(', '.join(list(r['job_ids'])[:5]))}</small></td></tr>")
         findings = (f"<p>{e(self.headline())}</p><table><tr><th>severity</th><th>id</th><th>queue</th><th>count</th>"
                     f"<th>what / fix</th><th>sample jobs</th></tr>{''.join(rows)}</table>") if rows else \

@@ -81,6 +81,21 @@ def open_logs(logs: str = "", snap=None):
     return gather_logs(logs if logs and logs.strip() else None, [snap] if snap is not None else [])
 
 
+def open_code(code: str = ""):
+    """``forensics.scan`` of the comma-separated source paths in ``code`` (None when empty)."""
+    paths = [c.strip() for c in (code or "").split(",") if c.strip()]
+    if not paths:
+        return None
+    from pathlib import Path
+
+    from .code import scan
+    from .errors import UsageError
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"code: no such file or folder: {', '.join(missing)}")
+    return scan(paths)
+
+
 def explain_job(snap, job: str = "", logs=None, thresholds: dict | None = None):
     """``forensics.explain`` of the ``job`` parameter, or a note saying how to ask for one
     (and a one-line error, not a failed cell, for an unknown or ambiguous id)."""

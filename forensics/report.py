@@ -30,9 +30,11 @@ class ReportError(ForensicsError):
 
 
 def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict | None = None,
-           notebook: str | Path | None = None, logs: list[str] | str | None = None) -> Path:
+           notebook: str | Path | None = None, logs: list[str] | str | None = None,
+           code: list[str] | str | None = None) -> Path:
     """Render the postmortem of ``snapshot`` (a snapshot or series folder) to HTML; returns
-    the HTML path. ``logs``: worker log files to include ("-" reads stdin).
+    the HTML path. ``logs``: worker log files to include ("-" reads stdin). ``code``: the
+    application's source (files or folders): its findings and code sites join the report.
 
     ``out`` defaults to ``<snapshot>/report.html``. A failing cell raises ReportError
     naming the cell; the executed notebook is kept beside the HTML for debugging."""
@@ -56,6 +58,10 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
         log_files.append(str(Path(item).resolve()))
     if log_files:
         read_logs(log_files)  # a missing file fails now, not in a notebook cell
+    code_paths = [str(Path(c).resolve()) for c in ([code] if isinstance(code, str) else list(code or []))]
+    missing = [c for c in code_paths if not Path(c).exists()]
+    if missing:
+        raise UsageError(f"code: no such file or folder: {', '.join(missing)}")
     nb_in = Path(notebook) if notebook else NOTEBOOKS / "postmortem.ipynb"
     if not nb_in.exists():
         raise UsageError(f"notebook {nb_in} not found (reinstall queue-forensics: the notebooks ship with it)")
@@ -63,7 +69,7 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
     out.parent.mkdir(parents=True, exist_ok=True)
     executed = work / "postmortem.ipynb"
     params = {"snapshot": str(Path(snapshot).resolve()), "redis_url": "", "interactive": False,
-              "thresholds": dict(thresholds or {}), "logs": ",".join(log_files)}
+              "thresholds": dict(thresholds or {}), "logs": ",".join(log_files), "code": ",".join(code_paths)}
     try:
         papermill.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name="python3",
                                    progress_bar=False, cwd=str(nb_in.parent), log_output=False,

@@ -184,8 +184,13 @@ def test_code_joined_with_what_the_same_code_left_in_redis(redis_server, tmp_pat
     b4 = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="join-b4"), code=src)
     assert "code-redis-mismatch" not in set(b4.findings["id"]), b4.to_table()
     assert b4.snapshot["code"]["files"] == 1
-    # the CLI takes the same
-    res = forensics_cli("diagnose", str(forensics.capture(redis_server.url(0), prefix="join-b3").save(tmp_path / "s")),
-                        "--code", str(src), "--format", "json")
+    # the CLI takes the same, and so does the postmortem (its notebook's `code` parameter)
+    saved = tmp_path / "s"
+    forensics.capture(redis_server.url(0), prefix="join-b3").save(saved)
+    res = forensics_cli("diagnose", str(saved), "--code", str(src), "--format", "json")
     assert res.returncode == 0, res.stderr
     assert "code-redis-mismatch" in {x["id"] for x in json.loads(res.stdout)["findings"]}
+    res = forensics_cli("report", str(saved), "--code", str(src), "--out", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "code-redis-mismatch" in html and f"app.js:{add_line}" in html and "Code scan" in html

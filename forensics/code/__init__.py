@@ -87,6 +87,22 @@ class CodeScan:
                 lines += [f"- **{id_}**: {rem}"]
         return "\n".join(lines) + "\n"
 
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        def where(evidence: dict) -> str:
+            return "<br>".join(escape(f"{c['file']}:{c['line']}") for c in evidence.get("code", [])[:5])
+        rows = "".join(
+            f"<tr><td>{escape(r.severity)}</td><td><code>{escape(r.id)}</code></td>"
+            f"<td>{escape(r.queue) if isinstance(r.queue, str) else ''}</td><td>{where(r.evidence)}</td>"
+            f"<td>{escape(r.title)}</td></tr>" for r in self.findings.itertuples())
+        table = (f"<table><tr><th>severity</th><th>id</th><th>queue</th><th>where</th><th>finding</th></tr>{rows}</table>"
+                 if len(self.findings) else "<p>No findings in the code.</p>")
+        cols = ["file", "line", "kind", "queue", "library", "attempts", "backoff_type", "concurrency", "event"]
+        sites = self.sites[cols] if len(self.sites) else self.sites
+        return (f"<p><b>Code scan</b>: {escape(self._head())}</p>{table}"
+                f"<details><summary>{len(self.sites)} queue site(s)</summary>{sites.to_html(index=False)}</details>")
+
     def __repr__(self) -> str:
         return f"<CodeScan {self._head()}>"
 

@@ -140,16 +140,17 @@ def test_the_locked_version_is_the_one_reported(tmp_path, lockfile, text, want):
 
 # -- joined with a snapshot ----------------------------------------------------------------
 
-def run_app(tmp_path: Path, bull: str, url: str, prefix: str) -> None:
-    """Runs tests/fixtures/code/runnable/app.js with `bull` resolving to the pinned ``bull``
-    package alias (bull = Bull 4, bull3 = Bull 3)."""
+def run_app(tmp_path: Path, lib: str, url: str, prefix: str, fixture: str = "runnable", as_name: str = "bull") -> None:
+    """Runs the fixture app (tests/fixtures/code/<fixture>/app.js) with ``as_name`` (`bull`,
+    `bullmq`) resolving to the pinned package alias ``lib`` (bull = Bull 4, bull3 = Bull 3,
+    bullmq5 = BullMQ 5)."""
     import subprocess
 
     from conftest import NODE_DIR
-    app = tmp_path / bull
+    app = tmp_path / lib
     (app / "node_modules").mkdir(parents=True)
-    (app / "node_modules" / "bull").symlink_to(NODE_DIR / "node_modules" / bull, target_is_directory=True)
-    (app / "app.js").write_text((FIX / "runnable" / "app.js").read_text())
+    (app / "node_modules" / as_name).symlink_to(NODE_DIR / "node_modules" / lib, target_is_directory=True)
+    (app / "app.js").write_text((FIX / fixture / "app.js").read_text())
     res = subprocess.run(["node", "app.js", url, prefix], cwd=app, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "NODE_PATH": str(NODE_DIR / "node_modules")})
     assert res.returncode == 0 and "ready" in res.stdout, res.stderr[-2000:]
@@ -194,3 +195,25 @@ def test_code_joined_with_what_the_same_code_left_in_redis(redis_server, tmp_pat
     assert res.returncode == 0, res.stderr
     html = (tmp_path / "r.html").read_text()
     assert "code-redis-mismatch" in html and f"app.js:{add_line}" in html and "Code scan" in html
+
+
+def test_bullmq_code_joined_with_redis_points_runtime_findings_at_their_lines(redis_server, tmp_path):
+    """A BullMQ 5 app retrying a failing call 20 times with a fixed 5 ms backoff: the runtime
+    findings on its queue point at the add that configures it, the code findings sit on the
+    same line, and the checklist items Redis cannot judge come from the code."""
+    src = FIX / "runnable-mq"
+    run_app(tmp_path, "bullmq5", redis_server.url(0), "join-mq", fixture="runnable-mq", as_name="bullmq")
+    add_line = next(i for i, ln in enumerate((src / "app.js").read_text().splitlines(), 1) if "syncs.add(" in ln)
+    d = forensics.diagnose(forensics.capture(redis_server.url(0), prefix="join-mq"), code=src)
+    f = d.findings
+    runtime = f[(f["id"] == "unbounded-attempts") & (f["queue"] == "syncs")].iloc[0]
+    assert ("app.js", add_line) in {(Path(c["file"]).name, c["line"]) for c in runtime["evidence"]["code"]}
+    code_f = f[(f["id"] == "code-unbounded-attempts")].iloc[0]
+    assert code_f["prefix"] == "join-mq" and code_f["queue"] == "syncs"
+    assert [(Path(c["file"]).name, c["line"]) for c in code_f["evidence"]["code"]] == [("app.js", add_line)]
+    assert "code-no-backoff" in set(f["id"]) and "code-no-graceful-close" in set(f["id"])
+    c = d.checklist.set_index("item")
+    assert c.loc["concurrency", "verdict"] == "warn" and "not set" in c.loc["concurrency", "evidence"]
+    assert c.loc["progress", "verdict"] == "warn" and "app.js" in c.loc["progress", "evidence"]
+    assert c.loc["timeout", "verdict"] == "fail"        # BullMQ has no timeout option: the code bounds nothing
+    assert f"app.js:{add_line}" in d.to_table()

@@ -156,10 +156,22 @@ def _num(v):
     return None
 
 
+def _marked(v):
+    """Values as JSON can hold them; an expression the source does not pin down is
+    'unresolved: <expression>' (never taken for the literal it spells)."""
+    if isinstance(v, Unresolved):
+        return f"unresolved: {v}"
+    if isinstance(v, dict):
+        return {k: _marked(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_marked(x) for x in v]
+    return v
+
+
 def _jtext(v):
     if v is None:
         return None
-    return json.dumps(v, default=str, sort_keys=True, allow_nan=True)
+    return json.dumps(_marked(v), default=str, sort_keys=True, allow_nan=True)
 
 
 def _queue_map(scans) -> dict[str, str]:

@@ -18,7 +18,7 @@ def _prefix(options) -> str | None:
     except ValueError:
         return None
     p = o.get("prefix") if isinstance(o, dict) else None
-    return p if isinstance(p, str) else None
+    return p if isinstance(p, str) and not p.startswith("unresolved: ") else None
 
 
 def sites_of(scan, prefix: str, queue: str) -> pd.DataFrame:

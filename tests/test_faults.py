@@ -478,6 +478,32 @@ def test_a_helper_killed_mid_capture_leaves_the_capture_whole(redis_from_dump, t
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
 
 
+def test_a_chunk_handed_to_a_helper_that_just_died_comes_back_to_be_read_here():
+    """The helper SIGKILLed between two chunks: the next hand-over fails on the dead pipe.
+    That chunk must come back undone, as the ones it held do, so the capture reads it
+    itself (it was lost before, and the capture waited for it forever at full CPU)."""
+    from forensics.capture.helper import Helper
+    from forensics.capture.sources import Node
+    from forensics.redact import Redaction
+    from forensics.safety import CommandLedger
+
+    h = Helper(Redaction())
+    try:
+        os.kill(h.proc.pid, signal.SIGKILL)
+        h.proc.join(5)
+        node = Node.__new__(Node)
+        node.addr, node.spec = "127.0.0.1:1", {}
+        for task in (0, 1):      # writes to a pipe nobody reads: they fail (EPIPE)
+            h.send(task, node, (0, 10), 10)
+        assert h.outstanding == [0, 1]
+        back = []
+        while h.outstanding and h.poll(0.5):
+            back.append(h.recv(CommandLedger()))
+        assert back == [(0, None), (1, None)] and h.broken
+    finally:
+        h.close()
+
+
 SPAWNED = """
 import sys, threading, forensics
 threading.Thread(target=threading.Event().wait, daemon=True).start()   # as in Jupyter: not one thread

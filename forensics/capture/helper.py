@@ -114,6 +114,7 @@ class Helper:
             self.outstanding.append(task_id)
         except (OSError, EOFError, ValueError) as e:
             self._gone(e)
+            self.outstanding.append(task_id)   # comes back undone from recv(): the capture reads it
 
     def poll(self, timeout: float = 0.0) -> bool:
         """A result (or the helper's end) is waiting."""

@@ -816,6 +816,8 @@ class Capture:
             elif assigned < len(bounds):   # the helper is busy: read the next chunk here meanwhile
                 done[assigned] = fetch(assigned)
                 assigned += 1
+            elif not helper.outstanding:   # nothing will come from the helper for it: read it here
+                done[written] = None
             else:
                 self._wait_for_helper(done)
 

@@ -208,4 +208,7 @@ def test_ctrl_c_mid_capture_saves_what_was_read(private_redis, tmp_path):
     assert stdout.strip().splitlines()[-1] == str(out)
     snap = forensics.load(out)
     assert snap.manifest["complete"] is False and "interrupted" in snap.manifest["incomplete_reason"]
-    assert CHUNK <= snap.row_count("jobs") < total
+    # what was read is kept whole; on a loaded machine the last chunks (the helper's, in
+    # flight) may all have arrived before the stop is seen, so every row can be there
+    assert CHUNK <= snap.row_count("jobs") <= total
+    assert len(snap.payloads) == snap.row_count("jobs")

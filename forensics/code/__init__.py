@@ -21,7 +21,7 @@ from .rules import CLIENT_ERROR_CHECKS, findings_of
 from .sites import FileScan, Unresolved
 
 SCHEMA = "forensics.scan/1"
-SITE_COLUMNS = ["file", "line", "column", "kind", "queue", "queue_resolved", "library", "receiver", "event",
+SITE_COLUMNS = ["file", "line", "column", "kind", "queue", "queue_resolved", "prefix", "library", "receiver", "event",
                 "attempts", "backoff_type", "backoff_delay_ms", "remove_on_complete", "remove_on_fail",
                 "timeout_ms", "concurrency", "limiter", "lock_duration_ms", "stalled_interval_ms",
                 "max_stalled_count", "default_job_options", "events_max_len", "metrics", "repeat",
@@ -234,6 +234,7 @@ def _sites_table(scans, packages: dict) -> pd.DataFrame:
                 "file": s.file, "line": s.line, "column": s.column, "kind": s.kind,
                 "queue": None if q is None else str(q) if not isinstance(q, Unresolved) else f"unresolved: {q}",
                 "queue_resolved": isinstance(q, str) and not isinstance(q, Unresolved),
+                "prefix": None if o.get("prefix") is None else str(_marked(o.get("prefix"))),
                 "library": s.library or default_lib, "receiver": s.receiver, "event": s.event,
                 "attempts": (math.inf if attempts == math.inf else _num(attempts)) if "attempts" in src else None,
                 "backoff_type": btype, "backoff_delay_ms": bdelay,

@@ -30,7 +30,8 @@ def sites_of(scan, prefix: str, queue: str) -> pd.DataFrame:
     mine = s[s["queue"] == str(queue)]
     if not len(mine):
         return mine
-    pfx = mine["options"].map(_prefix)
+    pfx = mine["prefix"].where(~mine["prefix"].fillna("").str.startswith("unresolved: "), None) \
+        if "prefix" in mine else mine["options"].map(_prefix)
     return mine[pfx.isna() | (pfx == str(prefix))]
 
 

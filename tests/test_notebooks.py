@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXAMPLE = ROOT / "snapshots" / "example"
 PARAMS = {"snapshot": "str", "redis_url": "str", "prefix": "str", "queue": "str", "job": "str", "logs": "str",
-          "thresholds": "dict", "interactive": "bool"}
+          "code": "str", "thresholds": "dict", "interactive": "bool"}
 
 
 def test_the_six_notebooks_exist():
@@ -191,3 +191,16 @@ def test_job_card_merges_the_workers_log_records_into_the_timeline():
     assert "log info: started" in card and "log error: worker error (Missing lock for job 1 failed)" in card
     assert card.index("processed") < card.index("log info: started") < card.index("log error")  # in time order
     assert "log error" not in widgets.job_card(snap, "legacy:crunch", "1")        # no logs, no log lines
+
+
+def test_triage_shows_the_code_scan_when_given_the_source(tmp_path):
+    """The `code` parameter: the diagnosis joins the scan, and the notebook's code section
+    shows its findings at their lines."""
+    nb = ROOT / "notebooks" / "triage.ipynb"
+    out = tmp_path / "triage.ipynb"
+    src = ROOT / "tests" / "fixtures" / "code" / "app"
+    papermill.execute_notebook(str(nb), str(out), kernel_name="python3", progress_bar=False, cwd=str(nb.parent),
+                               parameters={"snapshot": str(EXAMPLE), "interactive": False, "code": str(src)})
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(str(out), as_version=4).cells
+                   if c.cell_type == "code" for o in c.outputs)
+    assert "Code scan" in html and "code-v6-legacy-repeat" in html and "queues.ts:25" in html

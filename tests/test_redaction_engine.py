@@ -102,6 +102,18 @@ def test_secrets_beside_and_inside_blobs_are_still_found():
     assert back["pdf"] == blob and back["image"] == "data:image/png;base64," + blob
 
 
+def test_a_token_shape_that_random_base64_spells_inside_a_blob_is_no_token():
+    """Random base64 spells `+AIza` and 35 more key characters now and then (a thumbnail
+    capture of 100 MB met one): a blob keeps it. The same shape standing alone is a key."""
+    r = Redaction()
+    blob = _b64(3000, 7)
+    inside = blob[:1000] + "+AIza" + "Q" * 35 + blob[1000:]
+    assert r.text(inside) == (inside, 0)
+    assert r.json_text(json.dumps({"thumb": inside}))[1] == 0
+    assert r.text("key AIza" + "Q" * 35 + " for maps") == ("key [REDACTED:token] for maps", 1)
+    assert r.text(f"{blob} ghp_{'a' * 36} {blob}")[0] == f"{blob} [REDACTED:token] {blob}"   # beside a blob
+
+
 @pytest.mark.parametrize("alphabet", ["std", "url"])
 def test_work_is_linear_in_the_text(alphabet, monkeypatch):
     """RE2 searches made per text: a bounded number per rule, whatever the size (the old

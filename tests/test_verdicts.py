@@ -461,3 +461,11 @@ def test_on_a_series_a_scheduler_whose_iterations_do_not_move_has_stalled(incide
     assert not len(d.findings[(d.findings["id"] == "scheduler-stalled") & (d.findings["queue"] == "reports")])
     single = forensics.diagnose(series.latest, thresholds={"scheduler_grace_s": 1}).findings
     assert not len(single[(single["id"] == "scheduler-stalled") & (single["queue"] == "sync")])
+
+
+@pytest.mark.parametrize("lib", ["bullmq5", "bullmq6"])
+def test_adds_dropped_by_a_dedup_ttl_are_a_throttle_not_lost_work(incident, lib):
+    f = one(diagnosis(incident, "adds", lib), "swallowed-adds", "throttle")
+    ev = f["evidence"]
+    assert f["severity"] == "low" and ev["throttled"] == 2 and ev["work_lost"] == 0, ev
+    assert "throttle" in f["title"]

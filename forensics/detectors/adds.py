@@ -40,7 +40,8 @@ def swallowed_adds(ctx: Context):
     Bull records none) and the deduplication keys. An add that collided with a job that had
     already finished is work that will never run (a `jobId` reused as an idempotency key,
     or a dedup key outliving its job); one that collided with a job still waiting is a
-    harmless redelivery. A deduplication key without TTL that holds a finished or missing
+    harmless redelivery, and one dropped while a deduplication key's TTL runs a throttle by
+    design (both low). A deduplication key without TTL that holds a finished or missing
     job drops every later add with that id: critical."""
     keys = ctx.snap.dedup
     for q, jq in ctx.by_queue(ctx.jobs):
@@ -56,14 +57,20 @@ def swallowed_adds(ctx: Context):
         finished = adds["target"].map(by_id["finished_at"]) if len(adds) else pd.Series(dtype="datetime64[ns, UTC]")
         gone = state.isin(GONE + ["missing"])
         done_before = state.isin(FINISHED) & (finished <= adds["time"]).fillna(False).astype(bool)
-        lost = adds[gone | done_before] if len(adds) else adds
+        # a deduplication key with a TTL drops adds until it expires: a throttle, by design
+        ttl_ids = set(mine.loc[mine["ttl_ms"].notna(), "dedup_id"].astype("str")) if len(mine) else set()
+        throttled_m = (adds["how"] == "deduplication") & adds["dedup_id"].astype("str").isin(ttl_ids) & done_before \
+            if len(adds) else pd.Series(dtype=bool)
+        lost_m = (gone | done_before) & ~throttled_m if len(adds) else pd.Series(dtype=bool)
+        lost = adds[lost_m] if len(adds) else adds
+        throttled = adds[throttled_m] if len(adds) else adds
         pending = adds[~(gone | done_before)] if len(adds) else adds
         stale = pd.DataFrame()
         if len(mine):
             kstate = mine["job_id"].map(by_id["state"]).fillna("missing")
             bad = mine["ttl_ms"].isna() & kstate.isin(FINISHED + GONE + ["missing"])
             stale = mine[bad].assign(target_state=kstate[bad])
-        if not len(lost) and not len(stale) and not len(pending):
+        if not len(lost) and not len(stale) and not len(pending) and not len(throttled):
             continue
         sev = "critical" if len(stale) else "medium" if len(lost) else "low"
         collided = {}
@@ -71,7 +78,8 @@ def swallowed_adds(ctx: Context):
             st = state[g.index[0]]
             collided[str(target)] = {"adds": len(g), "state": st, "how": g["how"].iloc[0],
                                      "dedup_id": None if pd.isna(g["dedup_id"].iloc[0]) else str(g["dedup_id"].iloc[0]),
-                                     "work_lost": bool(g.index.isin(lost.index).any())}
+                                     "work_lost": bool(g.index.isin(lost.index).any()),
+                                     "throttled": bool(g.index.isin(throttled.index).any())}
         parts = []
         if len(stale):
             parts.append(f"{len(stale)} deduplication key(s) without TTL hold a finished or missing job: every add "
@@ -81,10 +89,13 @@ def swallowed_adds(ctx: Context):
                          "their work will not run")
         if len(pending):
             parts.append(f"{len(pending):,} add(s) folded into a job still pending (a redelivery)")
+        if len(throttled):
+            parts.append(f"{len(throttled):,} add(s) dropped by a deduplication TTL (a throttle)")
         hit = jq[jq["job_id"].isin(set(adds["target"]) | set(mine["job_id"].dropna() if len(mine) else []))]
         yield ctx.finding(
             "swallowed-adds", sev, "; ".join(parts), q, hit, count=len(adds) or len(stale),
             evidence={"swallowed_adds": len(adds), "work_lost": len(lost), "redelivered": len(pending),
+                      "throttled": len(throttled),
                       "by_jobId": int((adds["how"] == "jobId").sum()) if len(adds) else 0,
                       "by_deduplication": int((adds["how"] == "deduplication").sum()) if len(adds) else 0,
                       "collided_with": dict(list(collided.items())[:20]),

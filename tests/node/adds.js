@@ -6,6 +6,8 @@
 //                        it carries a propagated trace context (opts `tm`)
 //             tenant     deduplication id `tenant-7` (no TTL) added 3 times while its job waits
 //             nightly    deduplication id `nightly` (no TTL): one job waiting, its key set
+//             throttle   deduplication id `refresh` with a 10 min TTL: the job ran, 2 adds
+//                        dropped within the TTL (a throttle by design)
 //   readd     `nightly` added 3 more times (run after the job's hash was evicted: BullMQ 5
 //             drops every add while the stale key lives; 6 recovers the key at the next add)
 // Prints "ready" when done.
@@ -31,6 +33,14 @@ async function incident() {
   for (let i = 0; i < 3; i++) await tenant.add('report', { n: i }, { deduplication: { id: 'tenant-7' } });
   const nightly = new mod.Queue('nightly', { connection: conn(), prefix });
   await nightly.add('rollup', { day: 1 }, { deduplication: { id: 'nightly' } });
+  // throttle: deduplication with a TTL; the job runs, and adds within the TTL are dropped
+  // by design (a throttle, not lost work)
+  const throttle = new mod.Queue('throttle', { connection: conn(), prefix });
+  await throttle.add('refresh', { n: 0 }, { deduplication: { id: 'refresh', ttl: 600000 } });
+  const tw = new mod.Worker('throttle', async () => 'ok', { connection: conn(), prefix });
+  while ((await throttle.getJobCounts()).completed < 1) await sleep(20);
+  await tw.close();
+  for (let i = 1; i < 3; i++) await throttle.add('refresh', { n: i }, { deduplication: { id: 'refresh', ttl: 600000 } });
 }
 
 async function readd() {

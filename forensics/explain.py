@@ -240,8 +240,7 @@ def _scheduler_story(ctx: Context, q, r) -> str:
 
 def why(ctx: Context, prefix: str, queue: str, job_id: str) -> list[str]:
     """``reasons`` for one job of the snapshot ``ctx`` was built on ([] if it is not there)."""
-    by_key = ctx.memo("jobs_by_key", lambda: {(str(q["prefix"]), str(q["queue"])): g for q, g in ctx.by_queue(ctx.jobs)})
-    jq = by_key.get((str(prefix), str(queue)), ctx.jobs.iloc[0:0])
+    jq = ctx.jobs_of(prefix, queue)
     row = jq[jq["job_id"] == str(job_id)]
     qs = ctx.queues[(ctx.queues["prefix"].astype(str) == str(prefix)) & (ctx.queues["queue"].astype(str) == str(queue))]
     if not len(row) or not len(qs):

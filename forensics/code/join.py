@@ -27,7 +27,9 @@ def sites_of(scan, prefix: str, queue: str) -> pd.DataFrame:
     s = scan.sites
     if not len(s):
         return s
-    mine = s[s["queue"] == str(queue)]
+    if not hasattr(scan, "_by_queue"):   # split once: every finding and checklist row asks
+        scan._by_queue = {str(k): g for k, g in s.groupby("queue", sort=False)}
+    mine = scan._by_queue.get(str(queue), s.iloc[0:0])
     if not len(mine):
         return mine
     pfx = mine["prefix"].where(~mine["prefix"].fillna("").str.startswith("unresolved: "), None) \

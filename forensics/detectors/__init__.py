@@ -267,6 +267,12 @@ class Context:
                 g = empty = frame.iloc[0:0] if empty is None else empty
             yield q, g
 
+    def jobs_of(self, prefix, queue) -> pd.DataFrame:
+        """One queue's rows of ``ctx.jobs`` (empty when it has none), from the split made once."""
+        by_key = self.memo("jobs_by_key", lambda: {(str(q["prefix"]), str(q["queue"])): g
+                                                   for q, g in self.by_queue(self.jobs)})
+        return by_key.get((str(prefix), str(queue)), self.jobs.iloc[0:0])
+
     @cached_property
     def queue_rows(self) -> list[pd.Series]:
         """The queues table's rows, made once (detectors walk them again and again)."""

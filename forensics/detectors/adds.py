@@ -74,7 +74,9 @@ def swallowed_adds(ctx: Context):
             continue
         sev = "critical" if len(stale) else "medium" if len(lost) else "low"
         collided = {}
-        for target, g in adds.groupby("target", sort=False):
+        for target, g in adds.groupby("target", sort=False):   # the first 20 targets, as listed
+            if len(collided) == 20:
+                break
             st = state[g.index[0]]
             collided[str(target)] = {"adds": len(g), "state": st, "how": g["how"].iloc[0],
                                      "dedup_id": None if pd.isna(g["dedup_id"].iloc[0]) else str(g["dedup_id"].iloc[0]),
@@ -98,7 +100,7 @@ def swallowed_adds(ctx: Context):
                       "throttled": len(throttled),
                       "by_jobId": int((adds["how"] == "jobId").sum()) if len(adds) else 0,
                       "by_deduplication": int((adds["how"] == "deduplication").sum()) if len(adds) else 0,
-                      "collided_with": dict(list(collided.items())[:20]),
+                      "collided_with": collided,
                       "stale_dedup_keys": [{"dedup_id": str(r.dedup_id), "job_id": None if pd.isna(r.job_id) else str(r.job_id),
                                             "job_state": r.target_state} for r in stale.head(20).itertuples()]
                       if len(stale) else [],

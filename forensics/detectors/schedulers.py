@@ -27,9 +27,7 @@ def schedulers_of(ctx: Context, q) -> pd.DataFrame:
     mine = by_q.get((str(q["prefix"]), str(q["queue"])))
     if mine is None:
         return s.iloc[0:0]
-    jobs = ctx.memo(("jobs-of", str(q["prefix"]), str(q["queue"])),
-                    lambda: next((g for qq, g in ctx.by_queue(ctx.jobs)
-                                  if (qq["prefix"], qq["queue"]) == (q["prefix"], q["queue"])), ctx.jobs.iloc[0:0]))
+    jobs = ctx.jobs_of(q["prefix"], q["queue"])
     by_id = jobs.drop_duplicates("job_id").set_index("job_id")
     pending = jobs[jobs["state"].isin(UNFINISHED) & jobs["repeat_key"].notna()]
     # the newest unfinished job of each repeat key (Bull hashes its ids: found by key)

@@ -7,8 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 NODE_DIR := tests/node
 EXAMPLE  := snapshots/example
+APP_EXAMPLE := snapshots/pdflab
 
-.PHONY: setup node browser test demo example bench bench-quick clean lock fuzz
+.PHONY: setup node browser test demo example pdflab bench bench-quick clean lock fuzz
 
 setup: $(VENV)/.installed
 
@@ -58,17 +59,23 @@ browser:
 	      || echo "chromium could not be installed: the browser tests will be skipped"; \
 	  else echo "chromium is missing (Debian: apt-get install chromium): the browser tests will be skipped"; fi; }
 
+# PDFLab's incident (snapshots/pdflab), joined with the source that made it (snapshots/pdflab-app,
+# its scan kept in the snapshot): every finding points at its file:line.
 demo: setup
-	$(BIN)/forensics summary $(EXAMPLE)
+	$(BIN)/forensics summary $(APP_EXAMPLE)
 	@echo
-	$(BIN)/forensics diagnose $(EXAMPLE)
+	$(BIN)/forensics diagnose $(APP_EXAMPLE)
 	@echo
 	@echo "rendering the postmortem (papermill + nbconvert) ..."
-	$(BIN)/forensics report $(EXAMPLE) --out build/postmortem.html
+	$(BIN)/forensics report $(APP_EXAMPLE) --out build/postmortem.html
 
 # Regenerate the shipped example snapshot from a real incident (needs node + redis-server).
 example: setup node
 	$(BIN)/python scripts/make_example.py $(EXAMPLE)
+
+# Regenerate snapshots/pdflab by running the app in snapshots/pdflab-app into its incident.
+pdflab: setup node
+	$(BIN)/python scripts/make_pdflab.py
 
 # One table from one dataset (1,000,000 real BullMQ 5 jobs; built once, kept in bench/.data/):
 # forensics vs a hand-tuned reader vs the libraries' own getJobs, then diagnose, report and a

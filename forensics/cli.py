@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --every: stop after N snapshots (default: until Ctrl-C)")
     c.add_argument("--logs", action="append", metavar="FILE",
                    help="attach worker logs to the snapshot (pino/winston JSON lines or text; .gz; - for stdin)")
+    c.add_argument("--code", action="append", metavar="SRC",
+                   help="keep a scan of the application's source with the snapshot (file or folder; repeatable): "
+                        "diagnose, report and the notebooks then join it without --code")
     c.add_argument("--no-redact", action="store_true",
                    help="keep secrets: fields that look secret (password, token, ...) and tokens in text (URL "
                         "passwords, ?token=, Bearer, AWS keys, JWTs) are redacted by default")
@@ -100,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--code", action="append", metavar="SRC",
                    help="the application's source (file or folder; repeatable): findings gain the code sites of "
                         "their queue, the checklist the code's evidence (see `forensics scan`)")
+    d.add_argument("--no-code", action="store_true",
+                   help="judge from Redis alone: leave out the code scan a snapshot keeps (capture --code)")
     d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     r = sub.add_parser("report", help="render the postmortem of a snapshot as one HTML file",
@@ -186,6 +191,16 @@ def _capture(args) -> int:
     logs = read_logs(args.logs, progress=None if not args.quiet else False, redact=policy) if args.logs else None
     if logs is not None:
         print(f"logs: {describe(logs)}", file=sys.stderr)
+    scanned = None
+    if args.code:
+        missing = [p for p in args.code if not Path(p).exists()]
+        if missing:
+            raise UsageError(f"--code: no such file or folder: {', '.join(missing)}")
+        if args.every is not None:
+            raise UsageError("--code goes with one capture; give a series its code at diagnose (--code SRC)")
+        from .code import scan
+        scanned = scan(args.code)   # before the capture: a wrong path costs nothing
+        print(f"code: {scanned._head()}", file=sys.stderr)
     if args.every is not None:
         if args.rdb is not None:
             raise UsageError("--every captures a live Redis over time; a backup (--rdb) is captured once")
@@ -204,6 +219,8 @@ def _capture(args) -> int:
     with finish_on_stop("finishing the save of what was read"):
         if logs is not None:
             snap.attach_logs(logs)
+        if scanned is not None:
+            snap.attach_code(scanned)
         path = snap.save(args.out)
     m = snap.manifest
     for w in m.get("warnings", []):
@@ -265,7 +282,9 @@ def _diagnose(args) -> int:
         missing = [p for p in args.code if not Path(p).exists()]
         if missing:
             raise UsageError(f"--code: no such file or folder: {', '.join(missing)}")
-    result = diagnose(args.path, logs=logs, thresholds=thresholds, code=args.code)
+    if args.no_code and args.code:
+        raise UsageError("--code and --no-code contradict each other")
+    result = diagnose(args.path, logs=logs, thresholds=thresholds, code=False if args.no_code else args.code)
     out = {"table": result.to_table, "json": result.to_json, "markdown": result.to_markdown}[args.format]()
     print(out)
     if args.fail_on and len(result.at_least(args.fail_on)):

@@ -288,7 +288,8 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None, c
     are always used). ``code``: the application's source (paths, or a ``forensics.scan``
     result): runtime findings gain the code sites of their queue (``evidence.code``), the code
     findings join the list, and the checklist takes the code's evidence where Redis cannot
-    tell. A detector that fails is reported in ``errors``; the others still run."""
+    tell; a snapshot that keeps its scan (``Snapshot.attach_code``) is joined with it unless
+    ``code`` is given (``code=False``: Redis alone). A detector that fails is reported in ``errors``; the others still run."""
     from .series import Series, open_path
     from .snapshot import Snapshot
     src = snapshot if isinstance(snapshot, (Snapshot, Series)) else open_path(snapshot)
@@ -307,6 +308,12 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None, c
         except Exception as e:  # collect everything, stop at nothing
             errors.append({"id": det.id, "error": f"{type(e).__name__}: {e}"})
     scanned = None
+    kept = code is None and snap.has("code")
+    if kept:
+        from .code import kept_scan
+        code = kept_scan(snap.code, snap.manifest.get("code") or {}, thresholds=t)
+    if code is False:
+        code = None
     if code is not None:
         from .code import CodeScan, scan
         from .code.join import join_findings
@@ -326,7 +333,8 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None, c
         meta["unavailable"] = snap.manifest["unavailable"]
     if scanned is not None:
         meta["code"] = {"roots": scanned.roots, "files": scanned.files, "sites": len(scanned.sites),
-                        "packages": scanned.packages, "skipped": scanned.skipped.counts}
+                        "packages": scanned.packages, "skipped": scanned.skipped.counts,
+                        "kept": kept}
     if series is not None:
         meta["series"] = {"snapshots": len(series), "first": series.first.captured_at.isoformat(),
                           "last": series.latest.captured_at.isoformat(), "warnings": series.warnings}

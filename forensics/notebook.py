@@ -81,11 +81,12 @@ def open_logs(logs: str = "", snap=None):
     return gather_logs(logs if logs and logs.strip() else None, [snap] if snap is not None else [])
 
 
-def open_code(code: str = ""):
-    """``forensics.scan`` of the comma-separated source paths in ``code`` (None when empty)."""
+def open_code(code: str = "", snap=None):
+    """``forensics.scan`` of the comma-separated source paths in ``code``; when empty, the scan
+    the snapshot keeps (``capture --code``), else None."""
     paths = [c.strip() for c in (code or "").split(",") if c.strip()]
     if not paths:
-        return None
+        return snap.code_scan if snap is not None and hasattr(snap, "code_scan") else None
     from pathlib import Path
 
     from .code import scan

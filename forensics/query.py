@@ -59,7 +59,7 @@ def connect(source: Any):
     import duckdb
     snaps, series = _members(source)
     con = duckdb.connect()
-    names = [n for n in TABLES] + [n for n in OPTIONAL if any(s.has_logs for s in snaps)]
+    names = [n for n in TABLES] + [n for n in OPTIONAL if any(s.has(n) for s in snaps)]
     if not series:
         snap = snaps[0]
         for name in names:

@@ -40,8 +40,9 @@ def _empty_later(name: str) -> pd.DataFrame:
     return {"clients": empty_clients, "dedup": empty_dedup, "schedulers": empty_schedulers}[name]()
 
 
-# Tables a snapshot may have: worker logs attached at capture (``capture --logs``).
-OPTIONAL = ("logs",)
+# Tables a snapshot may have: worker logs attached at capture (``capture --logs``), and the
+# application's code scan kept with it (``capture --code``; ``Snapshot.attach_code``).
+OPTIONAL = ("logs", "code")
 
 # Big tables are read from their Parquet file on first use (loading or capturing a
 # million-job snapshot must not hold what nobody looked at).
@@ -106,9 +107,12 @@ class Snapshot:
             if name == "logs":
                 tables[name].attrs.update(self.__dict__.get("manifest", {}).get("logs", {}))
             return tables[name]
-        if name in OPTIONAL:
+        if name == "logs":
             from .logs import empty_logs
             return empty_logs()
+        if name == "code":
+            from .code import empty_sites
+            return empty_sites()
         if name in LATER:
             tables[name] = _empty_later(name)
             return tables[name]
@@ -124,7 +128,26 @@ class Snapshot:
 
     @property
     def has_logs(self) -> bool:
-        return "logs" in self._tables or "logs" in self._files
+        return self.has("logs")
+
+    def has(self, name: str) -> bool:
+        """Whether the snapshot carries an optional table (``logs``, ``code``)."""
+        return name in self._tables or name in self._files
+
+    def attach_code(self, scan) -> None:
+        """Keep the application's code scan with the snapshot (saved as code.parquet, the
+        scan's roots, packages and skipped files in the manifest): ``diagnose`` joins it
+        without being given the source again."""
+        self._tables["code"] = scan.sites
+        self.manifest = {**self.manifest, "code": scan.meta()}
+
+    @property
+    def code_scan(self):
+        """The kept code scan (a ``CodeScan``, judged with default thresholds), or None."""
+        if not self.has("code"):
+            return None
+        from .code import kept_scan
+        return kept_scan(self.code, self.manifest.get("code") or {})
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -184,7 +207,7 @@ class Snapshot:
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=path.parent))
         try:
             rows, listed = {}, {}
-            for name in TABLES + tuple(n for n in OPTIONAL if self.has_logs):
+            for name in TABLES + tuple(n for n in OPTIONAL if self.has(n)):
                 target = tmp / f"{name}.parquet"
                 known = None
                 if name not in self._tables and name in self._files:
@@ -329,7 +352,7 @@ def load(path: str | os.PathLike, verify: bool = False) -> Snapshot:
             files[name] = file
         else:
             tables[name] = read_table(file, name)
-    for name in OPTIONAL:  # worker logs, when attached
+    for name in OPTIONAL:  # worker logs and the code scan, when attached
         file = path / f"{name}.parquet"
         if file.exists():
             check(name, file)

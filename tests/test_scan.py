@@ -217,3 +217,98 @@ def test_bullmq_code_joined_with_redis_points_runtime_findings_at_their_lines(re
     assert c.loc["progress", "verdict"] == "warn" and "app.js" in c.loc["progress", "evidence"]
     assert c.loc["timeout", "verdict"] == "fail"        # BullMQ has no timeout option: the code bounds nothing
     assert f"app.js:{add_line}" in d.to_table()
+
+
+def test_handlers_set_in_a_loop_and_leaking_caches_are_judged_per_worker():
+    """Workers made in an array get the `failed` handler their loop sets; a file's own Worker
+    named `worker` owns its handlers (another file's `worker` is another queue); a processor
+    that adds to a module-level Map nothing empties is a leak, while one deleting in `finally`,
+    or its own local Map, is not."""
+    ids = {"code-memory-leak", "code-no-dead-letter"}
+    result = code.scan(FIX / "workers")
+    assert {x for x in found(result) if x[2] in ids} == {x for x in flags("workers") if x[2] in ids}
+    leak = result.findings[result.findings["id"] == "code-memory-leak"].iloc[0]
+    assert leak["queue"] == "render" and leak["evidence"]["retains"] == ["seen"]
+    s = result.sites
+    assert set(s.loc[(s["kind"] == "on") & (s["event"] == "failed"), "queue"]) == {"render", "resize", "audit"}
+    assert (s["kind"] == "memoryUsage").sum() == 1
+
+
+PDFLAB = ROOT / "snapshots" / "pdflab"
+PDFLAB_APP = ROOT / "snapshots" / "pdflab-app"
+
+
+def test_the_shipped_app_incident_is_joined_with_the_code_that_made_it():
+    """snapshots/pdflab keeps the scan of snapshots/pdflab-app (the app whose processes made
+    the incident): every finding points at lines that exist, the checklist Redis cannot judge
+    comes from the code (≤ 5 % unknown, against over a third from Redis alone), and the kept
+    scan is the shipped source's (edit the app without `make pdflab` and this fails)."""
+    snap = forensics.load(PDFLAB)
+    fresh = forensics.scan(PDFLAB_APP)
+    key = ["kind", "queue", "line", "event"]
+    kept = snap.code.assign(file=snap.code["file"].map(lambda f: Path(f).name))[["file", *key]]
+    now = fresh.sites.assign(file=fresh.sites["file"].map(lambda f: Path(f).name))[["file", *key]]
+    assert sorted(map(tuple, kept.astype(str).values)) == sorted(map(tuple, now.astype(str).values))
+    d = forensics.diagnose(snap)
+    assert d.snapshot["code"]["kept"] and d.snapshot["code"]["files"] == 6
+    unknown = (d.checklist["verdict"] == "unknown").mean()
+    alone = forensics.diagnose(snap, code=False)
+    assert unknown <= 0.05 and (alone.checklist["verdict"] == "unknown").mean() > 0.3
+    assert "code" not in alone.snapshot
+    f = d.findings
+    for ev in f["evidence"]:
+        for c in ev.get("code", []):
+            lines = (ROOT / c["file"]).read_text().splitlines()
+            assert lines[c["line"] - 1].strip()[:200] == c["snippet"], c
+    storm = f[(f["id"] == "retry-storm") & (f["queue"] == "conversion")].iloc[0]
+    queues_js = (PDFLAB_APP / "src" / "queues.js").read_text().splitlines()
+    line = next(i for i, x in enumerate(queues_js, 1) if "new Queue('conversion'" in x)
+    assert ("queues.js", line) in {(Path(c["file"]).name, c["line"]) for c in storm["evidence"]["code"]}
+    assert {"code-no-backoff", "code-binary-payload", "code-retries-client-errors"} <= \
+        set(f.loc[f["queue"] == "conversion", "id"])
+    assert "code-retries-client-errors" in set(f.loc[f["queue"] == "webhooks", "id"])   # `if (!res.ok) throw`
+    assert set(f.loc[f["id"] == "code-memory-leak", "queue"]) == {"images"}
+    c = d.checklist.set_index(["queue", "item"])
+    assert c.loc[("images", "memory-leak"), "verdict"] == "fail"            # the logs and the code agree
+    assert c.loc[("conversion", "memory-leak"), "verdict"] == "pass"        # main.js logs process.memoryUsage()
+    assert "main.js" in c.loc[("conversion", "memory-leak"), "evidence"]
+    assert c.loc[("ocr", "memory-leak"), "verdict"] == "warn"               # nothing watches the OCR worker
+    assert c.loc[("ocr", "timeout"), "verdict"] == "fail" and "ocr.js" in c.loc[("ocr", "timeout"), "evidence"]
+    assert c.loc[("webhooks", "timeout"), "verdict"] == "pass"              # AbortSignal.timeout(10000)
+    assert c.loc[("conversion", "concurrency"), "verdict"] == "fail"        # concurrency: 100
+
+
+def test_a_snapshot_keeps_its_code_scan(redis_server, tmp_path):
+    """`capture --code SRC` keeps the scan in the snapshot (code.parquet, the manifest's roots
+    and packages): `diagnose` joins it without --code, `--no-code` leaves it out, `query` sees
+    the table; a snapshot without one has an empty code table; a wrong path fails before the
+    capture."""
+    src = FIX / "runnable-mq"
+    out = tmp_path / "snap"
+    res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", "kept-code", "--code", str(src),
+                        "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert (out / "code.parquet").exists() and "code:" in res.stderr
+    snap = forensics.load(out, verify=True)
+    assert snap.manifest["code"]["roots"] == [str(src)] and len(snap.code) == len(forensics.scan(src).sites)
+    res = forensics_cli("diagnose", str(out), "--format", "json")
+    body = json.loads(res.stdout)
+    assert body["snapshot"]["code"]["kept"] is True
+    assert "code-unbounded-attempts" in {x["id"] for x in body["findings"]}
+    res = forensics_cli("diagnose", str(out), "--no-code", "--format", "json")
+    assert not any(x["id"].startswith("code-") for x in json.loads(res.stdout)["findings"])
+    assert forensics.query(out, "select count(*) as n from code")["n"].iloc[0] == len(snap.code)
+    assert len(forensics.load(ROOT / "snapshots" / "example").code) == 0
+    res = forensics_cli("capture", "--redis", redis_server.url(0), "--prefix", "kept-code", "--code",
+                        str(tmp_path / "nowhere"), "--out", str(tmp_path / "other"))
+    assert res.returncode == 2 and "no such file or folder" in res.stderr and not (tmp_path / "other").exists()
+
+
+def test_the_demo_postmortem_shows_the_kept_code(tmp_path):
+    """`make demo`'s report of snapshots/pdflab, with no --code: the code scan the snapshot
+    keeps is in the postmortem, findings at their file:line."""
+    res = forensics_cli("report", str(PDFLAB), "--out", str(tmp_path / "pm.html"), cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / "pm.html").read_text()
+    leak = forensics.load(PDFLAB).code_scan.findings.set_index("id").loc["code-memory-leak", "evidence"]["code"][0]
+    assert "Code scan" in html and f"{leak['file']}:{leak['line']}" in html and "code-memory-leak" in html

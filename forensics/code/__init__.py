@@ -26,7 +26,7 @@ SITE_COLUMNS = ["file", "line", "column", "kind", "queue", "queue_resolved", "pr
                 "timeout_ms", "concurrency", "limiter", "lock_duration_ms", "stalled_interval_ms",
                 "max_stalled_count", "default_job_options", "events_max_len", "metrics", "repeat",
                 "reports_progress", "unrecoverable", "bounded", "closes_on_signal", "rethrows_all", "binary_data",
-                "options", "snippet"]
+                "retains", "options", "snippet"]
 
 
 class CodeScan:
@@ -39,6 +39,11 @@ class CodeScan:
     def code(self) -> pd.DataFrame:
         """The ``code`` table (the same as ``sites``)."""
         return self.sites
+
+    def meta(self) -> dict:
+        """What a snapshot keeps beside the ``code`` table (``Snapshot.attach_code``)."""
+        return {"schema": SCHEMA, "roots": self.roots, "files": self.files, "packages": self.packages,
+                "skipped": {"counts": self.skipped.counts, "examples": self.skipped.examples}}
 
     def at_least(self, severity: str) -> pd.DataFrame:
         from ..diagnosis import RANK
@@ -107,6 +112,44 @@ class CodeScan:
         return f"<CodeScan {self._head()}>"
 
 
+NUMERIC = ("attempts", "backoff_delay_ms", "timeout_ms", "concurrency", "lock_duration_ms", "stalled_interval_ms",
+           "max_stalled_count", "events_max_len")
+
+
+def _as_scanned(sites: pd.DataFrame) -> pd.DataFrame:
+    """A code table read back from Parquet, typed as a fresh scan has it: numbers as floats,
+    everything else as Python objects with None (Parquet gives an all-empty column NaN)."""
+    out = pd.DataFrame(index=range(len(sites)))
+    for c in SITE_COLUMNS:
+        col = sites[c].reset_index(drop=True) if c in sites else pd.Series([None] * len(sites), dtype=object)
+        if c in ("line", "column"):
+            out[c] = col.astype("int64")
+        elif c in NUMERIC:
+            out[c] = pd.to_numeric(col, errors="coerce").astype("float64")
+        else:
+            col = col.astype(object)
+            out[c] = col.where(col.notna(), None)
+    return out
+
+
+def empty_sites() -> pd.DataFrame:
+    return pd.DataFrame(columns=SITE_COLUMNS).astype({"line": "int64", "column": "int64"})
+
+
+def kept_scan(sites: pd.DataFrame, meta: dict, thresholds: Thresholds | dict | None = None) -> CodeScan:
+    """A scan kept in a snapshot (its ``code`` table and manifest entry), judged again with
+    ``thresholds``: the findings are the rules' over the same sites."""
+    skipped = Skipped()
+    sk = meta.get("skipped") or {}
+    skipped.counts.update(sk.get("counts") or {})
+    if isinstance(sk.get("examples"), dict):
+        skipped.examples.update(sk["examples"])
+    packages = dict(meta.get("packages") or {})
+    sites = _as_scanned(sites)
+    findings = findings_of(sites, [], packages, Thresholds.coerce(thresholds))
+    return CodeScan(sites, findings, packages, skipped, int(meta.get("files") or 0), list(meta.get("roots") or []))
+
+
 def scan(paths, thresholds: Thresholds | dict | None = None) -> CodeScan:
     """Read every JS/TS file under ``paths`` (files or folders; node_modules, build output and
     VCS folders skipped) and judge the queue code found."""
@@ -134,6 +177,7 @@ def scan(paths, thresholds: Thresholds | dict | None = None) -> CodeScan:
         # keep what the rules read, not the tree: 10,000 parsed files would hold ~1 GB
         for site in fs.sites + fs.signals:
             site.processor = _body(site.processor) if site.processor is not None else None
+            site.retains = _retains(site.processor, fs.collections, data) if site.processor else None
         fs.shutdown_hooks = b"enableShutdownHooks(" in data
         fs.tree = fs.source = fs.lines = fs.consts = fs.functions = None
         scans.append(fs)
@@ -174,15 +218,34 @@ def _jtext(v):
     return json.dumps(_marked(v), default=str, sort_keys=True, allow_nan=True)
 
 
+def _bindings(sites) -> dict[str, str]:
+    """binding name -> queue name (Queue / Worker / @InjectQueue bindings)."""
+    return {s.receiver: s.queue for s in sites
+            if s.kind in ("Queue", "Worker", "QueueEvents", "QueueScheduler", "InjectQueue") and s.receiver
+            and isinstance(s.queue, str) and not isinstance(s.queue, Unresolved)}
+
+
 def _queue_map(scans) -> dict[str, str]:
-    """binding name -> queue name, from every file (Queue / Worker / @InjectQueue bindings)."""
+    """binding name -> queue name across files (an exported `conversionQueue` used elsewhere);
+    a file's own bindings come first (two files may each call their Worker `worker`)."""
     out: dict[str, str] = {}
     for fs in scans:
-        for s in fs.sites:
-            if s.kind in ("Queue", "Worker", "QueueEvents", "QueueScheduler", "InjectQueue") and s.receiver \
-                    and isinstance(s.queue, str) and not isinstance(s.queue, Unresolved):
-                out[s.receiver] = s.queue
+        out.update(_bindings(fs.sites))
     return out
+
+
+def _retains(body: str, collections: dict[str, int], source: bytes) -> str | None:
+    """A module-level Map / Set / array the processor adds to per job and that nothing in the
+    file ever empties (no delete / clear / shift / splice / pop / length = 0): it grows with
+    every job for the life of the worker."""
+    import re
+    for name in collections:
+        if re.search(rf"\b{re.escape(name)}\s*(\.\s*(set|push|add|unshift)\s*\(|\[[^\]]+\]\s*=[^=])", body) and not \
+                re.search(rf"\b{re.escape(name)}\s*(\.\s*(delete|clear|shift|splice|pop)\s*\(|\.length\s*=[^=]|=[^=>])".encode(),
+                          source.replace(f"const {name} =".encode(), b"").replace(f"let {name} =".encode(), b"")
+                          .replace(f"var {name} =".encode(), b"")):
+            return name
+    return None
 
 
 def _body(fn) -> str:
@@ -208,13 +271,16 @@ def _sites_table(scans, packages: dict) -> pd.DataFrame:
         any(fs.shutdown_hooks for fs in scans)   # NestJS closes its workers itself
     rows = []
     for fs in scans:
+        local = _bindings(fs.sites)
         for s in fs.sites:
             if s.kind == "InjectQueue":
                 continue
             q = s.queue
             if q is None and s.receiver:
-                q = bind.get(s.receiver) or (bind.get(s.receiver.split(":", 1)[1]) if ":" in s.receiver else None)
-            if q is None and s.kind not in ("Queue", "Worker", "QueueEvents", "FlowProducer", "QueueScheduler"):
+                r = s.receiver.split(":", 1)[1] if ":" in s.receiver else None
+                q = local.get(s.receiver) or bind.get(s.receiver) or (bind.get(r) if r else None)
+            if q is None and s.kind not in ("Queue", "Worker", "QueueEvents", "FlowProducer", "QueueScheduler",
+                                            "memoryUsage", "health"):
                 continue   # `.add()` on a Set, `.on()` on a stream: not a queue this scan knows
             o = s.options or {}
             if s.kind == "Worker" and isinstance(o.get("settings"), dict):
@@ -257,9 +323,11 @@ def _sites_table(scans, packages: dict) -> pd.DataFrame:
                 "bounded": any(k in body for k in ("AbortSignal", "AbortController", "Promise.race", "timeout"))
                 if s.processor is not None else None,
                 "closes_on_signal": closes if s.kind in ("Worker", "process") else None,
-                "rethrows_all": ("catch" in body and "throw" in body and not any(k in body for k in CLIENT_ERROR_CHECKS))
+                "rethrows_all": (("catch" in body or ".ok)" in body or ".ok " in body) and "throw" in body
+                                 and not any(k in body for k in CLIENT_ERROR_CHECKS))
                 if s.processor is not None else None,
                 "binary_data": _binary(s.data_text) if s.kind in ("add", "addBulk") else None,
+                "retains": getattr(s, "retains", None),
                 "options": _jtext(o), "snippet": s.snippet,
             })
     df = pd.DataFrame(rows, columns=SITE_COLUMNS)

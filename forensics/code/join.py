@@ -135,6 +135,9 @@ def code_checklist(checklist: pd.DataFrame, scan, t) -> pd.DataFrame:
         return checklist
     out = checklist.copy()
     found = scan.findings
+    s = scan.sites
+    watches = s[s["kind"] == "memoryUsage"]
+    health = s[s["kind"] == "health"]
     for i, row in out.iterrows():
         if row["verdict"] not in ("unknown", "warn"):
             continue
@@ -144,9 +147,24 @@ def code_checklist(checklist: pd.DataFrame, scan, t) -> pd.DataFrame:
         flagged = set(found.loc[found["queue"] == row["queue"], "id"]) if len(found) else set()
         procs = mine[mine["reports_progress"].notna()]
         workers = mine[mine["kind"].isin(["Worker", "process"])]
+        files = set(workers["file"])
         v = None
         item = row["item"]
-        if item == "timeout" and len(procs):
+        if item in ("timeout", "progress", "concurrency", "memory-leak", "health-checks") and not len(workers) \
+                and row["verdict"] == "unknown":
+            v = ("warn", f"no worker for this queue in the scanned code (it is used at {_at(mine)}): "
+                         f"scan the service that processes it")
+        elif item == "memory-leak" and row["verdict"] == "unknown":
+            leak = workers[workers["retains"].notna()] if "retains" in workers else workers.iloc[0:0]
+            watched = watches[watches["file"].isin(files)]
+            v = ("fail", f"the processor keeps every job in `{leak['retains'].iloc[0]}` ({_at(leak)})") if len(leak) else \
+                ("pass", f"the worker logs its memory (process.memoryUsage() at {_at(watched)})") if len(watched) else \
+                ("warn", f"nothing beside the worker watches its memory ({_at(workers)})")
+        elif item == "health-checks" and row["verdict"] == "unknown":
+            h = health[health["file"].isin(files)]
+            v = ("pass", f"a health check beside the worker ({_at(h)})") if len(h) else \
+                ("warn", f"no health endpoint or isRunning() check beside the worker ({_at(workers)})")
+        elif item == "timeout" and len(procs):
             bounded = procs[procs["bounded"].fillna(False).astype(bool)]
             timed = mine[(mine["kind"] == "add") & mine["timeout_ms"].notna()]
             v = ("pass", f"the processor bounds its work ({_at(bounded)})") if len(bounded) else \

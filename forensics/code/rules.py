@@ -175,6 +175,15 @@ def findings_of(sites: pd.DataFrame, scans, packages: dict, t) -> pd.DataFrame:
                               "the processor rethrows every error: client errors (4xx) are retried too", q, rethrow,
                               "Do not retry what cannot succeed: for 4xx errors throw `new UnrecoverableError()` "
                               "(BullMQ) or call `job.discard()` (Bull) before throwing; rethrow 5xx and network errors."))
+        leaking = workers[workers["retains"].notna()] if "retains" in workers else workers.iloc[0:0]
+        for q, rows in leaking.groupby("queue", dropna=False):
+            names = ", ".join(f"`{x}`" for x in sorted(set(rows["retains"])))
+            out.append(_f("code-memory-leak", "medium",
+                          f"the processor adds to the module-level {names} on every job and nothing empties it", q, rows,
+                          "Keep nothing per job in module scope: drop the entry when the job ends, or bound the cache "
+                          "(an LRU with `max`); watch worker memory (`process.memoryUsage()` in the logs) and restart "
+                          "the worker after N jobs (`await worker.close(); process.exit(0)`, PM2/Docker restarts it).",
+                          retains=sorted(set(rows["retains"]))))
         if len(workers) and not workers["closes_on_signal"].fillna(False).astype(bool).any():
             out.append(_f("code-no-graceful-close", "medium", "no SIGTERM/SIGINT handler closes the workers", None, workers,
                           "Close on shutdown: `process.on('SIGTERM', async () => { await worker.close(); "

@@ -14,6 +14,9 @@ EVENTS = {"failed", "stalled", "error", "completed", "active", "progress", "drai
           "waiting", "removed", "cleaned", "global:failed", "global:completed", "global:stalled"}
 
 
+HEALTH_ROUTES = ("health", "ready", "live")
+
+
 class Unresolved(str):
     """An expression the source does not pin down (kept as its text)."""
 
@@ -54,7 +57,10 @@ class FileScan:
         self.functions: dict[str, object] = {}   # name -> function node
         self.sites: list[Site] = []
         self.signals: list[Site] = []             # process.on('SIGTERM' | 'SIGINT')
+        self.loops: dict[str, str] = {}           # `for (const w of workers)`: w -> workers
+        self.collections: dict[str, int] = {}     # module-level `const cache = new Map()` -> line
         self._collect(tree.root_node)
+        self._module_collections(tree.root_node)
         self._sites(tree.root_node, None)
 
     # -- declarations ---------------------------------------------------------------------
@@ -93,6 +99,10 @@ class FileScan:
                             self.functions[text(name)] = value
                         else:
                             self.consts[text(name)] = value
+            elif t == "for_in_statement":
+                left, right = n.child_by_field_name("left"), n.child_by_field_name("right")
+                if left is not None and right is not None and left.type == "identifier" and right.type == "identifier":
+                    self.loops[text(left)] = text(right)
             elif t == "function_declaration":
                 name = n.child_by_field_name("name")
                 if name is not None:
@@ -104,6 +114,24 @@ class FileScan:
                     if m.type == "enum_assignment":
                         self.consts[f"{ename}.{text(m.child_by_field_name('name'))}"] = m.child_by_field_name("value")
             stack.extend(reversed(n.named_children))
+
+    def _module_collections(self, root) -> None:
+        """Top-level `const x = new Map() | new Set() | [] | {}`: what a processor that adds to
+        it per job keeps for the life of the process."""
+        for n in root.named_children:
+            if n.type == "export_statement" and n.named_children:
+                n = n.named_children[0]
+            if n.type not in ("lexical_declaration", "variable_declaration"):
+                continue
+            for d in n.named_children:
+                if d.type != "variable_declarator":
+                    continue
+                name, value = d.child_by_field_name("name"), d.child_by_field_name("value")
+                if name is None or value is None or name.type != "identifier":
+                    continue
+                if value.type in ("array", "object") and not value.named_children or (
+                        value.type == "new_expression" and text(value.child_by_field_name("constructor")) in ("Map", "Set")):
+                    self.collections[text(name)] = d.start_point[0] + 1
 
     # -- evaluation -------------------------------------------------------------------------
     def value(self, node, depth: int = 0):
@@ -205,6 +233,10 @@ class FileScan:
                 self._new(n)
             elif t == "call_expression":
                 self._call(n)
+            elif t == "string" and n.parent is not None and n.parent.type in ("arguments", "binary_expression"):
+                v = _string(n) or ""
+                if v.startswith("/") and any(k in v.lower() for k in HEALTH_ROUTES):
+                    self.sites.append(self._site(n, "health", event=v))
             stack.extend((c, klass) for c in reversed(n.named_children))
 
     def _library(self, name: str) -> tuple[str | None, str | None]:
@@ -263,6 +295,23 @@ class FileScan:
             s.processor = self._function(args[1]) if len(args) > 1 else None
             self.signals.append(s)
             return
+        if recv == "process" and prop == "memoryUsage":
+            self.sites.append(self._site(n, "memoryUsage", receiver="process"))
+            return
+        if prop == "isRunning":
+            self.sites.append(self._site(n, "health", receiver=recv, event="isRunning()"))
+            return
+        if prop in ("on", "once") and recv in self.loops and args:
+            # `for (const w of workers) w.on('failed', ...)`: a handler on each Worker of the array
+            arr = self.consts.get(self.loops[recv])
+            ev = self.value(args[0])
+            if arr is not None and arr.type == "array" and isinstance(ev, str) and ev in EVENTS:
+                for el in arr.named_children:
+                    if el.type == "new_expression" and el.child_by_field_name("arguments") is not None:
+                        a = el.child_by_field_name("arguments").named_children
+                        if a and text(el.child_by_field_name("constructor")).split(".")[-1] in CLASSES:
+                            self.sites.append(self._site(n, "on", receiver=recv, event=ev, queue=self.value(a[0])))
+                return
         if text(obj) == "BullModule" and prop in ("registerQueue", "registerQueueAsync"):
             for a in args:
                 o = self._obj(a)

@@ -87,6 +87,7 @@ bench: setup node
 	$(BIN)/python bench/payload_bench.py
 	$(BIN)/python bench/logs_bench.py
 	$(BIN)/python bench/scan_bench.py
+	$(BIN)/python bench/pg_bench.py
 
 bench-quick: setup node
 	$(BIN)/python bench/scale_bench.py --quick

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--redis", metavar="URL", default=None,
                    help="redis://, rediss:// (TLS), unix:// or redis+sentinel://HOST:26379[,HOST:PORT]/SERVICE[/DB] "
                         "(default: $REDIS_URL, then redis://localhost:6379/0)")
+    c.add_argument("--postgres", metavar="URL", default=None,
+                   help="capture BullMQ 6 queues kept in PostgreSQL instead: postgresql://USER@HOST:5432/DB"
+                        "[?sslmode=verify-full&sslrootcert=FILE] (password from the URL, $PGPASSWORD or ~/.pgpass); "
+                        "read in one READ ONLY, REPEATABLE READ transaction")
+    c.add_argument("--schema", metavar="NAME", default=None,
+                   help="with --postgres: the schema BullMQ uses (default: bullmq)")
     cl = c.add_mutually_exclusive_group()
     cl.add_argument("--cluster", dest="cluster", action="store_true", default=None,
                     help="the URL is a Redis Cluster node: read every master (default: detected)")
@@ -205,16 +211,30 @@ def _capture(args) -> int:
         if args.rdb is not None:
             raise UsageError("--every captures a live Redis over time; a backup (--rdb) is captured once")
         return _capture_series(args, logs)
+    if args.schema is not None and not args.postgres:
+        raise UsageError("--schema goes with --postgres (a Redis capture takes --prefix)")
+    if args.postgres and (args.redis or args.rdb or args.prefix or args.cluster or args.replica or args.tls_ca
+                          or args.tls_cert or args.tls_key or args.tls_insecure or args.max_ops_per_sec):
+        raise UsageError("--postgres reads PostgreSQL: it goes without --redis, --rdb, --prefix, --cluster, "
+                         "--replica, --tls-* and --max-ops-per-sec (TLS: sslmode, sslrootcert, sslcert in the URL)")
+    if args.postgres and args.every is not None:
+        raise UsageError("--every is for a Redis series; capture PostgreSQL once per run (its snapshot is consistent)")
     out = Path(args.out) if args.out else None
     # Refuse a bad destination before a long capture, not after it.
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise UsageError(f"--out {out} exists and is not a snapshot folder; choose a new path")
     with warnings.catch_warnings():  # an incomplete capture is reported below, in the CLI's words
         warnings.simplefilter("ignore", UserWarning)
-        snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
-                       redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
-                       memory_samples=args.memory_samples,
-                       progress=False if args.quiet else (True if args.progress else None), **_connect_args(args))
+        shown = False if args.quiet else (True if args.progress else None)
+        if args.postgres:
+            from .capture.postgres import capture_postgres
+            snap = capture_postgres(args.postgres, schema=args.schema or "bullmq", queues=args.queue,
+                                    redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
+                                    progress=shown, statement_timeout_s=args.timeout)
+        else:
+            snap = capture(args.redis, prefix=args.prefix or ["bull"], queues=args.queue,
+                           redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
+                           memory_samples=args.memory_samples, progress=shown, **_connect_args(args))
     from .capture.progress import finish_on_stop
     with finish_on_stop("finishing the save of what was read"):
         if logs is not None:

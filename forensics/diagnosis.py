@@ -128,7 +128,7 @@ class Diagnosis:
 
     def _label(self, prefix, queue) -> str:
         if queue is None or (isinstance(queue, float) and queue != queue):
-            return "(redis)"
+            return "(postgres)" if (self.snapshot or {}).get("backend") == "postgres" else "(redis)"
         if prefix is None or (isinstance(prefix, float) and prefix != prefix):
             return f"{queue} (not in the snapshot)"  # named by worker logs only
         return f"{prefix}:{queue}" if self._multi() else str(queue)
@@ -329,6 +329,8 @@ def diagnose(snapshot, logs=None, thresholds: Thresholds | dict | None = None, c
         checklist = code_checklist(checklist, scanned, t)
     meta = {"path": series.path if series is not None else snap.path,
             "captured_at": snap.manifest.get("captured_at"), "complete": snap.complete}
+    if snap.manifest.get("backend"):   # "postgres": BullMQ 6's PostgreSQL backend (absent: Redis)
+        meta["backend"] = snap.manifest["backend"]
     if snap.manifest.get("unavailable"):  # what the server would not tell, and what is not judged for it
         meta["unavailable"] = snap.manifest["unavailable"]
     if scanned is not None:

@@ -44,7 +44,8 @@ class _OfflineRenderer(_offline_renderer_base()):
 
 
 def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull", queue: str = ""):
-    """Load ``snapshot`` or, when it is empty, capture ``redis_url`` live (read-only)."""
+    """Load ``snapshot`` or, when it is empty, capture ``redis_url`` live (read-only; a
+    ``postgresql://`` URL captures BullMQ 6's PostgreSQL backend, ``prefix`` naming the schema)."""
     import forensics
 
     from .series import Series, open_path
@@ -53,7 +54,12 @@ def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull",
         if isinstance(snap, Series):  # a series folder: the latest capture
             snap = snap.latest
     elif redis_url:
-        snap = forensics.capture(redis_url, prefix=prefix, queues=[queue] if queue else None)
+        from .capture.postgres import is_postgres_url
+        if is_postgres_url(redis_url):   # BullMQ 6 on PostgreSQL: `prefix` names the schema
+            snap = forensics.capture(redis_url, schema=prefix if prefix and prefix != "bull" else "bullmq",
+                                     queues=[queue] if queue else None)
+        else:
+            snap = forensics.capture(redis_url, prefix=prefix, queues=[queue] if queue else None)
     else:
         raise forensics.UsageError("set the `snapshot` parameter (a folder) or `redis_url` (to capture live)")
     if queue:

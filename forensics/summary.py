@@ -163,6 +163,13 @@ def summary(snap) -> str:
         + (f", {len(snap.schedulers)} schedulers" if len(snap.schedulers) else ""),
         f"  values      {values_line(m.get('options', {}))}",
     ]
+    if m.get("backend") == "postgres":   # BullMQ 6 on PostgreSQL: a schema, a database, one consistent read
+        pg = m.get("postgres") or {}
+        lines[1] = f"  source      {m.get('source')}  schema {pg.get('schema')} (BullMQ schema version " \
+                   f"{pg.get('schema_version')})  backend postgres"
+        lines[3] = (f"  postgres    {r.get('server_version')}  database {pg.get('database')} "
+                    f"{human_bytes(r.get('used_memory'))}  sessions {r.get('connected_clients')}"
+                    f"{'  (a replica)' if pg.get('in_recovery') else ''}  {m.get('consistency')}")
     if len(snap.redis) > 1 and "node" in snap.redis:  # a cluster: one line per master
         i = next(k for k, ln in enumerate(lines) if ln.startswith("  redis "))
         lines[i:i + 1] = [
@@ -199,5 +206,6 @@ def summary_html(snap) -> str:
     table = frame_html(ov) if len(ov) else "<p>No queues found.</p>"
     state = "complete" if snap.complete else f"INCOMPLETE: {m.get('incomplete_reason')}"
     return (f"<div><b>Snapshot</b> {escape(str(snap.path or '(not saved)'))} — "
+            f"{'PostgreSQL ' if m.get('backend') == 'postgres' else ''}"
             f"{escape(str(m.get('source')))} at {escape(str(m.get('captured_at')))} "
             f"({escape(state)})<br>{table}<ul>{notes}</ul></div>")

@@ -143,6 +143,15 @@ class Thresholds:
     """... idle for at least this long."""
     clients_near_max_share: float = 0.8
     """connected_clients at this share of maxclients is close to refusing connections."""
+    # --- PostgreSQL (BullMQ 6's PostgreSQL backend) -------------------------------------
+    pg_long_transaction_s: float = 300.0
+    """A session whose transaction has been open this long (idle in it, or running) holds
+    back vacuum on the queue tables every worker updates."""
+    pg_dead_rows_min: int = 10_000
+    """A BullMQ table with this many dead rows ..."""
+    pg_dead_share: float = 0.2
+    """... and dead rows at least this share of its live ones is bloating (every state
+    change of a job is an UPDATE, every removal a DELETE)."""
 
     @classmethod
     def coerce(cls, value: "Thresholds | Mapping[str, Any] | None") -> "Thresholds":

@@ -539,3 +539,97 @@ def example_report(installed):
     res = subprocess.run([sys.executable, "-m", "forensics", "report", str(REPO / "snapshots" / "example"),
                           "--out", str(out)], capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
     return res, out
+
+
+class PostgresServer:
+    """A private PostgreSQL (the machine's initdb / pg_ctl) on a free port and a private
+    folder: password auth over TCP, every statement logged with its session's
+    application_name (the read-only proof reads that log), autovacuum off so dead rows stay
+    where the tests put them. As root, the server runs as the `postgres` user (initdb
+    refuses root)."""
+
+    PASSWORD = "s3cret-pg"
+
+    def __init__(self, tmp: Path):
+        self.dir = tmp
+        self.port = free_port()
+        self.data = tmp / "data"
+        self.log = tmp / "postgres.log"
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if as_user:
+            shutil.chown(tmp, "postgres")
+        pw = tmp / "pw"
+        pw.write_text(self.PASSWORD + "\n")
+        if as_user:
+            shutil.chown(pw, "postgres")
+        subprocess.run([*as_user, "initdb", "-D", str(self.data), "-U", "postgres", "--pwfile", str(pw),
+                        "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync", "-E", "UTF8"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        opts = (f"-p {self.port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c autovacuum=off "
+                f"-c log_statement=all -c 'log_line_prefix=%a|%p|' -c logging_collector=off")
+        # no pipes: the server would inherit them, and reading them would wait for it to exit
+        subprocess.run([*as_user, "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "start"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.as_user = as_user
+        self.sql("CREATE DATABASE app")
+
+    def url(self, db: str = "app", user: str = "postgres", password: str | None = None) -> str:
+        return f"postgresql://{user}:{password or self.PASSWORD}@127.0.0.1:{self.port}/{db}"
+
+    def sql(self, statement: str, db: str = "postgres", params=None):
+        import psycopg
+        with psycopg.connect(self.url(db), autocommit=True) as c:
+            cur = c.execute(statement, params)
+            return cur.fetchall() if cur.description is not None else None
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.fail("initdb / pg_ctl are not on PATH; install PostgreSQL (Debian: postgresql)")
+    import tempfile
+    # not under pytest's folder: that one is private to root, and the server runs as `postgres`
+    tmp = Path(tempfile.mkdtemp(prefix="forensics-pg-"))
+    srv = PostgresServer(tmp)
+    yield srv
+    srv.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_incident(pg_server):
+    """BullMQ 6 on the private PostgreSQL (tests/node/pg.js): schema `bullmq` holds a healthy
+    queue whose worker stays connected (`emails`), a SIGKILLed worker's job (`ocr`) and
+    failed / delayed / prioritized jobs (`exports`); schema `storm` a retry storm going on.
+    Yields getJobCounts as the library reported them; the workers run until the session ends."""
+    url = pg_server.url()
+    procs = []
+    try:
+        scen = subprocess.Popen(["node", str(NODE_DIR / "pg.js"), "scenario", url, "bullmq"], cwd=NODE_DIR,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(scen)
+        counts = None
+        for line in scen.stdout:
+            if line.startswith("counts "):
+                counts = json.loads(line[7:])
+            if line.strip() == "ready":
+                break
+        else:
+            raise RuntimeError(f"pg.js scenario failed: {scen.stderr.read()[-3000:]}")
+        storm = subprocess.Popen(["node", str(NODE_DIR / "pg.js"), "storm", url, "storm"], cwd=NODE_DIR,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(storm)
+        if storm.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"pg.js storm failed: {storm.stderr.read()[-3000:]}")
+        yield counts
+    finally:
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+                p.wait(15)
+            if p.poll() is None:
+                p.kill()

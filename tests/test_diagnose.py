@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -118,6 +119,8 @@ FIRES = [
     ("legacy-repeatables", "schedulers-bullmq5", "upgraded", {}),    # BullMQ 6 deployed over them
     ("connection-leak", "leak-bullmq5", None, LEAK),                 # 120 Queues never closed
     ("connection-leak", "leak-bull", None, LEAK),
+    ("pg-long-transaction", "pg-idle", None, {"pg_long_transaction_s": 2}),   # idle in a transaction 2 s
+    ("pg-table-bloat", "pg-storm", None, {"pg_dead_rows_min": 500, "pg_dead_share": 0.05}),  # 60 jobs x 20 tries
 ]
 SILENT = [
     ("stalled-active", "bullmq5", "render"),          # its lock is alive
@@ -193,11 +196,14 @@ SILENT = [
     ("swallowed-adds", "starve-bullmq5", None),           # busy, thousands of adds, none swallowed
     # 120 Queues leak; the busy pool's 60 unnamed connections in use would make it ~180
     ("connection-leak", "leak-bullmq5", None, {**LEAK, "leak_min_connections": 125}),
+    ("pg-long-transaction", "pg", None, {"pg_long_transaction_s": 2}),   # workers' transactions are short
+    ("pg-long-transaction", "bullmq5", None),                            # Redis: nothing to judge
+    ("pg-table-bloat", "pg", None),                                      # a few hundred dead rows, not 10,000
 ]
 
 
 @pytest.fixture(scope="module")
-def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_series, incident):
+def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_series, incident, request):
     """source name -> Snapshot, built on first use."""
     cache: dict[str, forensics.Snapshot] = {}
     url = redis_server.url(0)
@@ -256,7 +262,25 @@ def sources(redis_server, captured, tmp_path_factory, worker_logs, growing_serie
         finally:
             srv.stop()
 
+    def postgres(name: str):
+        """BullMQ 6 on PostgreSQL (conftest.pg_incident): `pg` as it runs, `pg-storm` its storm
+        schema, `pg-idle` with another session idle in a transaction for 2 s."""
+        import psycopg
+        pg = request.getfixturevalue("pg_server")
+        request.getfixturevalue("pg_incident")
+        if name == "pg-storm":
+            return forensics.capture(pg.url(), schema="storm")
+        if name == "pg":
+            return forensics.capture(pg.url())
+        with psycopg.connect(pg.url(), autocommit=True, application_name="billing-report") as c:
+            c.execute("BEGIN")
+            c.execute("SELECT count(*) FROM bullmq.job")
+            time.sleep(2.2)
+            return forensics.capture(pg.url())
+
     def get(name: str):
+        if name not in cache and name.startswith("pg"):
+            cache[name] = postgres(name)
         if name not in cache:
             mode, _, lib = name.partition("-")
             if mode in ("storm", "starve", "bloat", "oomkill", "consume", "leak", "adds", "schedulers", "stallloop"):

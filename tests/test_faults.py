@@ -482,8 +482,8 @@ def test_a_chunk_handed_to_a_helper_that_just_died_comes_back_to_be_read_here():
     """The helper SIGKILLed between two chunks: the next hand-over fails on the dead pipe.
     That chunk must come back undone, as the ones it held do, so the capture reads it
     itself (it was lost before, and the capture waited for it forever at full CPU)."""
-    from forensics.capture.helper import Helper
-    from forensics.capture.sources import Node
+    from forensics.capture.redis.helper import Helper
+    from forensics.capture.redis.sources import Node
     from forensics.redact import Redaction
     from forensics.safety import CommandLedger
 

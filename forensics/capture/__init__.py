@@ -1,12 +1,14 @@
 """Read-only, low-impact capture of every Bull/BullMQ queue under a prefix.
 
-Two layers:
+Two backends, over shared spool, progress, stop handling and table builders (``tables.py``,
+``progress.py``): Redis (``redis/``) and BullMQ 6's PostgreSQL backend (``postgres/``:
+``capture("postgresql://...")``). The Redis capture has two layers:
 
-* **sources** (``sources.py``, ``rdb.py``): how the data is reached — one node, every
+* **sources** (``redis/sources.py``, ``redis/rdb.py``): how the data is reached — one node, every
   master of a Redis Cluster, the master or a replica named by Sentinel, a replica of a
   primary, or a private ``redis-server`` on a copy of an RDB backup. TLS and credentials
   live there, and every connection passes the read-only gate (``safety.py``).
-* **readers** (``readers.py``): what is read for each queue (state lists and sets, job
+* **readers** (``redis/readers.py``): what is read for each queue (state lists and sets, job
   hashes, locks, logs, events, metrics, memory, worker connections), whatever the topology.
 
 If Redis goes away, a cluster node is down or the user presses Ctrl-C, what was read is
@@ -23,18 +25,18 @@ import warnings
 from typing import Iterable
 
 import pandas as pd
-import redis
+import redis as redis_lib  # (`redis` is also this package's Redis subpackage)
 
 from ..errors import UsageError
 from ..redact import Redaction
 from ..snapshot import Snapshot
 from .progress import Progress, Stopped, stop_on_ctrl_c
-from .readers import CHUNK, PIPELINE, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
-from .sources import Connect
+from .redis.readers import CHUNK, PIPELINE, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
+from .redis.sources import Connect
 from .tables import JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES
 
 DEFAULT_URL = "redis://localhost:6379/0"
-LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+LOST = (redis_lib.ConnectionError, redis_lib.TimeoutError, ConnectionError, OSError)
 _Capture = Capture  # the name the tests used before the split
 
 __all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", "PIPELINE", "RECHECK_LIMIT",
@@ -48,7 +50,8 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             socket_timeout: float = 30.0, cluster: bool | None = None, replica: bool = False,
             tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
             tls_insecure: bool = False, rdb: str | os.PathLike | None = None, db: int = 0,
-            redis_server: str | None = None, max_ops_per_sec: float | None = None) -> Snapshot:
+            redis_server: str | None = None, max_ops_per_sec: float | None = None,
+            schema: str | None = None) -> Snapshot:
     """Capture every queue under ``prefix`` (or only ``queues``), read-only.
 
     ``url``: ``redis://``, ``rediss://`` (TLS), ``unix://`` or
@@ -64,10 +67,21 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     ``max_ops_per_sec``: send at most this many commands a second (a fragile production
     Redis); progress then shows how long the capture is expected to take.
 
+    ``postgresql://...`` (or ``postgres://``): BullMQ 6 queues kept in PostgreSQL, in
+    ``schema`` (default ``bullmq``), read in one READ ONLY, REPEATABLE READ transaction (see
+    ``forensics.capture.postgres``); ``prefix`` and the Redis options do not apply.
+
     Raises ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut
     short (Redis gone, a cluster node down, Ctrl-C) returns what was read, with
     ``snap.complete`` False.
     """
+    from .postgres import capture_postgres, is_postgres_url
+    if is_postgres_url(url):
+        return capture_postgres(url, schema=schema or "bullmq", queues=queues, redact=redact,
+                                redact_fields=redact_fields, no_data=no_data, progress=progress,
+                                statement_timeout_s=socket_timeout * 2)
+    if schema is not None:
+        raise UsageError("schema= goes with a postgresql:// URL (a Redis capture takes prefix=)")
     prefixes = [prefix] if isinstance(prefix, str) else list(prefix)
     if not prefixes or any(not p for p in prefixes):
         raise UsageError("--prefix must not be empty")
@@ -83,7 +97,7 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
             raise UsageError("--rdb reads a backup file: it goes without --redis, --cluster, --replica and --tls-*")
         if db < 0:
             raise UsageError("--db must be >= 0")
-        from .rdb import RdbServer
+        from .redis.rdb import RdbServer
         with RdbServer(rdb, redis_server, progress=prog) as srv:
             return _run(Connect(srv.url(db), cluster=False, socket_timeout=socket_timeout), prefixes, queues,
                         rdb=srv.info, **opts)

@@ -283,7 +283,10 @@ class Context:
 
     @property
     def workers_known(self) -> bool:
-        """CLIENT LIST was read (not refused by ACL, not cut short before it)."""
+        """CLIENT LIST was read (not refused by ACL, not cut short before it); on PostgreSQL,
+        pg_stat_activity (BullMQ names its sessions there)."""
+        if self.manifest.get("backend") == "postgres":
+            return bool((self.manifest.get("postgres") or {}).get("sessions_read"))
         return self.manifest.get("commands", {}).get("CLIENT LIST", 0) > 0 and \
             not self.warned("CLIENT LIST refused") and \
             not any(u.get("command") == "CLIENT LIST" for u in self.manifest.get("unavailable") or [])
@@ -306,7 +309,7 @@ class Context:
 
 
 def _load_all() -> None:
-    from . import adds, config, connections, memory, payloads, retries, schedulers, stuck, trends, worker_logs  # noqa: F401  (registration)
+    from . import adds, config, connections, memory, payloads, postgres, retries, schedulers, stuck, trends, worker_logs  # noqa: F401  (registration)
 
 
 _load_all()

@@ -168,10 +168,12 @@ def no_workers(ctx: Context):
             evidence={"waiting": len(waiting), "prioritized": kinds["prioritized"], "delayed_past_due": len(due),
                       "active_without_lock": len(stalled), "workers_connected": 0,
                       "oldest_waiting_since": _iso(waiting["added_at"].min()), "needs_a_worker_since": _iso(since)},
-            remediation=("No connection named for this queue is in CLIENT LIST, so nothing will take these jobs, "
-                         "promote the delayed ones or recover the stalled ones. Start workers ("
-                         + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
-                         + ") against this Redis, db and prefix; check their logs for connection errors."))
+            remediation=(("No session named for this queue is in pg_stat_activity" if ctx.manifest.get("backend")
+                          == "postgres" else "No connection named for this queue is in CLIENT LIST")
+                         + ", so nothing will take these jobs, promote the delayed ones or recover the stalled ones. "
+                         "Start workers (" + ("`queue.process(...)`" if is_bull(q) else "`new Worker(...)`")
+                         + (") against this database and schema" if ctx.manifest.get("backend") == "postgres"
+                            else ") against this Redis, db and prefix") + "; check their logs for connection errors."))
 
 
 def last_activity(ctx: Context, q, jq: pd.DataFrame) -> pd.Timestamp | None:

@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ..decode import JOB_COLUMNS, PAYLOAD_COLUMNS
-from ..redact import Redaction
-from ..safety import CommandLedger
+from ...decode import JOB_COLUMNS, PAYLOAD_COLUMNS
+from ...redact import Redaction
+from ...safety import CommandLedger
 
 MIN_JOBS = 30_000       # job hashes in the capture before a helper is worth starting
 CHUNK_ROWS = 10_000     # jobs per chunk when the helper shares the work
@@ -171,7 +171,7 @@ class Helper:
 def warm_up(redaction: Redaction) -> None:
     """Compile the redaction rules and run the decoder once on a made-up job, so that a
     forked helper starts with all of it ready (and the capture's own first chunk too)."""
-    from ..decode import decode_jobs
+    from ...decode import decode_jobs
     redaction.needs("x")
     _ = redaction._json_keys, redaction._key_re
     part = pd.DataFrame({"prefix": ["p"], "queue": ["q"], "job_id": ["1"], "state": ["failed"], "score": [1.0],
@@ -185,7 +185,7 @@ def _main(conn, redaction: Redaction) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from .readers import ready_chunk
     from .sources import Node
-    from .tables import shape
+    from ..tables import shape
     ledger = CommandLedger()
     nodes: dict[str, Any] = {}
     # Results leave through a thread: a chunk waiting for the capture to take it (it may be

@@ -28,19 +28,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import redis
 
-from .. import keys as K
-from .._version import __version__
-from ..decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
-from ..errors import ConnectError
-from ..redact import Redaction, event_fields_shape
-from ..safety import CommandLedger, command_name, redact_url
-from ..clock import Clock, phase
-from ..stop import check_stop
-from ..snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from ... import keys as K
+from ..._version import __version__
+from ...decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
+from ...errors import ConnectError
+from ...redact import Redaction
+from ...safety import CommandLedger, command_name, redact_url
+from ...clock import Clock, phase
+from ...snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from . import helper as helper_mod
-from .progress import Progress, Stopped, Throttle, duration_text
+from ..progress import Progress, Stopped, Throttle, duration_text
 from .sources import Connect, Node, Source, key_slot, open_source
-from .tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events,
+from ..tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events, event_texts,
                      empty_clients, empty_dedup, empty_memory, empty_metrics, empty_schedulers, empty_workers,
                      scheduler_row, shape)
 
@@ -1052,24 +1051,7 @@ class Capture:
             events.append(f.pop("event", None))
             jobs.append(f.pop("jobId", None))
             fields.append(f)
-        r = self.redact
-        if r.secrets or r.fields:
-            # field by field over the window: Arrow's RE2 pre-filter passes over the values no
-            # rule can touch (nearly every big return value) without a Python step each
-            where: dict[str, list[int]] = {}
-            for i, f in enumerate(fields):
-                for k, v in f.items():
-                    if isinstance(v, str) and v:
-                        where.setdefault(k, []).append(i)
-            for k, rows in where.items():
-                red, _ = r.column(pd.Series([fields[i][k] for i in rows], dtype=object),
-                                  "json" if k in ("data", "returnvalue") else "text")
-                for i, v in zip(rows, red.tolist()):
-                    fields[i][k] = v
-        texts = []
-        for f in fields:
-            check_stop()
-            texts.append((event_fields_shape(as_json(f)) if r.no_data else as_json(f)) if f else None)
+        texts = event_texts(fields, self.redact)
         df = pd.DataFrame({"stream_id": ids, "event": events, "job_id": jobs, "fields": texts})
         ms = pd.to_numeric(df["stream_id"].str.partition("-")[0], errors="coerce")
         df.insert(0, "prefix", q.prefix)

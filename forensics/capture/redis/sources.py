@@ -21,9 +21,9 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_ur
 from redis.crc import key_slot
 from redis._parsers.helpers import parse_info
 
-from ..stop import check_stop
-from ..errors import ConnectError, UsageError
-from ..safety import CommandLedger, read_only_client, redact_url
+from ...stop import check_stop
+from ...errors import ConnectError, UsageError
+from ...safety import CommandLedger, read_only_client, redact_url
 
 SLOTS = 16384
 

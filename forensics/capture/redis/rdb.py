@@ -21,8 +21,8 @@ from pathlib import Path
 
 import redis
 
-from ..errors import UsageError
-from ..snapshot import file_sha256
+from ...errors import UsageError
+from ...snapshot import file_sha256
 
 # The newest RDB format each Redis release reads (src/rdb.h RDB_VERSION).
 RDB_VERSION_BY_RELEASE = ((2, 6, 6), (2, 8, 6), (3, 2, 7), (4, 0, 8), (5, 0, 9), (6, 0, 9), (6, 2, 9),

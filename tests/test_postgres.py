@@ -55,6 +55,7 @@ def test_the_diagnosis_runs_unchanged(pg_server, pg_snap, tmp_path):
     assert {"no-workers", "stalled-active"} <= set(f.loc[f["queue"] == "ocr", "id"])
     assert not len(f[f["queue"] == "emails"]), d.to_table()
     assert d.snapshot["backend"] == "postgres"
+    assert any("not judged: eviction-policy" in line for line in d.to_table().splitlines())
     storm = forensics.diagnose(forensics.capture(pg_server.url(), schema="storm"))
     assert "retry-storm" in set(storm.findings["id"]), storm.to_table()
     saved = tmp_path / "pg"
@@ -109,7 +110,7 @@ def test_bad_urls_passwords_schemas_and_roles_are_one_line(pg_server, pg_inciden
     res = forensics_cli("capture", "--postgres", url, "--out", out, "--quiet")
     assert res.returncode == 0, res.stderr
     snap = forensics.load(out)
-    assert len(snap.queues) == 3 and snap.manifest["unavailable"][0]["command"] == "pg_stat_activity"
+    assert len(snap.queues) == 3 and "pg_stat_activity" in {u["command"] for u in snap.manifest["unavailable"]}
     assert list(snap.workers["queue"]) == ["emails"]        # named sessions show without pg_read_all_stats
     assert not (tmp_path / "x" / "code.parquet").exists()
 
@@ -143,3 +144,39 @@ def test_a_transaction_left_open_and_dead_rows_are_found(pg_server, pg_incident)
     above = forensics.diagnose(snap, thresholds={"pg_dead_rows_min": dead + 1, "pg_dead_share": share}).findings
     others = [t for t in snap.manifest["postgres"]["tables"] if t["dead_rows"] > dead]
     assert "pg-table-bloat" not in set(above["id"]) or others
+
+
+def test_a_stop_or_a_lost_session_keeps_what_was_read(pg_server, pg_incident):
+    """A stop (Ctrl-C, SIGTERM) asked while jobs are read, or the session killed by an
+    administrator mid-capture: the capture ends at the next page, incomplete, with the pages
+    already read whole."""
+    from conftest import run_node
+    from forensics.capture.postgres import capture_postgres
+    from forensics.capture.progress import Progress
+    from forensics.stop import request_stop
+    run_node("pg.js", "fill", pg_server.url(), "bulk", "5000")
+
+    class StopAtFirstPage(Progress):
+        def update(self, text, force=False):
+            if "jobs 1,000 of" in text:
+                request_stop()
+            super().update(text, force)
+
+    with pytest.warns(UserWarning, match="capture incomplete: interrupted"):
+        snap = capture_postgres(pg_server.url(), schema="bulk", progress=StopAtFirstPage(False))
+    assert not snap.complete and "interrupted" in snap.manifest["incomplete_reason"]
+    assert len(snap.jobs) == 1000 and snap.jobs["name"].eq("row").all()
+
+    class KilledAtFirstPage(Progress):
+        def update(self, text, force=False):
+            if "jobs 1,000 of" in text:
+                pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = 'queue-forensics'")
+            super().update(text, force)
+
+    with pytest.warns(UserWarning, match="capture incomplete: lost the connection"):
+        snap = capture_postgres(pg_server.url(), schema="bulk", progress=KilledAtFirstPage(False))
+    assert not snap.complete and "lost the connection to PostgreSQL" in snap.manifest["incomplete_reason"]
+    assert len(snap.jobs) == 1000
+    complete = capture_postgres(pg_server.url(), schema="bulk")
+    assert complete.complete and len(complete.jobs) == 5000 and int(complete.queues["n_wait"].iloc[0]) == 5000

@@ -7,6 +7,7 @@
 //              and keeps the emails worker until stdin closes
 //   storm      queue `sync`: 60 jobs failing, retried 20 times 300 ms apart, while it runs;
 //              prints `ready` once retries flow, until stdin closes
+//   fill <n>   queue `bulk`: n waiting jobs added in bulk
 //   stuckworker (internal) takes one `ocr` job and hangs (the parent SIGKILLs it)
 const { spawn } = require('child_process');
 const path = require('path');
@@ -85,6 +86,18 @@ async function storm() {
   await sync.close();
 }
 
+async function fill() {
+  const n = Number(process.argv[5] || 1000);
+  const bulk = new Queue('bulk', { connection });
+  await bulk.waitUntilReady();
+  for (let i = 0; i < n; i += 1000) {
+    const jobs = [];
+    for (let j = i; j < Math.min(n, i + 1000); j++) jobs.push({ name: 'row', data: { n: j } });
+    await bulk.addBulk(jobs);
+  }
+  await bulk.close();
+}
+
 async function stuckWorker() {
   const w = new Worker('ocr', async () => {
     console.log('started');
@@ -93,6 +106,6 @@ async function stuckWorker() {
   w.on('error', () => {});
 }
 
-const run = { scenario, storm, stuckworker: stuckWorker }[mode];
+const run = { scenario, storm, fill, stuckworker: stuckWorker }[mode];
 if (!run) { console.error(`unknown mode ${mode}`); process.exit(2); }
 run().then(() => { if (mode !== 'stuckworker') process.exit(0); }).catch((e) => { console.error(e); process.exit(1); });

@@ -427,11 +427,16 @@ class PgCapture:
             "memory": {"method": "pg_column_size of each row, summed per queue and table (job, event, job_log); "
                                  "tables' heap, TOAST and index bytes in postgres.tables", "estimated_families": 0},
             "consistency": "one READ ONLY, REPEATABLE READ transaction: every table as of one moment",
-            "unavailable": [] if self.server.get("read_all_stats") else [{
+            "unavailable": [{
+                "command": "maxmemory / maxmemory-policy", "node": self.server.get("database"),
+                "error": "exist on Redis only",
+                "consequence": "eviction-policy and memory-pressure (a PostgreSQL database grows on disk; "
+                               "pg-table-bloat judges its queue tables)"}] + ([] if self.server.get("read_all_stats") else [{
                 "command": "pg_stat_activity", "node": self.server.get("database"),
-                "error": f"role {self.server.get('user')} is not a member of pg_read_all_stats",
-                "consequence": "other roles' sessions show by name only (no query, state, idle time or address): "
-                               "workers are found, what they wait in is not"}],
+                "error": f"shows other roles' sessions by name only: role {self.server.get('user')} is not a member "
+                         f"of pg_read_all_stats",
+                "consequence": "other roles' sessions' state, idle time, address and query (workers are found by "
+                               "name; pg-long-transaction sees this role's transactions only)"}]),
             "postgres": {"schema": self.schema, "schema_version": self.schema_version,
                          "database": self.server.get("database"), "in_recovery": self.server.get("in_recovery"),
                          "version": self.server.get("version_text"), "user": self.server.get("user"),

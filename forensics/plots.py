@@ -123,15 +123,24 @@ def attempts_histogram(snap) -> go.Figure:
     j = j[j["attempts_made"].notna()]
     if not len(j):
         return _empty(title, "no attempt counters in this snapshot")
-    counts = (pd.DataFrame({"state": j["state"].astype("str"), "attempts": j["attempts_made"].astype("int64")})
-              .value_counts().sort_index())
+    # one bar per count up to 10, then wider buckets: a job with 1,131 attempts is one bar in
+    # "> 1,000", not the end of an axis with a tick per count (a thousand labels froze the browser)
+    made = j["attempts_made"].astype("int64")
+    bucket = pd.cut(made, ATTEMPT_EDGES, labels=ATTEMPT_LABELS, right=True)
+    counts = pd.DataFrame({"state": j["state"].astype("str"), "attempts": bucket}).value_counts().sort_index()
+    counts = counts[counts > 0]
+    order = [b for b in ATTEMPT_LABELS if b in set(counts.index.get_level_values("attempts"))]
     fig = go.Figure()
     for state, grp in counts.groupby(level="state"):
-        fig.add_bar(name=state, x=grp.index.get_level_values("attempts"), y=grp.to_numpy(),
+        fig.add_bar(name=state, x=[str(x) for x in grp.index.get_level_values("attempts")], y=grp.to_numpy(),
                     marker_color=STATE_COLORS.get(state))
     fig.update_layout(title=title, barmode="stack", xaxis_title="attempts made", yaxis_title="jobs",
-                      xaxis={"dtick": 1})
+                      xaxis={"type": "category", "categoryorder": "array", "categoryarray": order})
     return fig
+
+
+ATTEMPT_EDGES = [-1, *range(0, 11), 20, 50, 100, 1000, float("inf")]
+ATTEMPT_LABELS = [str(n) for n in range(0, 11)] + ["11–20", "21–50", "51–100", "101–1,000", "> 1,000"]
 
 
 def error_fingerprints(snap, logs: pd.DataFrame | None = None, top: int = 15) -> go.Figure:

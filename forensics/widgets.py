@@ -152,17 +152,26 @@ def job_inspector(snap, logs: pd.DataFrame | None = None, interactive: bool = Tr
     jpick = w.Dropdown(options=[], description="job")
     out = w.HTML()
 
-    def jobs_for(_=None):
-        jobs = _jobs_of(snap, qpick.value, ctx).sort_values("added_at", ascending=False, na_position="last")
-        jpick.options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
-
     def show(_=None):
         out.value = job_card(snap, qpick.value, jpick.value, logs, ctx) if jpick.value else ""
+
+    def jobs_for(_=None):
+        # The first job of the new queue is picked and drawn here, always: job ids repeat across
+        # queues ("1"), and a value that does not change fires no event (the card would stay on
+        # the previous queue's job 1).
+        jobs = _jobs_of(snap, qpick.value, ctx).sort_values("added_at", ascending=False, na_position="last")
+        options = [(f"{j.job_id} · {j.state} · {j.name}", str(j.job_id)) for j in jobs.head(500).itertuples()]
+        jpick.unobserve(show, "value")
+        try:
+            jpick.options = options
+            jpick.value = options[0][1] if options else None
+        finally:
+            jpick.observe(show, "value")
+        show()
     qpick.observe(jobs_for, "value")
     jpick.observe(show, "value")
     if queues:
         jobs_for()
-        show()
     return w.VBox([w.HBox([qpick, jpick]), out])
 
 

@@ -204,3 +204,25 @@ def test_triage_shows_the_code_scan_when_given_the_source(tmp_path):
     html = "".join(o.get("data", {}).get("text/html", "") for c in nbformat.read(str(out), as_version=4).cells
                    if c.cell_type == "code" for o in c.outputs)
     assert "Code scan" in html and "code-v6-legacy-repeat" in html and "queues.ts:25" in html
+
+
+def test_job_inspector_shows_the_picked_queues_job_when_ids_repeat():
+    """The inspector opens on a job (not an empty picker), and switching to a queue whose first
+    job has the same id ("1") shows that queue's job, not the previous queue's (the dropdown's
+    value does not change, so no event would redraw it)."""
+    import forensics
+    from forensics import widgets
+    snap = forensics.load(EXAMPLE)
+    box = widgets.job_inspector(snap)
+    qpick, jpick = box.children[0].children
+    out = box.children[1]
+    assert jpick.value is not None and f"{qpick.value} / job {jpick.value}" in out.value
+    firsts = {}
+    for q in qpick.options:
+        qpick.value = q
+        firsts.setdefault(jpick.value, []).append(q)
+        assert f"<h4>{q} / job {jpick.value}</h4>" in out.value, q
+    same = next(qs for qs in firsts.values() if len(qs) > 1)     # two queues whose newest job has one id
+    qpick.value = same[0]
+    qpick.value = same[1]
+    assert f"<h4>{same[1]} / job {jpick.value}</h4>" in out.value and f"<h4>{same[0]} /" not in out.value

@@ -55,3 +55,14 @@ def test_user_text_cannot_break_out_of_the_html(example):
     snap = forensics.Snapshot({**example._tables, "jobs": jobs}, example.manifest)
     html = plots.payload_sizes(snap).to_html(include_plotlyjs=False)
     assert "</script><script>alert(1)" not in html
+
+
+def test_attempts_chart_stays_light_whatever_the_counts(example):
+    """The example holds a job with 1,131 attempts: the chart has one bar per count up to 10
+    and buckets beyond (at most 16 categories), not a tick per attempt count (a thousand
+    labels froze a JupyterLab tab for ~50 s)."""
+    fig = plots.attempts_histogram(example)
+    cats = fig.layout.xaxis.categoryarray
+    assert "> 1,000" in cats and len(cats) <= 16
+    assert {x for t in fig.data for x in t.x} <= set(cats)
+    assert sum(sum(t.y) for t in fig.data) == int(example.jobs["attempts_made"].notna().sum())

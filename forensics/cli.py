@@ -117,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Execute notebooks/postmortem.ipynb on a snapshot (papermill) and "
                                    "convert it to a self-contained HTML file; its path is printed last.")
     r.add_argument("path", metavar="PATH", help="snapshot folder or series folder")
-    r.add_argument("--out", metavar="FILE.html", help="where to write (default: PATH/report.html)")
+    r.add_argument("--out", metavar="FILE", help="where to write (default: PATH/report.html, .md or .pdf)")
+    r.add_argument("--format", choices=["html", "md", "pdf"], default="html",
+                   help="html: the whole postmortem with plots (offline, self-contained); md: summary, impact, "
+                        "timeline, root causes, action items and checklist as Markdown, to paste into an "
+                        "incident doc or a GitHub issue (no plots); pdf: the HTML printed by headless Chromium")
     r.add_argument("--logs", action="append", metavar="FILE", help="worker logs to include (repeatable)")
     r.add_argument("--threshold", action="append", metavar="KEY=VALUE", help="override a threshold (repeatable)")
     r.add_argument("--code", action="append", metavar="SRC",
@@ -334,6 +338,11 @@ def _report(args) -> int:
     from .thresholds import Thresholds
     changes = {k: v for k, v in Thresholds.parse(args.threshold).as_dict().items()
                if v != getattr(Thresholds(), k)}
+    if args.format in ("md", "pdf"):
+        from .report import render_markdown, render_pdf
+        fn = render_markdown if args.format == "md" else render_pdf
+        print(fn(args.path, args.out, thresholds=changes, logs=args.logs, code=args.code))
+        return EXIT_OK
     print(render(args.path, args.out, thresholds=changes, logs=args.logs, code=args.code))
     return EXIT_OK
 

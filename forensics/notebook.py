@@ -166,3 +166,10 @@ def header(snap) -> _HTML:
         f"<tr><th>contents</th><td>{len(snap.queues)} queues, {snap.row_count('jobs'):,} jobs</td></tr>"
         f"<tr><th>tool</th><td>queue-forensics {e(str(m.get('tool_version')))}</td></tr></table>"
         + (f"<p>Warnings:</p><ul>{warn}</ul>" if warn else ""))
+
+
+def postmortem(snap, result):
+    """The report's first screen (``forensics.postmortem.Postmortem``): summary, impact,
+    timeline, root causes, action items, the checklist matrix; the details follow."""
+    from .postmortem import Postmortem
+    return Postmortem(snap.latest if hasattr(snap, "latest") else snap, result)

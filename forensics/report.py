@@ -3,7 +3,9 @@ self-contained HTML file (code hidden, plots interactive, plotly.js embedded, no
 script), headed by the snapshot's manifest."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -93,4 +95,58 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
     body, _ = exporter.from_notebook_node(nb)
     out.write_text(body, encoding="utf-8")
     shutil.rmtree(executed.parent, ignore_errors=True)  # kept only when a cell failed
+    return out
+
+
+def render_markdown(snapshot: str | Path, out: str | Path | None = None, thresholds: dict | None = None,
+                    logs: list[str] | str | None = None, code: list[str] | str | None = None) -> Path:
+    """The postmortem as Markdown (``forensics.postmortem.Postmortem``: summary, impact,
+    timeline, root causes, action items, checklist, details; no plots), written to ``out``
+    (default ``<snapshot>/report.md``); returns its path. No notebook runs: it takes a moment."""
+    from .diagnosis import diagnose
+    from .postmortem import Postmortem
+    from .series import Series, open_path
+    src = open_path(snapshot)
+    snap = src.latest if isinstance(src, Series) else src
+    code_paths = [str(c) for c in ([code] if isinstance(code, str) else list(code or []))]
+    missing = [c for c in code_paths if not Path(c).exists()]
+    if missing:
+        raise UsageError(f"code: no such file or folder: {', '.join(missing)}")
+    d = diagnose(src, logs=logs or None, thresholds=thresholds, code=code_paths or None)
+    out = Path(out) if out else Path(snapshot) / "report.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(Postmortem(snap, d).to_markdown(), encoding="utf-8")
+    return out
+
+
+PDF_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
+             "--virtual-time-budget=15000"]
+
+
+def render_pdf(snapshot: str | Path, out: str | Path | None = None, thresholds: dict | None = None,
+               logs: list[str] | str | None = None, code: list[str] | str | None = None) -> Path:
+    """The HTML postmortem printed to PDF by headless Chromium (Debian's ``chromium``, or
+    ``$CHROMIUM``), for the incident archive; ``out`` defaults to ``<snapshot>/report.pdf``.
+    Without Chromium: one line saying so (the HTML and Markdown need none)."""
+    browser = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
+        or shutil.which("google-chrome")
+    if not browser:
+        raise UsageError("--format pdf prints the HTML report with headless Chromium, which is not installed "
+                         "(Debian: apt-get install chromium; or set CHROMIUM=/path/to/chrome); "
+                         "--format html and --format md need no browser")
+    out = Path(out) if out else Path(snapshot) / "report.pdf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="forensics-pdf-"))
+    try:
+        html = render(snapshot, work / "report.html", thresholds=thresholds, logs=logs, code=code)
+        profile = work / "profile"
+        res = subprocess.run([browser, *PDF_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={out.resolve()}",
+                              html.resolve().as_uri()], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0 or not out.exists() or out.stat().st_size == 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ReportError(f"Chromium could not print the report to PDF: {last}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return out

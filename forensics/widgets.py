@@ -219,9 +219,33 @@ def threshold_controls(snap, thresholds: dict | None = None, interactive: bool =
         value=getattr(base, k), min=lo, max=hi, description=k, style={"description_width": "initial"},
         continuous_update=False) for k, (lo, hi) in knobs.items()}
     out = w.HTML()
+    before: list = []   # the diagnosis at the notebook's thresholds, made on the first move
+
+    def keys(d) -> dict:
+        f = d.findings
+        return {(i, str(p), str(q)): t for i, p, q, t in zip(f["id"], f["prefix"], f["queue"], f["title"])}
 
     def run(_=None):
-        out.value = diagnose(snap, thresholds=base.replace(**{k: s.value for k, s in sliders.items()}))._repr_html_()
+        # Only what the move changes: the notebook shows the whole diagnosis above already
+        # (repeating it made triage ~40,000 px long).
+        t = base.replace(**{k: s.value for k, s in sliders.items()})
+        if t == base:
+            out.value = ("<p><i>At these thresholds the diagnosis is the one above. Move a slider: the findings "
+                         "that appear or go away are listed here.</i></p>")
+            return
+        if not before:
+            before.append(keys(diagnose(snap, thresholds=base)))
+        now = keys(diagnose(snap, thresholds=t))
+        came = [(k, now[k]) for k in now if k not in before[0]]
+        went = [(k, before[0][k]) for k in before[0] if k not in now]
+
+        def items(rows) -> str:
+            return "".join(f"<li><code>{escape(k[0])}</code> {escape(k[2] if k[2] != 'None' else '(server)')}: "
+                           f"{escape(str(title))}</li>" for k, title in rows[:50]) + (
+                f"<li>… and {len(rows) - 50} more</li>" if len(rows) > 50 else "")
+        out.value = (f"<p>{len(now)} finding(s) at these thresholds ({len(came)} new, {len(went)} gone).</p>"
+                     + (f"<b>New</b><ul>{items(came)}</ul>" if came else "")
+                     + (f"<b>Gone</b><ul>{items(went)}</ul>" if went else ""))
     for s in sliders.values():
         s.observe(run, "value")
     run()

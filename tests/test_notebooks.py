@@ -226,3 +226,19 @@ def test_job_inspector_shows_the_picked_queues_job_when_ids_repeat():
     qpick.value = same[0]
     qpick.value = same[1]
     assert f"<h4>{same[1]} / job {jpick.value}</h4>" in out.value and f"<h4>{same[0]} /" not in out.value
+
+
+def test_threshold_widget_shows_what_a_move_changes_not_the_diagnosis_again():
+    """The sliders start on a one-line note (the diagnosis is in the cell above); a move lists
+    the findings that appear and the ones that go away, and a move back returns to the note."""
+    import forensics
+    from forensics import widgets
+    snap = forensics.load(EXAMPLE)
+    box = widgets.threshold_controls(snap)
+    sliders, out = {s.description: s for s in box.children[:-1]}, box.children[-1]
+    assert "diagnosis is the one above" in out.value and len(out.value) < 300
+    sliders["max_attempts"].value = 1
+    assert "<b>New</b>" in out.value and "<code>unbounded-attempts</code> api" in out.value
+    assert len(out.value) < 20_000 and "Gone" not in out.value
+    sliders["max_attempts"].value = forensics.Thresholds().max_attempts
+    assert "diagnosis is the one above" in out.value

@@ -12,7 +12,9 @@ from .htmlsafe import escape, figure_texts
 
 
 def setup() -> None:
-    """Figures render offline: plotly.js inlined by the first figure, no CDN, no MathJax."""
+    """Figures render offline: plotly's JSON (JupyterLab draws it), and for reports
+    (``FORENSICS_INLINE_PLOTLY=1``) HTML with plotly.js inlined by the first figure; no CDN,
+    no MathJax."""
     import plotly.io as pio
     pio.renderers["forensics"] = _OfflineRenderer()
     pio.renderers.default = "forensics"
@@ -32,15 +34,23 @@ class _OfflineRenderer(_offline_renderer_base()):
     JSON mimetype (JupyterLab renders that natively)."""
 
     def to_mimebundle(self, fig_dict):
+        import os
+
         import plotly.io as pio
         global _PLOTLY_JS_SENT  # plotly copies renderer objects: the flag lives here
         fig_dict = figure_texts(fig_dict)  # names from the snapshot: bidi controls shown, not obeyed
-        html_out = pio.to_html(fig_dict, include_plotlyjs=not _PLOTLY_JS_SENT, full_html=False,
-                               include_mathjax=False, validate=False)
-        _PLOTLY_JS_SENT = True
         bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig_dict)
-        bundle["text/html"] = html_out
+        # The HTML copy (with plotly.js, 4.5 MB, in the first figure) only where the notebook
+        # becomes an HTML file (`forensics report` sets FORENSICS_INLINE_PLOTLY=1): in
+        # JupyterLab the JSON above draws the figure, and a saved notebook stays small.
+        if os.environ.get(INLINE_PLOTLY) == "1":
+            bundle["text/html"] = pio.to_html(fig_dict, include_plotlyjs=not _PLOTLY_JS_SENT, full_html=False,
+                                              include_mathjax=False, validate=False)
+            _PLOTLY_JS_SENT = True
         return bundle
+
+
+INLINE_PLOTLY = "FORENSICS_INLINE_PLOTLY"
 
 
 def open_snapshot(snapshot: str = "", redis_url: str = "", prefix: str = "bull", queue: str = ""):

@@ -72,6 +72,9 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
     executed = work / "postmortem.ipynb"
     params = {"snapshot": str(Path(snapshot).resolve()), "redis_url": "", "interactive": False,
               "thresholds": dict(thresholds or {}), "logs": ",".join(log_files), "code": ",".join(code_paths)}
+    from .notebook import INLINE_PLOTLY
+    before = os.environ.get(INLINE_PLOTLY)
+    os.environ[INLINE_PLOTLY] = "1"   # the kernel inherits it: figures carry their HTML (and plotly.js once)
     try:
         papermill.execute_notebook(str(nb_in), str(executed), parameters=params, kernel_name="python3",
                                    progress_bar=False, cwd=str(nb_in.parent), log_output=False,
@@ -87,6 +90,11 @@ def render(snapshot: str | Path, out: str | Path | None = None, thresholds: dict
             pass
         raise ReportError(f"report failed in cell {e.exec_count} ({source}): {e.ename}: "
                           f"{str(e.evalue).splitlines()[0] if e.evalue else ''} (executed notebook: {executed})") from None
+    finally:
+        if before is None:
+            os.environ.pop(INLINE_PLOTLY, None)
+        else:
+            os.environ[INLINE_PLOTLY] = before
     nb = nbformat.read(str(executed), as_version=4)
     nb.metadata["title"] = f"Postmortem — {snap.manifest.get('source')} at {snap.manifest.get('captured_at')}"
     exporter = HTMLExporter(extra_template_paths=[str(TEMPLATE)], template_file="forensics_report.html.j2",

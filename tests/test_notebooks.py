@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -242,3 +244,22 @@ def test_threshold_widget_shows_what_a_move_changes_not_the_diagnosis_again():
     assert len(out.value) < 20_000 and "Gone" not in out.value
     sliders["max_attempts"].value = forensics.Thresholds().max_attempts
     assert "diagnosis is the one above" in out.value
+
+
+def test_a_notebook_saved_from_a_session_stays_small(tmp_path):
+    """Run as in JupyterLab (no report), a notebook's figures are plotly's JSON only: saved, it
+    weighs kilobytes, not the 5-7 MB of plotly.js embedded in the first figure; `forensics
+    report` still inlines plotly.js once (test_report_*)."""
+    import os
+    nb = ROOT / "notebooks" / "triage.ipynb"
+    out = tmp_path / "triage.ipynb"
+    env = {k: v for k, v in os.environ.items() if k != "FORENSICS_INLINE_PLOTLY"}
+    res = subprocess.run([sys.executable, "-c", "import papermill, sys; papermill.execute_notebook(sys.argv[1], "
+                          "sys.argv[2], kernel_name='python3', progress_bar=False, cwd=sys.argv[3], "
+                          "parameters={'snapshot': sys.argv[4], 'interactive': False})",
+                          str(nb), str(out), str(nb.parent), str(EXAMPLE)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    outputs = [o for c in nbformat.read(str(out), as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert figures and not any("text/html" in o["data"] for o in figures)
+    assert out.stat().st_size < 1_500_000, out.stat().st_size

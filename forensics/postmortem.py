@@ -49,16 +49,19 @@ class Postmortem:
 
     # -- figures -----------------------------------------------------------------------
     def _stuck(self) -> int:
-        """Jobs the stuck family names (each once)."""
+        """Jobs the stuck family covers, each once (the findings' members: rows of the jobs
+        table); a finding without members counts its own count."""
         f = self.findings
-        if not len(f):
-            return 0
-        ids = set()
-        for r in f[f["family"] == "stuck"].itertuples():
-            ids |= {(r.prefix, r.queue, str(j)) for j in (r.job_ids or [])}
-            if len(r.job_ids or []) < r.count:   # job_ids is a sample: count the rest too
-                ids |= {(r.prefix, r.queue, f"#{k}") for k in range(r.count - len(r.job_ids or []))}
-        return len(ids)
+        rows: set = set()
+        unnamed = 0
+        for fam, count, members in zip(f["family"], f["count"], self.d.members):
+            if fam != "stuck":
+                continue
+            if members is None:
+                unnamed += int(count)
+            else:
+                rows.update(members.tolist())
+        return len(rows) + unnamed
 
     def _lost(self) -> int:
         f = self.findings

@@ -269,7 +269,6 @@ class PgCapture:
         BullMQ keeps in Redis, then decoded and redacted by the same code as a Redis capture."""
         total = sum(self.counts.get(queue, {}).values())
         logs = self._log_lines(queue)
-        paused = self.meta.get(queue, {}).get("paused") in ("1", "true")
         last, read, size = "", 0, BATCH
         while True:
             rows = self.q(JOB_SQL, (queue, last, size))
@@ -281,8 +280,6 @@ class PgCapture:
                 (jid, name, state, data, opts, prio, delay, made, started, progress, rv, reason, st, defa, pb,
                  added, process_at, processed, finished, token, until, stalled, deid, sched, pq, pid, pkey, nbytes) = r
                 st_name = {"waiting": "prioritized" if prio and prio > 0 else "wait"}.get(state, state)
-                if st_name == "wait" and paused:
-                    st_name = "wait"   # BullMQ 6 keeps a paused queue's jobs waiting; `paused` is the queue's flag
                 score = None
                 if st_name == "delayed" and process_at is not None:
                     score = float(int(process_at) * 4096)
@@ -458,11 +455,16 @@ class PgCapture:
 
     def _queues_table(self) -> pd.DataFrame:
         rows = []
-        workers = pd.DataFrame(self.rows["workers"])
+        workers: dict[str, int] = {}
+        for w in self.rows["workers"]:
+            if w["role"] == "worker":
+                workers[w["queue"]] = workers.get(w["queue"], 0) + 1
+        memory: dict[str, int] = {}
+        for m in self.rows["memory"]:
+            memory[m["queue"]] = memory.get(m["queue"], 0) + m["bytes"]
         for q in self.queues:
             c = self.counts.get(q, {})
             meta = self.meta.get(q, {})
-            w = workers[(workers["queue"] == q) & (workers["role"] == "worker")] if len(workers) else workers
             limit = self.limits.get(q)
             version = meta.get("version")
             rows.append({
@@ -470,7 +472,7 @@ class PgCapture:
                 "library_version": version.split(":", 1)[1] if version and ":" in version else version,
                 "flavor_evidence": "postgres schema", "paused": meta.get("paused") in ("1", "true"),
                 **{f"n_{s.replace('-', '_')}": int(c.get(s, 0)) for s in STATES + ["orphan", "missing-hash"]},
-                "workers": len(w), "meta": as_json(meta) if meta else None,
+                "workers": workers.get(q, 0), "meta": as_json(meta) if meta else None,
                 "max_len_events": _int(meta.get("opts.maxLenEvents")), "global_concurrency": _int(meta.get("concurrency")),
                 "rate_limit_max": _int(meta.get("max")), "rate_limit_duration_ms": _int(meta.get("duration")),
                 "stalled_set": 0, "priority_zset": int(c.get("prioritized", 0)),
@@ -480,7 +482,7 @@ class PgCapture:
                 "stalled_check_ttl_ms": None, "repeat_count": int(self.schedulers_per_queue.get(q, 0)), "markers": 0,
                 "metrics_completed_total": self.metric_totals.get((q, "completed")),
                 "metrics_failed_total": self.metric_totals.get((q, "failed")),
-                "memory_bytes": int(sum(m["bytes"] for m in self.rows["memory"] if m["queue"] == q)) or None,
+                "memory_bytes": memory.get(q) or None,
                 "node": self.server.get("database"), "slot": None})
         df = pd.DataFrame(rows).reindex(columns=list(QUEUE_COLUMNS))
         ints = [c for c, t in QUEUE_COLUMNS.items() if t == "int64"]

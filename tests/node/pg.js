@@ -40,6 +40,7 @@ async function scenario() {
   await new Promise((resolve) => child.stdout.on('data', (b) => { if (String(b).includes('started')) resolve(); }));
   child.kill('SIGKILL');
   await new Promise((resolve) => child.on('exit', resolve));
+  await sleep(1500);   // its 1 s lock lapses: the job is stalled, whatever else runs quickly after
   // emails: processed by a worker that stays
   const w = new Worker('emails', async (job) => { await job.updateProgress(100); return { sent: job.data.to }; },
     { connection, name: 'mailer', concurrency: 5 });

@@ -9,34 +9,35 @@ Two backends, over shared spool, progress, stop handling and table builders (``t
   primary, or a private ``redis-server`` on a copy of an RDB backup. TLS and credentials
   live there, and every connection passes the read-only gate (``safety.py``).
 * **readers** (``redis/readers.py``): what is read for each queue (state lists and sets, job
-  hashes, locks, logs, events, metrics, memory, worker connections), whatever the topology.
+  hashes, locks, logs, events, metrics, memory, worker connections), whatever the topology;
+  how each command travels (routing, pipelines, cluster redirects, refusals) is
+  ``redis/commands.py``'s.
+
+Either backend's capture is a ``steps.Reader`` and takes the same steps, driven by
+``steps.run``: connect, read_server, find_queues, read_queue for each queue, read_workers,
+close, assemble.
 
 If Redis goes away, a cluster node is down or the user presses Ctrl-C, what was read is
 returned with ``complete: false`` and the reason.
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import os
-import shutil
-import warnings
 from typing import Iterable
 
-import pandas as pd
-import redis as redis_lib  # (`redis` is also this package's Redis subpackage)
 
 from ..errors import UsageError
 from ..redact import Redaction
 from ..snapshot import Snapshot
-from .progress import Progress, Stopped, stop_on_ctrl_c
-from .redis.readers import CHUNK, PIPELINE, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
+from .progress import Progress
+from .redis.commands import PIPELINE
+from .redis.readers import CHUNK, RECHECK_LIMIT, SCAN_COUNT, WINDOW, Capture
 from .redis.sources import Connect
+from .steps import run
 from .tables import JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES
 
 DEFAULT_URL = "redis://localhost:6379/0"
-LOST = (redis_lib.ConnectionError, redis_lib.TimeoutError, ConnectionError, OSError)
 _Capture = Capture  # the name the tests used before the split
 
 __all__ = ["capture", "Capture", "Connect", "Progress", "DEFAULT_URL", "CHUNK", "PIPELINE", "RECHECK_LIMIT",
@@ -112,75 +113,4 @@ def _run(conn: Connect, prefixes: list[str], queues, *, redact: Redaction, memor
     cap = Capture(conn, prefixes, list(queues) if queues else None, redact=redact,
                   memory_samples=memory_samples, progress=progress, max_ops_per_sec=max_ops_per_sec)
     cap.rdb = rdb
-    try:
-        return _read(cap, prefixes, progress, rdb)
-    except BaseException:  # a failed connect, a full disk under the spool, a bug: no working files left
-        shutil.rmtree(cap.spool, ignore_errors=True)
-        raise
-
-
-def _read(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict | None) -> Snapshot:
-    with _no_gc(), cap.clock.running():
-        return _read_all(cap, prefixes, progress, rdb)
-
-
-@contextlib.contextmanager
-def _no_gc():
-    """The garbage collector off while a capture reads: millions of short-lived reply
-    objects would make it walk every live object again and again (~15 % of a capture's
-    time). Nothing a capture builds needs it; it is back on as soon as the capture ends."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def _read_all(cap: Capture, prefixes: list[str], progress: Progress, rdb: dict | None) -> Snapshot:
-    cap.connect()
-    tables: dict[str, pd.DataFrame] = {}
-    try:
-        with stop_on_ctrl_c(cap, progress):
-            cap.server_info()
-            if rdb is not None:
-                _rdb_keyspace(cap)
-            for p in prefixes:
-                tables[p] = cap.discover(p)
-            cap.expect_commands(tables)
-            cap.start_helper(tables)
-            for i, q in enumerate(cap.queues):
-                progress.update(f"queue {i + 1}/{len(cap.queues)} {q.name}", force=True)
-                if cap.lost(q.node):
-                    continue
-                try:
-                    cap.read_queue(q, tables[q.prefix])
-                except LOST as e:
-                    if not cap.src.clustered:
-                        raise
-                    cap.lose_node(q.node, e, q)  # a cluster master went away: read the others' queues
-            cap.read_workers()
-    except LOST as e:
-        cap.complete, cap.reason = False, f"lost the connection to Redis: {e}"
-    except (KeyboardInterrupt, Stopped):
-        cap.complete, cap.reason = False, f"interrupted ({cap.stop_signal or 'Ctrl-C'})"
-    finally:
-        progress.done()
-        cap.close_helper()
-        cap.src.close()
-    snap = cap.assemble()
-    if not snap.complete:
-        warnings.warn(f"capture incomplete: {cap.reason}", stacklevel=4)
-    return snap
-
-
-def _rdb_keyspace(cap: Capture) -> None:
-    """Which databases the dump holds keys in (a dump carries all of them)."""
-    info = cap._one("INFO", "keyspace", essential=False, node=cap.src.nodes[0]) or {}
-    keyspace = {k: v.get("keys") for k, v in info.items() if k.startswith("db") and isinstance(v, dict)}
-    cap.rdb = dict(cap.rdb or {}, keyspace=keyspace)
-    db = cap.src.params.get("db", 0) or 0
-    if not keyspace.get(f"db{db}") and keyspace:
-        others = ", ".join(f"{k[2:]} ({n:,} keys)" for k, n in keyspace.items())
-        cap._warn(f"database {db} of the dump is empty; it holds keys in database {others}: use --db N")
+    return run(cap)

@@ -11,8 +11,6 @@ events stream), ``metrics`` (per-minute deltas, newest first), ``rate_limit``, `
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 
 import pandas as pd
 import pyarrow as pa
@@ -22,8 +20,9 @@ from ...decode import JOB_COLUMNS, PAYLOAD_COLUMNS, decode_jobs, empty_jobs, emp
 from ...errors import ConnectError, UsageError
 from ...redact import Redaction
 from ...snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
-from ...stop import Stopped, check_stop
-from ..progress import Progress, stop_on_ctrl_c
+from ...stop import check_stop
+from ..progress import Progress
+from ..steps import Log, Reader, run
 from ..tables import (QUEUE_COLUMNS, STATES, Spool, as_json, empty_clients, empty_dedup, empty_events, event_texts,
                       empty_memory, empty_metrics, empty_schedulers, empty_workers)
 from .gate import Session
@@ -71,23 +70,25 @@ def capture_postgres(url: str, schema: str = "bullmq", queues=None, *, redact: b
     cap = PgCapture(url, schema, list(queues) if queues else None, policy, prog,
                     dict(statement_timeout_s=statement_timeout_s, sslmode=sslmode, sslrootcert=sslrootcert,
                          sslcert=sslcert, sslkey=sslkey))
-    try:
-        return cap.run()
-    except BaseException:
-        shutil.rmtree(cap.spool, ignore_errors=True)
-        raise
+    return run(cap)
 
 
-class PgCapture:
+class PgCapture(Reader):
+    """One PostgreSQL capture: the steps of ``steps.run``, each a few SELECTs in the one
+    read-only transaction of its session."""
+
+    LOST = (ConnectionError,)   # the gate's: "lost the connection to PostgreSQL: ..."
+    server_name = "PostgreSQL"
+
     def __init__(self, url, schema, only, redact: Redaction, progress: Progress, connect: dict):
+        super().__init__()
         self.url, self.schema, self.only, self.redact, self.progress = url, schema, only, redact, progress
         self.connect_opts = connect
         self.s = _ident(schema)
         self.spool = new_spool()
         self.started = utcnow()
-        self.complete, self.reason = True, None
-        self.warnings: list[str] = []
-        self.stop_requested, self.stop_signal = False, None
+        self.log = Log()
+        self.warnings = self.log.warnings
         self.session: Session | None = None
         self.jobs_file, self.payload_file, self.events_file = (self.spool / f"{n}.parquet"
                                                                for n in ("jobs", "payloads", "events"))
@@ -105,37 +106,38 @@ class PgCapture:
         self.events_len: dict[str, int] = {}
         self.job_bytes: dict[str, int] = {}
 
-    # -- the capture, step by step ------------------------------------------------------
-    def run(self) -> Snapshot:
+    # -- the capture, step by step (``steps.run``) -----------------------------------------
+    def connect(self) -> None:
         self.session = Session(self.url, **self.connect_opts)
-        try:
-            with stop_on_ctrl_c(self, self.progress):
-                try:
-                    self.read_server()
-                    self.check_schema()
-                    self.read_queues()
-                    for i, q in enumerate(self.queues):
-                        self.progress.update(f"queue {i + 1}/{len(self.queues)} {q}", force=True)
-                        self.read_jobs(q)
-                        self.read_events(q)
-                    self.read_sessions()
-                except ConnectionError as e:
-                    self.complete, self.reason = False, str(e)
-                except (KeyboardInterrupt, Stopped):
-                    self.complete, self.reason = False, f"interrupted ({self.stop_signal or 'Ctrl-C'})"
-        finally:
-            self.progress.done()
+
+    def read_server(self) -> None:
+        """The server's row, then the schema: there, readable, at a version this tool knows."""
+        self._read_server()
+        self.check_schema()
+
+    def find_queues(self) -> list[str]:
+        self.read_queues()
+        return self.queues
+
+    def read_queue(self, q: str) -> None:
+        self.read_jobs(q)
+        self.read_events(q)
+
+    def read_workers(self) -> None:
+        self.read_sessions()
+
+    def close(self) -> None:
+        if self.session is not None:
             self.session.close()
-        snap = self.assemble()
-        if not snap.complete:
-            warnings.warn(f"capture incomplete: {self.reason}", stacklevel=3)
-        return snap
+
+    def lost_reason(self, err: BaseException) -> str:
+        return str(err)
 
     def q(self, sql: str, params=None) -> list[tuple]:
         check_stop()
         return self.session.run(sql.replace("{schema}", self.s), params)
 
-    def read_server(self) -> None:
+    def _read_server(self) -> None:
         (version, num, db, size, recovery, now_ms, user), = self.q(
             "SELECT version(), current_setting('server_version_num')::int, current_database(), "
             "pg_database_size(current_database()), pg_is_in_recovery(), "
@@ -173,7 +175,7 @@ class PgCapture:
                              f"{KNOWN_SCHEMA_VERSIONS.start}-{KNOWN_SCHEMA_VERSIONS.stop - 1}: upgrade it")
         missing = [t for t in TABLES if t not in tables and t not in ("dedup_next",)]
         if missing:
-            self.warnings.append(f"tables missing from schema {self.schema}: {', '.join(missing)}")
+            self.log.warn(f"tables missing from schema {self.schema}: {', '.join(missing)}")
         self.tables = tables
 
     def read_queues(self) -> None:

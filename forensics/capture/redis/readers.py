@@ -1,10 +1,13 @@
-"""The readers: what a capture reads for each queue, whatever the topology.
+"""The readers: what a Redis capture reads for each queue, whatever the topology.
 
-A ``Capture`` is fed by a source (``sources.py``: one node, a cluster's masters, a replica,
-a private server on an RDB) and hands every command to ``_results``, which sends it to the
-node that serves its key, in bounded pipelines, through the read-only gate. Impact on the
-inspected Redis is kept small by design: SCAN (never KEYS), lists and sorted sets read in
-windows of ``WINDOW`` entries, pipelines of at most ``PIPELINE`` commands, no Lua.
+A ``Capture`` takes the steps every capture takes (``steps.py``: connect, read_server,
+find_queues, read_queue for each, read_workers, close, assemble). It is fed by a source
+(``sources.py``: one node, a cluster's masters, a replica, a private server on an RDB) and
+says only what to read: every command goes through ``Commands`` (``commands.py``), which
+sends it to the node that serves its key, in bounded pipelines, through the read-only gate,
+following a cluster's redirects. Impact on the inspected Redis is kept small by design: SCAN
+(never KEYS), lists and sorted sets read in windows of ``WINDOW`` entries, pipelines of at
+most ``PIPELINE`` commands, no Lua.
 
 The capture never aborts half-way on bad data: odd keys, wrong types, malformed hashes
 and jobs vanishing mid-read are recorded (manifest ``warnings`` / counts) and the rest is
@@ -16,8 +19,8 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import gc
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +34,20 @@ import redis
 from ... import keys as K
 from ..._version import __version__
 from ...decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
-from ...errors import ConnectError
 from ...redact import Redaction
-from ...safety import CommandLedger, command_name, redact_url
+from ...safety import CommandLedger, redact_url
 from ...clock import Clock, phase
 from ...snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
 from . import helper as helper_mod
 from ..progress import Progress, Stopped, Throttle, duration_text
+from ..steps import Log, Reader
+from .commands import PIPELINE, Commands
 from .sources import Connect, Node, Source, key_slot, open_source
 from ..tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events, event_texts,
                      empty_clients, empty_dedup, empty_memory, empty_metrics, empty_schedulers, empty_workers,
                      scheduler_row, shape)
 
 WINDOW = 1000          # ids per LRANGE/ZRANGE/XRANGE window (~0.3 ms of Redis time each)
-PIPELINE = 500         # commands per pipeline round trip
 SCAN_COUNT = 1000
 CHUNK = 20000         # jobs decoded (and payloads spooled) at a time, at most ...
 CHUNK_BYTES = 16 << 20  # ... and about this many bytes of replies (megabyte payloads: a few dozen jobs)
@@ -53,12 +56,8 @@ RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSC
 DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
 SCHEDULER_LIMIT = 10_000  # schedulers / repeatables read per queue (HGETALL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
-REDIRECT_ROUNDS = 5    # MOVED/ASK followed at most this many times per command
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
-# A command a managed service renamed or disabled answers like an unknown one.
-REFUSED = re.compile(r"^ERR (unknown command|unknown subcommand|Unknown subcommand|.*disabled|.*not allowed)"
-                     r"|^ERR command .* not allowed", re.I)
 # What is lost when one INFO section is refused (the others read).
 INFO_SECTION_LOSS = {
     "memory": "used_memory, maxmemory and maxmemory-policy unknown unless CONFIG GET gives them: memory-pressure, "
@@ -71,27 +70,6 @@ INFO_SECTION_LOSS = {
     "persistence": "persistence settings unknown",
     "cluster": "cluster mode unknown (read as one node unless --cluster)",
 }
-# What the diagnosis loses when a command is refused (manifest ``unavailable``).
-CONSEQUENCES = {
-    "INFO": "Redis memory, eviction counters, clients and version unknown: memory-pressure, eviction-policy "
-            "and redis-memory-growth are not judged",
-    "CONFIG GET": "maxmemory and maxmemory-policy taken from INFO where it has them, else unknown",
-    "CLIENT LIST": "worker connections unknown: no-workers is not judged and the health-checks item is unknown",
-    "MEMORY USAGE": "bytes per queue and per key family not measured: bloat findings judge payload sizes only",
-    "XRANGE": "events stream not read: retry rates, events-stream-bloat and event timelines are not judged",
-    "SSCAN": "stalled set not read: in_stalled_set is false for every job",
-    "LPOS": "missing hashes and orphans are not re-checked: some may be jobs that moved while we read",
-    "ZSCORE": "missing hashes and orphans are not re-checked: some may be jobs that moved while we read",
-    "PTTL": "lock expiries unknown",
-    "GET": "locks and counters not read: active jobs look unlocked",
-    "XLEN": "events stream length unknown",
-    "SCARD": "stalled set size unknown",
-}
-
-# Commands whose absence (ACL) leaves the capture blind: refused -> exit 3.
-ESSENTIAL = {"SCAN", "TYPE", "HGETALL", "LRANGE", "ZRANGE", "LLEN", "ZCARD"}
-
-
 def decode_replies(part: pd.DataFrame, replies: list, redact: Redaction) -> tuple[pd.DataFrame, pd.DataFrame]:
     """HGETALL replies of one chunk (``part``: prefix, queue, job_id, state, score, flavor) as
     the jobs and payloads rows; an id listed without a hash is a ``missing-hash`` row (or
@@ -181,6 +159,20 @@ class _Queue:
         return f"{self.prefix}:{self.name}:"
 
 
+@contextlib.contextmanager
+def _no_gc():
+    """The garbage collector off while a capture reads: millions of short-lived reply
+    objects would make it walk every live object again and again (~15 % of a capture's
+    time). Nothing a capture builds needs it; it is back on as soon as the capture ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def server_kind(info: dict) -> tuple[str | None, str | None]:
     """(redis | valkey | dragonfly, its version) from INFO, as BullMQ classifies a server:
     Dragonfly and Valkey by their own version fields or server names, else Redis."""
@@ -194,12 +186,16 @@ def server_kind(info: dict) -> tuple[str | None, str | None]:
     return "redis", str(info.get("redis_version", "")) or None
 
 
-class Capture:
-    """One capture: the readers, fed by a source (``connect`` opens it)."""
+class Capture(Reader):
+    """One Redis capture: the readers, fed by a source (``connect`` opens it)."""
+
+    LOST = LOST
+    server_name = "Redis"
 
     def __init__(self, url: str | Connect, prefixes: list[str], queues: list[str] | None, *,
                  redact: "bool | Redaction", memory_samples: int, progress: Progress,
                  socket_timeout: float = 30.0, max_ops_per_sec: float | None = None):
+        super().__init__()
         self.conn = url if isinstance(url, Connect) else Connect(url, socket_timeout=socket_timeout)
         self.url = self.conn.url
         self.prefixes = prefixes
@@ -210,15 +206,14 @@ class Capture:
         self.throttle = Throttle(max_ops_per_sec) if max_ops_per_sec else None
         progress.throttle = self.throttle
         self.ledger = CommandLedger()
-        self.warnings: list[str] = []
-        self.unavailable: list[dict] = []
+        self.log = Log()
+        self.warnings, self.unavailable = self.log.warnings, self.log.unavailable
         self.counts: dict[str, int] = {"foreign_keys": 0, "vanished_jobs": 0, "state_conflicts": 0,
                                        "markers": 0, "undecodable_keys": 0, "redirects": 0}
+        self.cmd = Commands(self.log, self.counts, throttle=self.throttle, stopped=lambda: self.stop_requested,
+                            acl_hint=f"ACL '+@read ~{prefixes[0]}:*'")
         self.foreign_samples: list[str] = []
-        self.complete = True
-        self.reason: str | None = None
-        self.stop_requested = False
-        self.stop_signal: str | None = None  # "Ctrl-C" or "SIGTERM" once asked to stop
+        self.tables: dict[str, pd.DataFrame] = {}   # every key under each prefix, classified (find_queues)
         self.queues: list[_Queue] = []
         self.state_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.jobs_rows = 0
@@ -246,194 +241,110 @@ class Capture:
         self.helper: helper_mod.Helper | None = None   # a second process for job hashes (helper.py)
         tls = self.conn.describe_tls()
         if tls and tls.get("warning"):
-            self._warn(tls["warning"])
-
-    # ---- command helpers ----------------------------------------------------------------
-    def _results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None,
-                 step: int | None = None) -> list[Any]:
-        """Run commands in bounded pipelines, each on the node that serves its key (or on
-        ``node``, for commands without a key). Per-command errors become None (+warning or
-        ``unavailable``); a refused permission on an essential command is fatal (exit 3);
-        a cluster's MOVED/ASK are followed (counted in ``counts.redirects``).
-
-        Replies are read straight from the socket with hiredis (RESP2, which every Redis
-        BullMQ supports): redis-py's per-command pipeline machinery costs more than the
-        Redis work itself on million-job captures. Commands are still packed by the
-        connection's gated packer, so the read-only gate sees every one of them.
-        """
-        if self.stop_requested:  # Ctrl-C: stop at the next round trip, keep what is read
-            raise Stopped()
-        with phase("read"):
-            return self._run_commands(cmds, essential, node, step)
-
-    def _run_commands(self, cmds: list[tuple], essential: bool, node: Node | None, step: int | None) -> list[Any]:
-        out: list[Any] = [None] * len(cmds)
-        plan = [(node, range(len(cmds)))] if node is not None else self.src.route(cmds)
-        redirected: list[tuple[int, str]] = []
-        for n, idx in plan:
-            sub = cmds if len(plan) == 1 else [cmds[i] for i in idx]
-            size = min(step or PIPELINE, PIPELINE if self.throttle is None else self.throttle.batch)
-            starts = range(0, len(sub), size)
-            if self.throttle is None and len(starts) > 1:  # two batches in flight
-                rounds = zip(starts, n.send_batches([sub[a:a + size] for a in starts]))
-            else:
-                rounds = ((a, self._send_paced(n, sub[a:a + size])) for a in starts)
-            for start, replies in rounds:
-                batch = sub[start:start + size]
-                for i, c, r in zip(idx[start:start + size], batch, replies):
-                    if isinstance(r, hiredis.ReplyError):
-                        text = str(r)
-                        if self.src.clustered and text.startswith(("MOVED ", "ASK ")):
-                            redirected.append((i, text))
-                            continue
-                        out[i] = self._command_error(c, r, essential, n)
-                    else:
-                        out[i] = shape(c, r)
-        if redirected:
-            self._follow(cmds, out, redirected, essential)
-        return out
-
-    def _send_paced(self, n: Node, batch: list[tuple]) -> list[Any]:
-        if self.throttle is not None:
-            self.throttle.take(len(batch))
-        return n.send(batch)
-
-    def _follow(self, cmds: list[tuple], out: list[Any], redirected: list[tuple[int, str]], essential: bool) -> None:
-        """A slot moved while we read (a resharding): MOVED re-reads the key from its new
-        owner (and remembers it); ASK reads it once from the importing node, after ASKING."""
-        for _ in range(REDIRECT_ROUNDS):
-            if not redirected:
-                return
-            self.counts["redirects"] += len(redirected)
-            by_node: dict[int, tuple[Node, list[tuple[int, bool]]]] = {}
-            for i, text in redirected:
-                kind, slot, addr = text.split()[:3]
-                node = self.src.moved(int(slot), addr) if kind == "MOVED" else self.src.node_at(addr)
-                by_node.setdefault(id(node), (node, []))[1].append((i, kind == "ASK"))
-            redirected = []
-            for node, items in by_node.values():
-                batch: list[tuple] = []
-                for i, ask in items:
-                    batch += [("ASKING",), cmds[i]] if ask else [cmds[i]]
-                replies = node.send(batch)
-                k = 0
-                for i, ask in items:
-                    k += 1 if ask else 0
-                    r = replies[k]
-                    k += 1
-                    if isinstance(r, hiredis.ReplyError):
-                        text = str(r)
-                        if text.startswith(("MOVED ", "ASK ")):
-                            redirected.append((i, text))
-                            continue
-                        out[i] = self._command_error(cmds[i], r, essential, node)
-                    else:
-                        out[i] = shape(cmds[i], r)
-        for i, text in redirected:
-            self._warn(f"{command_name(cmds[i])} {cmds[i][1]}: still redirected after {REDIRECT_ROUNDS} tries "
-                       f"({text}); not read")
-
-    def _command_error(self, cmd: tuple, err: Exception, essential: bool, node: Node | None = None):
-        name = command_name(cmd)
-        text = str(err)
-        if isinstance(err, (redis.ConnectionError, redis.TimeoutError)):
-            raise err
-        if isinstance(err, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
-            if essential and name in ESSENTIAL:
-                raise ConnectError(
-                    f"the Redis user may not run {name} on {cmd[1] if len(cmd) > 1 else ''}: "
-                    f"grant it read access (ACL '+@read ~{self.prefixes[0]}:*'): {err}")
-            self._unavailable(name, node, f"refused by ACL ({text})")
-            return None
-        if REFUSED.search(text):  # renamed or disabled by a managed service
-            if essential and name in ESSENTIAL:
-                raise ConnectError(f"this Redis does not run {name} ({text}): queue-forensics cannot read queues "
-                                   "without it")
-            self._unavailable(name, node, f"not available ({text})")
-            return None
-        if "WRONGTYPE" in text:
-            self._warn(f"key {cmd[1]} has an unexpected type for {name}; skipped")
-            return None
-        if text.startswith("CLUSTERDOWN"):
-            self._warn(f"{name} {cmd[1] if len(cmd) > 1 else ''}: the cluster is down for this slot ({text})")
-            return None
-        self._warn(f"{name} {cmd[1] if len(cmd) > 1 else ''} failed: {err}")
-        return None
-
-    def _unavailable(self, name: str, node: Node | None, why: str, consequence: str | None = None) -> None:
-        """A command the server would not run: recorded once per command and node, with what
-        the diagnosis loses without it (never guessed around)."""
-        where = node.addr if node is not None else None
-        if any(u["command"] == name and u["node"] == where for u in self.unavailable):
-            return
-        consequence = consequence or CONSEQUENCES.get(name, "that part of the snapshot is empty")
-        self.unavailable.append({"command": name, "node": where, "error": why, "consequence": consequence})
-        short = why.split(" (")[0]
-        self._warn(f"{name}{' ' if short.startswith(('refused', 'not available')) else ': '}{short}"
-                   + (f" on {where}" if where and self.src and len(self.src.nodes) > 1 else "") + f": {consequence}")
-
-    def _warn(self, text: str) -> None:
-        if text not in self.warnings and len(self.warnings) < 200:
-            self.warnings.append(text)
-
-    def _one(self, *cmd, essential: bool = True, node: Node | None = None):
-        return self._results([cmd], essential, node)[0]
+            self.log.warn(tls["warning"])
 
     # ---- steps ----------------------------------------------------------------------------
     def connect(self) -> None:
         """Open the source: reach the node(s), check the credentials, learn the topology."""
-        self.src = open_source(self.conn, self.ledger, self._warn)
+        self.src = self.cmd.src = open_source(self.conn, self.ledger, self.log.warn)
         for n in self.src.down:
             self.complete = False
             self.reason = f"cluster node {n.addr} could not be reached; its queues were not read"
-            self._warn(f"cluster node {n.addr} is down ({n.error}); its slots ({sum(b - a + 1 for a, b in n.slots):,}) "
-                       "were not read")
+            self.log.warn(f"cluster node {n.addr} is down ({n.error}); its slots "
+                          f"({sum(b - a + 1 for a, b in n.slots):,}) were not read")
         if self.src.workers_note:
-            self._unavailable("CLIENT LIST", None, self.src.workers_note)
+            self.cmd.unavailable("CLIENT LIST", None, self.src.workers_note)
         if self.rdb is not None:  # a private server on a backup: its config and clients are not the incident's
             self.src.mode = "rdb"
             self.src.nodes[0].role = "rdb"
             self.src.workers_nodes = []
-            self._unavailable("CLIENT LIST", None, "an RDB backup holds no client connections")
-            self._unavailable("CONFIG GET", None, "an RDB backup holds no configuration",
-                              "maxmemory, maxmemory-policy and the eviction counters of the server that wrote "
-                              "the dump are unknown: eviction-policy and memory-pressure are not judged")
+            self.cmd.unavailable("CLIENT LIST", None, "an RDB backup holds no client connections")
+            self.cmd.unavailable("CONFIG GET", None, "an RDB backup holds no configuration",
+                                 "maxmemory, maxmemory-policy and the eviction counters of the server that wrote "
+                                 "the dump are unknown: eviction-policy and memory-pressure are not judged")
 
-    def server_info(self) -> None:
+    def read_server(self) -> None:
+        """Each node's row of the ``redis`` table."""
         for node in self.src.nodes:
             self.redis_rows.append(self._node_info(node))
+
+    def find_queues(self) -> list["_Queue"]:
+        """The queues under every prefix (SCAN, every key classified); then, knowing how much
+        there is to read, the throttle's estimate and the helper process."""
+        if self.rdb is not None:
+            self._rdb_keyspace()
+        for p in self.prefixes:
+            self.tables[p] = self.discover(p)
+        self.expect_commands(self.tables)
+        self.start_helper(self.tables)
+        return self.queues
+
+    def read_queue(self, q: "_Queue", classified: pd.DataFrame | None = None) -> None:
+        """One queue, from its classified keys. A cluster master lost while it is read costs
+        its own queues only: they are marked, the others are read."""
+        if self.lost(q.node):
+            return
+        try:
+            self._read_queue(q, self.tables[q.prefix] if classified is None else classified)
+        except LOST as e:
+            if not self.src.clustered:
+                raise
+            self.lose_node(q.node, e, q)
+
+    def read_workers(self) -> None:
+        """CLIENT LIST where the workers connect (every master of a cluster; the primary of
+        a replica), each row tagged with the node that listed it."""
+        self._read_clients()
+
+    def close(self) -> None:
+        self.close_helper()
+        if self.src is not None:
+            self.src.close()
+
+    def queue_label(self, q: "_Queue") -> str:
+        return q.name
+
+    @contextlib.contextmanager
+    def reading(self):
+        with _no_gc(), self.clock.running():
+            yield
+
+    def _rdb_keyspace(self) -> None:
+        """Which databases the dump holds keys in (a dump carries all of them)."""
+        info = self.cmd.one("INFO", "keyspace", essential=False, node=self.src.nodes[0]) or {}
+        keyspace = {k: v.get("keys") for k, v in info.items() if k.startswith("db") and isinstance(v, dict)}
+        self.rdb = dict(self.rdb or {}, keyspace=keyspace)
+        db = self.src.params.get("db", 0) or 0
+        if not keyspace.get(f"db{db}") and keyspace:
+            others = ", ".join(f"{k[2:]} ({n:,} keys)" for k, n in keyspace.items())
+            self.log.warn(f"database {db} of the dump is empty; it holds keys in database {others}: use --db N")
 
     def _info(self, node: Node) -> dict:
         """INFO all; where it is refused, section by section (a managed service or an ACL may
         allow some sections only). What is refused is recorded with what it costs."""
-        first = self._raw(node, ("INFO", "all"))
+        first = self.cmd.raw(node, ("INFO", "all"))
         if not isinstance(first, hiredis.ReplyError):
             return shape(("INFO",), first)
         merged: dict = {}
         missing = []
         for section in INFO_SECTIONS:
-            part = self._raw(node, ("INFO", section))
+            part = self.cmd.raw(node, ("INFO", section))
             if isinstance(part, hiredis.ReplyError):
                 missing.append(section)
             else:
                 merged.update(shape(("INFO",), part))
         why = f"refused ({first})" if str(first).startswith("NOPERM") else f"not available ({first})"
         if not merged:
-            self._unavailable("INFO", node, why)
+            self.cmd.unavailable("INFO", node, why)
         else:
             for section in missing:
-                self._unavailable(f"INFO {section}", node, why, INFO_SECTION_LOSS.get(section))
+                self.cmd.unavailable(f"INFO {section}", node, why, INFO_SECTION_LOSS.get(section))
         return merged
-
-    def _raw(self, node: Node, cmd: tuple):
-        if self.stop_requested:
-            raise Stopped()
-        return node.send([cmd])[0]
 
     def _node_info(self, node: Node) -> dict:
         """The node's row of the ``redis`` table, from INFO and CONFIG GET."""
         info = self._info(node)
-        cfg = self._one("CONFIG", "GET", "maxmemory*", essential=False, node=node) or {}
+        cfg = self.cmd.one("CONFIG", "GET", "maxmemory*", essential=False, node=node) or {}
         db = self.src.params.get("db", 0) or 0
         ks = info.get(f"db{db}", {}) if isinstance(info.get(f"db{db}"), dict) else {}
         maxmemory = cfg.get("maxmemory", info.get("maxmemory"))
@@ -444,7 +355,7 @@ class Capture:
             policy = "dragonfly cache_mode"  # evicts any key under memory pressure, as allkeys-lru does
         maxclients = info.get("maxclients")  # INFO clients has it from Redis 7 (and Valkey)
         if maxclients is None and cfg:
-            maxclients = (self._one("CONFIG", "GET", "maxclients", essential=False, node=node) or {}).get("maxclients")
+            maxclients = (self.cmd.one("CONFIG", "GET", "maxclients", essential=False, node=node) or {}).get("maxclients")
         row = {
             "captured_at": self.started,
             "redis_version": str(info.get("redis_version", "")) or None,
@@ -486,7 +397,7 @@ class Capture:
                        config_available=False)
             return row
         if not cfg and info.get("maxmemory_policy") is None:
-            self._warn(f"maxmemory-policy unknown on {node.addr} (neither CONFIG GET nor INFO gave it): "
+            self.log.warn(f"maxmemory-policy unknown on {node.addr} (neither CONFIG GET nor INFO gave it): "
                        "eviction-policy and memory-pressure are not judged")
         return row
 
@@ -511,7 +422,7 @@ class Capture:
             cursor = 0
             while True:
                 try:
-                    cursor, batch = self._one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, node=node)
+                    cursor, batch = self.cmd.one("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, node=node)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                     if not self.src.clustered:
                         raise
@@ -536,14 +447,14 @@ class Capture:
         n_bad = pc.sum(bad).as_py() or 0
         if n_bad:
             self.counts["undecodable_keys"] += n_bad
-            self._warn(f"{n_bad} keys under {prefix} are not UTF-8 and were skipped")
+            self.log.warn(f"{n_bad} keys under {prefix} are not UTF-8 and were skipped")
             keys = keys.filter(pc.invert(bad))
         candidates = K.queue_candidates(keys, prefix)
         if self.only:
             candidates = {q: s for q, s in candidates.items() if q in self.only}
         # Confirm candidates by the types of their anchor keys.
         checks = [(q, s) for q, sfx in candidates.items() for s in sfx]
-        types = self._results([("TYPE", f"{prefix}:{q}:{s}") for q, s in checks])
+        types = self.cmd.results([("TYPE", f"{prefix}:{q}:{s}") for q, s in checks])
         confirmed: dict[str, set[str]] = {}
         for (q, s), t in zip(checks, types):
             if t == K.QUEUE_KEY_TYPES[s]:
@@ -551,11 +462,11 @@ class Capture:
             elif t not in (None, "none") and not any(q.startswith(c + ":") for c in candidates):
                 # (keys nested under another queue, such as <queue>:metrics:completed or
                 # a flow job's <id>:failed hash, are that queue's; no warning for them)
-                self._warn(f"{prefix}:{q}:{s} is a {t}, not a {K.QUEUE_KEY_TYPES[s]}; not taken as queue data")
+                self.log.warn(f"{prefix}:{q}:{s} is a {t}, not a {K.QUEUE_KEY_TYPES[s]}; not taken as queue data")
         if self.only:
             for q in self.only:
                 if q not in confirmed:
-                    self._warn(f"queue {q!r} not found under prefix {prefix!r}")
+                    self.log.warn(f"queue {q!r} not found under prefix {prefix!r}")
         table = K.classify(keys, prefix, sorted(confirmed))
         foreign = table[table["family"] == "foreign"]
         self.counts["foreign_keys"] += len(foreign)
@@ -601,7 +512,7 @@ class Capture:
                     cmds.append(("LRANGE", key, a, a + WINDOW - 1))
                 else:
                     cmds.append(("ZRANGE", key, a, a + WINDOW - 1, "WITHSCORES"))
-            res = self._results(cmds)
+            res = self.cmd.results(cmds)
             short = False
             for r in res:
                 r = r or []
@@ -617,9 +528,9 @@ class Capture:
             start += per_trip * WINDOW
         return out
 
-    def read_queue(self, q: _Queue, classified: pd.DataFrame) -> None:
+    def _read_queue(self, q: _Queue, classified: pd.DataFrame) -> None:
         base = q.base
-        meta = self._one("HGETALL", base + "meta") if "meta" in q.families else {}
+        meta = self.cmd.one("HGETALL", base + "meta") if "meta" in q.families else {}
         q.meta = meta or {}
         # Flavor: BullMQ leaves streams, meta opts, markers and prioritized sets behind.
         ev = []
@@ -633,7 +544,7 @@ class Capture:
         q.flavor = "bullmq" if ev else "bull"
         q.evidence = ev or (["meta-paused key"] if "meta-paused" in q.families else ["no BullMQ structures"])
 
-        lengths = self._results(
+        lengths = self.cmd.results(
             [("LLEN" if kind == "list" else "ZCARD", base + sfx) for sfx, kind, _ in STATE_KEYS]
             + [("SCARD", base + "stalled"), ("ZCARD", base + "priority"), ("XLEN", base + "events"),
                ("GET", base + "id"), ("PTTL", base + "limiter"), ("GET", base + "limiter"),
@@ -684,7 +595,7 @@ class Capture:
         if stalled_n:
             cursor = 0
             while True:
-                r = self._one("SSCAN", base + "stalled", cursor, "COUNT", WINDOW, essential=False)
+                r = self.cmd.one("SSCAN", base + "stalled", cursor, "COUNT", WINDOW, essential=False)
                 if not r:
                     break
                 cursor, members = r
@@ -736,7 +647,7 @@ class Capture:
                     take = CHUNK - len(replies) if per_job * CHUNK <= CHUNK_BYTES else take  # small jobs: one go
                 take = min(take, n - i)
                 before = self._received()
-                replies += self._results([("HGETALL", base + j) for j in ids["job_id"].iloc[i:i + take].tolist()],
+                replies += self.cmd.results([("HGETALL", base + j) for j in ids["job_id"].iloc[i:i + take].tolist()],
                                          step=step)
                 took = self._received() - before
                 got += took
@@ -767,7 +678,7 @@ class Capture:
         def fetch(k: int):
             p = part(k)
             before = self._received()
-            replies = self._results([("HGETALL", q.base + j) for j in p["job_id"].tolist()], step=step)
+            replies = self.cmd.results([("HGETALL", q.base + j) for j in p["job_id"].tolist()], step=step)
             got = self._received() - before
             with phase("decode"):
                 return ready_chunk(p, replies, self.redact, extras, self.job_dtypes, log_lines, schemas) + (got,)
@@ -803,7 +714,7 @@ class Capture:
                 done[k] = result
                 self.counts["helper_chunks"] = self.counts.get("helper_chunks", 0) + (result is not None)
                 if result is None:
-                    self._warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
+                    self.log.warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
             if written in done:
                 result = done.pop(written)
                 kind, jobs, payloads, got = result if result is not None else fetch(written)
@@ -832,7 +743,7 @@ class Capture:
                 waited += 0.5
                 if waited >= limit or not helper.proc.is_alive():
                     helper.broken = "it did not answer" if helper.proc.is_alive() else "it ended"
-                    self._warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
+                    self.log.warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
                     for k in list(helper.outstanding):
                         done[k] = None
                     helper.outstanding.clear()
@@ -846,7 +757,7 @@ class Capture:
             try:
                 self.helper = helper_mod.Helper(self.redact)
             except OSError as e:  # no process to spare: read alone
-                self._warn(f"no helper process ({e}); the capture reads alone")
+                self.log.warn(f"no helper process ({e}); the capture reads alone")
 
     def close_helper(self) -> None:
         if self.helper is not None:
@@ -922,7 +833,7 @@ class Capture:
         for j in job_ids:
             for sfx, kind, _ in STATE_KEYS:
                 cmds.append(("LPOS", q.base + sfx, j) if kind == "list" else ("ZSCORE", q.base + sfx, j))
-        res = self._results(cmds, essential=False)
+        res = self.cmd.results(cmds, essential=False)
         out = []
         n = len(STATE_KEYS)
         for i in range(len(job_ids)):
@@ -946,7 +857,7 @@ class Capture:
         check_orphans = list(orphans[:max(budget[0] - len(check), 0)])
         budget[0] -= len(check) + len(check_orphans)
         if len(check) < len(missing) or len(check_orphans) < len(orphans):
-            self._warn(f"{q.name}: more ids than the {RECHECK_LIMIT} re-checked are listed without a hash or "
+            self.log.warn(f"{q.name}: more ids than the {RECHECK_LIMIT} re-checked are listed without a hash or "
                        "have a hash no state lists; the rest are reported unverified")
         drop = list(vanished)
         if check or check_orphans:
@@ -966,7 +877,7 @@ class Capture:
         ids = jobs.loc[jobs["state"].eq("active") & ~jobs["job_id"].isin(known), "job_id"].astype("str").tolist()
         if not ids:
             return
-        res = self._results([c for j in ids for c in (("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock"))],
+        res = self.cmd.results([c for j in ids for c in (("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock"))],
                             essential=False)
         token = pd.Series(res[0::2], index=ids, dtype="str")
         ttl = pd.Series([as_int(x) for x in res[1::2]], index=ids, dtype="Int64")
@@ -984,7 +895,7 @@ class Capture:
             cmds = []
             for j in lock_ids:
                 cmds += [("GET", f"{q.base}{j}:lock"), ("PTTL", f"{q.base}{j}:lock")]
-            res = self._results(cmds, essential=False)
+            res = self.cmd.results(cmds, essential=False)
             locks = (pd.Series(res[0::2], index=lock_ids, dtype="str"),
                      pd.Series([as_int(x) for x in res[1::2]], index=lock_ids, dtype="Int64"))
         log_ids = mine.loc[mine["family"] == "logs", "job_id"].astype("str").unique()
@@ -992,7 +903,7 @@ class Capture:
             cmds = []
             for j in log_ids:  # the count, and the newest LOG_LINES lines for the job inspector
                 cmds += [("LLEN", f"{q.base}{j}:logs"), ("LRANGE", f"{q.base}{j}:logs", -LOG_LINES, -1)]
-            res = self._results(cmds, essential=False)
+            res = self.cmd.results(cmds, essential=False)
             logs = pd.Series([as_int(x) or 0 for x in res[0::2]], index=log_ids, dtype="Int64")
             with phase("redact"):
                 self._log_lines = None if self.redact.no_data else pd.Series(
@@ -1028,7 +939,7 @@ class Capture:
         while True:
             count = 10 if per_entry is None else int(min(WINDOW, max(10, BATCH_BYTES // max(per_entry, 1))))
             before = self._received()
-            batch = self._one("XRANGE", key, start, "+", "COUNT", count, essential=False)
+            batch = self.cmd.one("XRANGE", key, start, "+", "COUNT", count, essential=False)
             if not batch:
                 break
             got = self._received() - before
@@ -1068,7 +979,7 @@ class Capture:
             return
         for kind in ("completed", "failed"):
             key = f"{q.base}metrics:{kind}"
-            head = self._one("HGETALL", key, essential=False) or {}
+            head = self.cmd.one("HGETALL", key, essential=False) or {}
             data = [int(x) for x, _ in self._read_window("list", key + ":data", 0) if str(x).lstrip("-").isdigit()]
             q.row[f"metrics_{kind}_total"] = as_int(head.get("count"))
             prev = as_int(head.get("prevTS"))
@@ -1087,7 +998,7 @@ class Capture:
         keys = keys[keys.str.startswith(q.base + "de:")].head(DEDUP_LIMIT)
         if not len(keys):
             return
-        replies = self._results([c for k in keys for c in (("GET", k), ("PTTL", k))], essential=False)
+        replies = self.cmd.results([c for k in keys for c in (("GET", k), ("PTTL", k))], essential=False)
         for i, key in enumerate(keys):
             value, ttl = replies[2 * i], as_int(replies[2 * i + 1])
             if ttl == -2:  # gone since the SCAN
@@ -1107,7 +1018,7 @@ class Capture:
         entries = self._read_window("zset", q.base + "repeat", n)[:SCHEDULER_LIMIT]
         hashes = set(mine.loc[mine["family"] == "repeat", "key"].dropna())
         wanted = [m for m, _ in entries if q.base + "repeat:" + m in hashes]
-        got = dict(zip(wanted, self._results([("HGETALL", q.base + "repeat:" + m) for m in wanted], essential=False)))
+        got = dict(zip(wanted, self.cmd.results([("HGETALL", q.base + "repeat:" + m) for m in wanted], essential=False)))
         for member, score in entries:
             h = got.get(member) or {}
             row = scheduler_row(q.flavor, member, score, h if isinstance(h, dict) else {})
@@ -1129,17 +1040,15 @@ class Capture:
         skipped = [x.name for x in self.queues if x.node == addr and x is not q and x.row == {}]
         self.complete = False
         self.reason = f"cluster node {addr} was lost during the capture ({err}); its queues were not read or read in part"
-        self._warn(f"cluster node {addr} stopped answering: {err}"
+        self.log.warn(f"cluster node {addr} stopped answering: {err}"
                    + (f"; queue {q.prefix}:{q.name} read in part" if q is not None else "")
                    + (f"; not read: {', '.join(skipped)}" if skipped else ""))
 
-    def read_workers(self) -> None:
-        """CLIENT LIST where the workers connect (every master of a cluster; the primary of
-        a replica), each row tagged with the node that listed it."""
+    def _read_clients(self) -> None:
         clients = []
         for node in list(self.src.workers_nodes):
             try:
-                text = self._one("CLIENT", "LIST", essential=False, node=node)
+                text = self.cmd.one("CLIENT", "LIST", essential=False, node=node)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                 if not self.src.clustered:
                     raise
@@ -1200,7 +1109,7 @@ class Capture:
         if not refused() and q.node not in self._memory_probed and len(mine):
             # One key first: a server without MEMORY USAGE answers once, not once per key.
             self._memory_probed.add(q.node)
-            self._results([("MEMORY", "USAGE", K.key_names(q.base, str(mine["family"].iloc[0]), mine.iloc[:1])[0])],
+            self.cmd.results([("MEMORY", "USAGE", K.key_names(q.base, str(mine["family"].iloc[0]), mine.iloc[:1])[0])],
                           essential=False)
         if refused():
             return None
@@ -1211,7 +1120,7 @@ class Capture:
             # A stream's entries differ in size (a `completed` entry carries the return value):
             # measure every node of it rather than Redis' default sample of five.
             exact = ("SAMPLES", "0") if fam == "events" else ()
-            res = self._results([("MEMORY", "USAGE", k, *exact) for k in K.key_names(q.base, str(fam), rows)],
+            res = self.cmd.results([("MEMORY", "USAGE", k, *exact) for k in K.key_names(q.base, str(fam), rows)],
                                 essential=False)
             vals = pd.Series([as_int(r) for r in res], index=rows["job_id"].tolist(), dtype="Int64")
             measured = vals.dropna()

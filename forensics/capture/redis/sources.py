@@ -3,9 +3,9 @@ replica found through Sentinel, a private server on an RDB backup).
 
 A source owns the connections. TLS and credentials live here, and every connection it
 makes goes through the read-only gate (``safety.read_only_client``). The readers
-(``readers.py``) never see a topology: they hand commands to ``Capture._results``, which
-asks the source which node serves each key (``route``) and follows the cluster's MOVED and
-ASK redirections.
+(``readers.py``) never see a topology: they hand commands to ``Commands`` (``commands.py``),
+which asks the source which node serves each key (``route``) and follows the cluster's MOVED
+and ASK redirections.
 """
 from __future__ import annotations
 

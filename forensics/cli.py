@@ -211,18 +211,16 @@ def _capture(args) -> int:
         from .code import scan
         scanned = scan(args.code)   # before the capture: a wrong path costs nothing
         print(f"code: {scanned._head()}", file=sys.stderr)
-    if args.every is not None:
-        if args.rdb is not None:
-            raise UsageError("--every captures a live Redis over time; a backup (--rdb) is captured once")
-        return _capture_series(args, logs)
     if args.schema is not None and not args.postgres:
         raise UsageError("--schema goes with --postgres (a Redis capture takes --prefix)")
     if args.postgres and (args.redis or args.rdb or args.prefix or args.cluster or args.replica or args.tls_ca
                           or args.tls_cert or args.tls_key or args.tls_insecure or args.max_ops_per_sec):
         raise UsageError("--postgres reads PostgreSQL: it goes without --redis, --rdb, --prefix, --cluster, "
                          "--replica, --tls-* and --max-ops-per-sec (TLS: sslmode, sslrootcert, sslcert in the URL)")
-    if args.postgres and args.every is not None:
-        raise UsageError("--every is for a Redis series; capture PostgreSQL once per run (its snapshot is consistent)")
+    if args.every is not None:
+        if args.rdb is not None:
+            raise UsageError("--every captures a live Redis over time; a backup (--rdb) is captured once")
+        return _capture_series(args, logs)
     out = Path(args.out) if args.out else None
     # Refuse a bad destination before a long capture, not after it.
     if out is not None and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
@@ -280,11 +278,16 @@ def _capture_series(args, logs) -> int:
     if not quiet:
         print(f"series: one capture every {args.every:g} s"
               + (f", {args.count} in all" if args.count else ", until Ctrl-C"), file=sys.stderr, flush=True)
+    if args.postgres:   # each tick one consistent READ ONLY transaction, as a single capture
+        where = dict(url=args.postgres, prefix=args.schema or "bullmq", schema=args.schema or "bullmq",
+                     socket_timeout=args.timeout)
+    else:
+        where = dict(url=args.redis, prefix=args.prefix or ["bull"], **_connect_args(args))
     series, reason = capture_series(
-        args.redis, prefix=args.prefix or ["bull"], queues=args.queue, every=args.every, count=args.count,
+        queues=args.queue, every=args.every, count=args.count,
         out=args.out, redact=not args.no_redact, redact_fields=args.redact_field, no_data=args.no_data,
         memory_samples=args.memory_samples,
-        progress=True if args.progress else False, logs=logs, on_tick=tick, **_connect_args(args))
+        progress=True if args.progress else False, logs=logs, on_tick=tick, **where)
     gaps = len(series.manifest.get("gaps", []))
     print(f"series: {len(series)} snapshots over {series.span.total_seconds():.0f} s"
           + (f", {gaps} gap(s)" if gaps else "") + f"; stopped: {reason}", file=sys.stderr)

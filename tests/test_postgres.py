@@ -185,3 +185,21 @@ def test_a_stop_or_a_lost_session_keeps_what_was_read(pg_server, pg_incident):
     assert len(snap.jobs) == 1000
     complete = capture_postgres(pg_server.url(), schema="bulk")
     assert complete.complete and len(complete.jobs) == 5000 and int(complete.queues["n_wait"].iloc[0]) == 5000
+
+
+def test_a_series_of_postgres_captures(pg_server, pg_incident, tmp_path):
+    """`--postgres URL --every S --count N`: each tick one consistent capture of that schema (not
+    of a Redis on the default URL), on schedule; a wrong schema fails the first tick, exit 2."""
+    out = tmp_path / "series"
+    res = forensics_cli("capture", "--postgres", pg_server.url(), "--schema", "storm", "--every", "1.5",
+                        "--count", "2", "--out", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    series = forensics.load_series(out)
+    assert len(series) == 2 and series.complete
+    assert [s.manifest.get("backend") for s in series] == ["postgres", "postgres"]
+    assert {q for s in series for q in s.queues["prefix"]} == {"storm"}
+    assert all(s.row_count("jobs") == 60 and s.events["event"].eq("delayed").sum() > 0 for s in series)  # retries
+    assert (series.captured_at[1] - series.captured_at[0]).total_seconds() >= 1.4
+    res = forensics_cli("capture", "--postgres", pg_server.url(), "--schema", "nope", "--every", "1",
+                        "--count", "2", "--out", str(tmp_path / "none"))
+    assert res.returncode == 2 and "schema 'nope' not found" in res.stderr

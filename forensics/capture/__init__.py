@@ -70,7 +70,8 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
 
     ``postgresql://...`` (or ``postgres://``): BullMQ 6 queues kept in PostgreSQL, in
     ``schema`` (default ``bullmq``), read in one READ ONLY, REPEATABLE READ transaction (see
-    ``forensics.capture.postgres``); ``prefix`` and the Redis options do not apply.
+    ``forensics.capture.postgres``), ``socket_timeout`` its statement timeout; ``prefix`` and the
+    Redis options do not apply.
 
     Raises ``ConnectError`` when Redis cannot be reached or refuses access. A capture cut
     short (Redis gone, a cluster node down, Ctrl-C) returns what was read, with
@@ -80,7 +81,7 @@ def capture(url: str | None = None, prefix: str | Iterable[str] = "bull",
     if is_postgres_url(url):
         return capture_postgres(url, schema=schema or "bullmq", queues=queues, redact=redact,
                                 redact_fields=redact_fields, no_data=no_data, progress=progress,
-                                statement_timeout_s=socket_timeout * 2)
+                                statement_timeout_s=socket_timeout)
     if schema is not None:
         raise UsageError("schema= goes with a postgresql:// URL (a Redis capture takes prefix=)")
     prefixes = [prefix] if isinstance(prefix, str) else list(prefix)

@@ -52,7 +52,7 @@ def _ident(name: str) -> str:
 
 def capture_postgres(url: str, schema: str = "bullmq", queues=None, *, redact: bool = True,
                      redact_fields=(), no_data: bool = False, progress: bool | Progress | None = None,
-                     statement_timeout_s: float = 60.0, sslmode: str | None = None, sslrootcert: str | None = None,
+                     statement_timeout_s: float = 30.0, sslmode: str | None = None, sslrootcert: str | None = None,
                      sslcert: str | None = None, sslkey: str | None = None) -> Snapshot:
     """Capture every BullMQ queue in ``schema`` of the PostgreSQL database at ``url``
     (``postgresql://user:password@host:5432/db?sslmode=verify-full``), read-only and

@@ -178,8 +178,11 @@ def header(snap) -> _HTML:
         + (f"<p>Warnings:</p><ul>{warn}</ul>" if warn else ""))
 
 
-def postmortem(snap, result):
+def postmortem(snap, result, logs=None, series=None):
     """The report's first screen (``forensics.postmortem.Postmortem``): summary, impact,
-    timeline, root causes, action items, the checklist matrix; the details follow."""
+    the timeline as one figure, root causes, action items, the checklist matrix; the details
+    follow."""
     from .postmortem import Postmortem
-    return Postmortem(snap.latest if hasattr(snap, "latest") else snap, result)
+    if hasattr(snap, "latest"):
+        snap, series = snap.latest, series if series is not None else snap
+    return Postmortem(snap, result, logs, series)

@@ -306,9 +306,13 @@ def worker_memory(logs: pd.DataFrame | None) -> go.Figure:
     return fig
 
 
-def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Figure:
+def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000,
+             moments: list[tuple] | None = None, captures=None) -> go.Figure:
     """Queue events (BullMQ's events stream, else job timestamps) and worker log records on
-    one time axis; hover shows the job and the message."""
+    one time axis; hover shows the job and the message. ``moments``: (time, what) of the
+    incident (``Postmortem.timeline``), drawn as their own lane with the first one, the
+    incident's start, marked; ``captures``: the times of a series' captures, their own lane.
+    The capture of ``snap`` is the dashed line."""
     title = "Timeline: queue events and worker logs"
     lanes = []
     cut = False
@@ -335,11 +339,19 @@ def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Fi
                                    "text": (lg["worker"].fillna("").astype("str") + ": "
                                             + lg["message"].fillna("").astype("str").str.slice(0, 160)
                                             + lg["job_id"].map(lambda x: f" (job {x})" if isinstance(x, str) else ""))}))
+    marks = [(t, str(w)) for t, w in (moments or []) if t is not None and not pd.isna(t)]
+    if marks:
+        lanes.append(pd.DataFrame({"time": [t for t, _ in marks], "lane": "▶ incident",
+                                   "text": [w[:200] for _, w in marks]}))
+    if captures is not None and len(captures) > 1:
+        lanes.append(pd.DataFrame({"time": list(captures), "lane": "▶ captures",
+                                   "text": [f"capture {i + 1} of {len(captures)}" for i in range(len(captures))]}))
     if not lanes:
         return _empty(title, "no events, job timestamps or log records")
     df = pd.concat(lanes, ignore_index=True)
     df["time"] = pd.to_datetime(df["time"], utc=True)
-    colors = {"failed": STATE_COLORS["failed"], "retries-exhausted": STATE_COLORS["failed"],
+    colors = {"incident": STATE_COLORS["failed"], "captures": "#34495e",
+              "failed": STATE_COLORS["failed"], "retries-exhausted": STATE_COLORS["failed"],
               "error": STATE_COLORS["failed"], "fatal": "#7b0000", "warn": STATE_COLORS["active"],
               "stalled": STATE_COLORS["active"], "completed": STATE_COLORS["completed"],
               "finished": STATE_COLORS["completed"], "added": STATE_COLORS["wait"], "waiting": STATE_COLORS["wait"],
@@ -347,11 +359,20 @@ def timeline(snap, logs: pd.DataFrame | None = None, limit: int = 5000) -> go.Fi
               "progress": STATE_COLORS["waiting-children"], "info": "#566573", "debug": "#aab7b8", "trace": "#d5dbdb"}
     fig = go.Figure()
     for lane, g in df.groupby("lane", sort=True):
+        ours = lane.startswith("▶")   # the incident's moments and the captures: drawn bigger
         fig.add_scatter(name=lane, x=g["time"], y=[lane] * len(g), mode="markers", text=g["text"],
-                        marker={"color": colors.get(lane.split(": ")[-1].split(" ")[-1], "#7f8c8d"), "size": 7,
-                                "opacity": 0.7},
+                        marker={"color": colors.get(lane.split(": ")[-1].split(" ")[-1], "#7f8c8d"),
+                                "size": 12 if ours else 7, "symbol": "diamond" if ours else "circle",
+                                "opacity": 0.9 if ours else 0.7},
                         hovertemplate="%{x}<br>%{text}<extra>%{y}</extra>")
     fig.add_vline(x=snap.captured_at, line_dash="dash", line_color="#7f8c8d")
+    start = pd.Timestamp(marks[0][0]) if marks else None
+    if start is not None and start < pd.Timestamp(snap.captured_at):
+        # (add_vline's own annotation cannot place itself on a time axis: line + annotation)
+        fig.add_vline(x=start, line_dash="dot", line_color=STATE_COLORS["failed"])
+        fig.add_annotation(x=start, y=1, yref="paper", text="incident start", showarrow=False,
+                           xanchor="left", yanchor="bottom", font={"color": STATE_COLORS["failed"]})
+        title += " (dotted line: the incident's start)"
     if cut:
         title += f" (the last {limit:,} of each source shown)"
     fig.update_layout(title=title + " (dashed line: the capture)", xaxis_title="time (UTC)", yaxis_title="what",

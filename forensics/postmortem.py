@@ -2,10 +2,12 @@
 caused it and what to do, in the order every SRE postmortem template shares:
 
 **Summary**, **Impact**, **Timeline**, **Root causes**, **Action items**, **Checklist**,
-**Details**. ``Postmortem(snap, diagnosis)`` holds them as data; ``to_markdown()`` pastes
-into an incident doc or a GitHub issue; ``_repr_html_()`` heads the HTML report (the
-postmortem notebook shows it first, the plots follow as details). Big incidents stay
-readable: root causes first, every list capped with "and N more".
+**Details**. ``Postmortem(snap, diagnosis, logs, series)`` holds them as data;
+``to_markdown()`` pastes into an incident doc or a GitHub issue; in a notebook (and so the
+HTML report) it shows itself with the timeline as one figure (``figure()``: the events stream,
+job timestamps, log records and a series' captures, the incident's start and the capture
+marked), the moments listed under it; ``_repr_html_()`` is the same without the figure. Big
+incidents stay readable: root causes first, every list capped with "and N more".
 """
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ def _t(ts) -> str:
 
 
 class Postmortem:
-    def __init__(self, snap, diagnosis):
+    def __init__(self, snap, diagnosis, logs: pd.DataFrame | None = None, series=None):
         self.snap, self.d = snap, diagnosis
+        self.logs = logs if logs is not None else (snap.logs if snap.has_logs else None)
+        self.series = series
         f = diagnosis.findings
         self.findings = f
         self.roots = diagnosis.root_causes
@@ -239,6 +243,23 @@ class Postmortem:
               f"{self.snap.row_count('jobs'):,}, events: {self.snap.row_count('events'):,}",
               "- plots: omitted in Markdown (`forensics report` renders them in HTML)", ""]
         return "\n".join(L)
+
+    def figure(self):
+        """The incident on one time axis (``plots.timeline`` with its moments and captures)."""
+        from . import plots
+        captures = self.series.captured_at if self.series is not None and len(self.series) > 1 else None
+        fig = plots.timeline(self.snap, self.logs, moments=self.timeline, captures=captures)
+        fig.update_layout(title="The incident: " + fig.layout.title.text[len("Timeline: "):])
+        return fig
+
+    def _ipython_display_(self) -> None:
+        """Summary and impact, the timeline figure, then the rest: three outputs in order."""
+        from IPython.display import HTML, display
+        html = self._repr_html_()
+        cut = html.index("<h2>Timeline</h2>") + len("<h2>Timeline</h2>")
+        display(HTML(html[:cut] + "</div>"))
+        display(self.figure())
+        display(HTML("<div class='postmortem'>" + html[cut:]))
 
     def _repr_html_(self) -> str:
         e = escape

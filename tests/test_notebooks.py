@@ -170,9 +170,11 @@ def test_report_of_a_series_with_worker_logs(growing_series, worker_logs, tmp_pa
     assert res.returncode == 0, res.stderr
     html = out.read_text()
     for text in ("redis-memory-growth", "backlog-growth", "worker-memory-growth", "Redis memory over time",
-                 "Backlog over time", "Worker memory from the logs", "Timeline: queue events and worker logs",
+                 "Backlog over time", "Worker memory from the logs", "The incident: queue events and worker logs",
                  "series of 5 snapshots", "logs: 30 records"):
         assert text in html, text
+    # the postmortem's timeline puts the series' captures in their own lane (plotly may escape the ▶)
+    assert re.search(r'"name":"(▶|\\u25b6) captures"', html)
     assert html.count("plotly.js v") == 1 and not re.findall(r"<script[^>]+src=[\"']?(?:https?:)?//", html)
 
 

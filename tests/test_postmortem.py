@@ -64,6 +64,13 @@ def test_html_report_opens_with_the_postmortem(example_report):
     assert html.find("Findings and checklist, in full") > pos[-1]
     matrix = re.search(r"<table class=[\"']checklist[\"']>(.*?)</table>", html, re.S).group(1)
     assert "background:#f8d7da" in matrix and re.search(r"title=[\"'][^\"']+", matrix)
+    # the timeline is one figure (events, jobs, logs, the incident's moments; its start and the
+    # capture marked), the moments listed under it, and the details do not draw it again
+    timeline = html[pos[2]:pos[3]]
+    lane = re.compile(r'"name":"(▶|\\u25b6) incident"')   # the moments' trace (plotly's JSON may escape ▶)
+    assert timeline.count("plotly-graph-div") == 1 and "incident start" in timeline and lane.search(timeline)
+    assert "snapshot captured" in timeline and "retry storm starts" in timeline
+    assert len(lane.findall(html)) == 1 and "Timeline: queue events and worker logs" not in html[pos[-1]:]
 
 
 def test_pdf_postmortem_for_the_archive(tmp_path):
@@ -89,3 +96,23 @@ def test_pdf_postmortem_for_the_archive(tmp_path):
     res = forensics_cli("report", str(PDFLAB), "--format", "pdf", "--out", str(out), env={"CHROMIUM": "",
                                                                                         "PATH": "/usr/local/bin"})
     assert res.returncode == 2 and "headless Chromium" in res.stderr, res.stderr
+
+
+def test_the_timeline_figure_marks_the_start_the_moments_and_a_series_captures():
+    """One figure: the incident's moments in their own lane, the first one marked as the
+    start; a series' captures in theirs; without moments, no start is claimed."""
+    import pandas as pd
+
+    from forensics import plots
+    snap = forensics.load(EXAMPLE)
+    d = forensics.diagnose(snap)
+    pm = Postmortem(snap, d)
+    fig = pm.figure()
+    lanes = {t.name: t for t in fig.data}
+    assert len(lanes["▶ incident"].x) == len(pm.timeline) and pm.since < snap.captured_at
+    assert [a.text for a in fig.layout.annotations] == ["incident start"]
+    assert pd.Timestamp(fig.layout.shapes[-1].x0) == pm.since
+    at = snap.captured_at
+    fig = plots.timeline(snap, captures=[at - pd.Timedelta(minutes=2), at - pd.Timedelta(minutes=1), at])
+    assert len({t.name: t for t in fig.data}["▶ captures"].x) == 3
+    assert not fig.layout.annotations and "▶ incident" not in {t.name for t in fig.data}

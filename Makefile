@@ -88,10 +88,12 @@ bench: setup node
 	$(BIN)/python bench/logs_bench.py
 	$(BIN)/python bench/scan_bench.py
 	$(BIN)/python bench/pg_bench.py
+	$(BIN)/python bench/draw_bench.py
 
 bench-quick: setup node
 	$(BIN)/python bench/scale_bench.py --quick
 	$(BIN)/python bench/payload_bench.py
+	$(BIN)/python bench/draw_bench.py --queues 100
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache

@@ -72,16 +72,21 @@ def concurrency(ctx: Context, q, jq, found):
     return "pass", f"up to {int(per.max())} job(s) active per worker across {len(per)} worker(s)"
 
 
+def _long_runs(ctx: Context, jobs: pd.DataFrame) -> pd.Series:
+    """Jobs (active or completed) that ran longer than no_progress_minutes: run time in
+    seconds until finished, or (active) until the capture; floats, because the capture time has
+    a finer unit than the jobs' millisecond timestamps."""
+    ran = (jobs["finished_at"] - jobs["processed_at"]).dt.total_seconds().where(
+        jobs["state"] != "active", (ctx.now - jobs["processed_at"]).dt.total_seconds())
+    return jobs["state"].isin(["active", "completed"]) & (ran > ctx.t.no_progress_minutes * 60)
+
+
 @check("progress")
 def progress(ctx: Context, q, jq, found):
-    limit = ctx.t.no_progress_minutes * 60
-    # run time in seconds: until finished, or (active) until the capture; floats, because the
-    # capture time has a finer unit than the jobs' millisecond timestamps
-    ran = (jq["finished_at"] - jq["processed_at"]).dt.total_seconds().where(
-        jq["state"] != "active", (ctx.now - jq["processed_at"]).dt.total_seconds())
-    long = jq[jq["state"].isin(["active", "completed"]) & (ran > limit)]
-    if not len(long):
+    some = ctx.memo(("long-runs",), lambda: ctx.queues_where(_long_runs(ctx, ctx.jobs)))
+    if (str(q["prefix"]), str(q["queue"])) not in some:   # (one pass over every job, not one per queue)
         return "unknown", f"no job ran longer than {ctx.t.no_progress_minutes:g} min"
+    long = jq[_long_runs(ctx, jq)]
     silent = int((long["progress"].isna() | long["progress"].isin(["0", "null", "{}"])).sum())
     if silent:
         return "warn", f"{silent} of {len(long)} long job(s) never reported progress"

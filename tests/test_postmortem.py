@@ -116,3 +116,30 @@ def test_the_timeline_figure_marks_the_start_the_moments_and_a_series_captures()
     fig = plots.timeline(snap, captures=[at - pd.Timedelta(minutes=2), at - pd.Timedelta(minutes=1), at])
     assert len({t.name: t for t in fig.data}["▶ captures"].x) == 3
     assert not fig.layout.annotations and "▶ incident" not in {t.name for t in fig.data}
+
+
+def test_a_postmortem_of_many_queues_reads_well(redis_server):
+    """150 queues made by the real BullMQ 5 (tests/node/manyqueues.js: in each, two jobs a worker
+    failed, one no worker serves, one delayed). The capture decodes small queues together: every
+    row lands in its own queue. The postmortem stays readable: root causes first, every list
+    capped with "and N more", the matrix at 100 queues, the page small."""
+    from conftest import run_node
+    n = 150
+    run_node("manyqueues.js", redis_server.url(7), "many", str(n))
+    snap = forensics.capture(redis_server.url(7), prefix="many", progress=False)
+    q = snap.queues.set_index("queue")
+    assert len(q) == n and (q["n_failed"] == 2).all() and (q["n_wait"] == 1).all() and (q["n_delayed"] == 1).all()
+    failed = snap.jobs[snap.jobs["state"].astype(str) == "failed"]
+    account = failed["failed_reason"].str.extract(r"\(account (\d+)\)", expand=False).astype(int)
+    assert (failed["queue"].astype(str) == account.map(lambda i: f"q{i:04d}")).all()   # each row in its queue
+    d = forensics.diagnose(snap)
+    pm = Postmortem(snap, d)
+    assert len(pm.roots) == n and set(d.findings["id"]) == {"no-workers"}
+    md = pm.to_markdown()
+    pos = [md.find(f"## {s}") for s in SECTIONS]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos)
+    assert f"… and {n - 20} more root cause(s)" in md and f"… and {n - 20} more queue(s)" in md
+    assert f"… and {n - 100} more queue(s)" in md[pos[SECTIONS.index("Checklist")]:]
+    assert md.count("\n- **CRITICAL `no-workers`**") == 20
+    html = pm._repr_html_()
+    assert f"… and {n - 20} more</p>" in html and f"… and {n - 100} more queue(s)" in html and len(html) < 500_000

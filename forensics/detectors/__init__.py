@@ -267,6 +267,13 @@ class Context:
                 g = empty = frame.iloc[0:0] if empty is None else empty
             yield q, g
 
+    def queues_where(self, mask: pd.Series) -> set[tuple[str, str]]:
+        """(prefix, queue) of the queues with a job where ``mask`` (over ``ctx.jobs``) holds, in
+        one pass: a detector skips the other queues. A per-queue selection costs 1-3 ms however
+        few the queue's jobs: seconds for hundreds of queues."""
+        j = self.jobs
+        return set(zip(j.loc[mask, "prefix"].astype(str), j.loc[mask, "queue"].astype(str)))
+
     def jobs_of(self, prefix, queue) -> pd.DataFrame:
         """One queue's rows of ``ctx.jobs`` (empty when it has none), from the split made once."""
         by_key = self.memo("jobs_by_key", lambda: {(str(q["prefix"]), str(q["queue"])): g

@@ -39,17 +39,18 @@ def _top_reasons(ctx: Context, jobs: pd.DataFrame, n: int = 3) -> dict[str, int]
     return {str(k): int(v) for k, v in fp.value_counts().head(n).items()}
 
 
-def retry_events(ev: pd.DataFrame) -> pd.DataFrame:
+def retry_events(ev: pd.DataFrame, by: tuple[str, ...] = ("job_id",)) -> pd.DataFrame:
     """The retries an events stream records (BullMQ): a job sent back to wait from active
     (retryJob: `waiting` with prev `active`, prev `failed` on BullMQ <= 4), unless the
     stalled checker did it (a `stalled` entry follows); and a job moved to delayed right
     after it was active (moveToDelayed: a backoff). A `delayed` entry right after `added`
-    is a job added with a delay, not a retry."""
+    is a job added with a delay, not a retry. ``by``: what names one job (with ``prefix`` and
+    ``queue``, the stream entries of many queues at once)."""
     if not len(ev):
         return ev
     seq = pd.to_numeric(ev["stream_id"].str.partition("-")[2], errors="coerce")
     ev = ev.assign(_seq=seq).sort_values(["time", "_seq"], kind="stable")
-    by_job = ev.groupby("job_id", sort=False)["event"]
+    by_job = ev.groupby(list(by), sort=False)["event"]
     before, after = by_job.shift(1), by_job.shift(-1)
     prev = ev["fields"].str.extract(r'"prev":"([^"]*)"', expand=False)
     back = ev["event"].eq("waiting") & prev.isin(["active", "failed"]) & after.ne("stalled")
@@ -73,9 +74,38 @@ def _last_activity(jobs: pd.DataFrame) -> pd.Series:
     return jobs[["processed_at", "finished_at"]].max(axis=1)
 
 
+def _retry_events_by_queue(ctx: Context) -> dict:
+    """``retry_events`` of every queue, in one pass over the whole stream table (a pass per
+    queue costs ~5 ms whatever its size: seconds for hundreds of queues)."""
+    def make() -> dict:
+        ev = ctx.snap.events
+        if not len(ev):
+            return {}
+        r = retry_events(ev.astype({"prefix": "str", "queue": "str"}), by=("prefix", "queue", "job_id"))
+        return {k: g for k, g in r.groupby(["prefix", "queue"], sort=False)}
+    return ctx.memo(("retry_events_by_queue",), make)
+
+
+def _retrying_queues(ctx: Context) -> dict[str, set]:
+    """Queues (prefix, queue) with any job that could count in a storm, found in one pass over
+    every job: ``retried`` (retries started, recently active, with its times) and ``waiting``
+    (awaiting a retry). A queue in neither has no storm from its jobs."""
+    def make() -> dict[str, set]:
+        jobs = ctx.jobs
+        if not len(jobs):
+            return {"retried": set(), "waiting": set()}
+        recent = (ctx.now - _last_activity(jobs)) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
+        retried = recent.fillna(False) & (retries_started(jobs) > 0) & jobs["added_at"].notna() \
+            & jobs["processed_at"].notna()
+        waiting = jobs["state"].isin(RETRY_WAIT) & (jobs["attempts_made"].fillna(0) > 0)
+        return {name: set(zip(jobs.loc[mask, "prefix"].astype(str), jobs.loc[mask, "queue"].astype(str)))
+                for name, mask in (("retried", retried), ("waiting", waiting))}
+    return ctx.memo(("retrying_queues",), make)
+
+
 def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
-    r = ctx.memo(("retry_events", q["prefix"], q["queue"]), lambda: retry_events(ctx.events_of(q)))
-    if not len(r):
+    r = _retry_events_by_queue(ctx).get((str(q["prefix"]), str(q["queue"])))
+    if r is None or not len(r):
         return None
     first, last = r["time"].min(), r["time"].max()
     window = (last - first).total_seconds()
@@ -91,6 +121,8 @@ def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
 def _storm_from_jobs(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
     """Bull keeps no events: each recently active job's retries, started between when it
     was added and its latest start, summed over the queue's jobs."""
+    if (str(q["prefix"]), str(q["queue"])) not in _retrying_queues(ctx)["retried"]:
+        return None
     retries = retries_started(jq)
     recent = (ctx.now - _last_activity(jq)) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
     jobs = jq[recent.fillna(False) & (retries > 0) & jq["added_at"].notna() & jq["processed_at"].notna()]
@@ -141,6 +173,9 @@ def retry_storm(ctx: Context):
     for q, jq in ctx.by_queue(ctx.jobs):
         storm = _storm_from_events(ctx, q, jq) if not is_bull(q) else None
         storm = storm or _storm_from_jobs(ctx, q, jq)
+        if storm is None and t.retry_storm_jobs >= 1 and \
+                (str(q["prefix"]), str(q["queue"])) not in _retrying_queues(ctx)["waiting"]:
+            continue   # no retry rate, and no job awaiting a retry: nothing to judge
         # Sustained: the threshold per minute watched, a window under a minute counting as a
         # minute (a burst of a few retries is not a storm). The rate reported is the measured one.
         rate_hit = storm is not None and storm["sustained_per_min"] >= t.retry_storm_per_min
@@ -241,7 +276,13 @@ def no_backoff(ctx: Context):
 
 @detector("non-retryable-retried", "retries", "errors no retry can fix, retried anyway")
 def non_retryable_retried(ctx: Context):
+    jobs = ctx.jobs
+    made = jobs["attempts_made"].fillna(0)
+    some = ctx.queues_where(jobs["failed_reason"].notna() & ((made > 1) | (jobs["state"].isin(RETRY_WAIT) & (made > 0)))
+                            & jobs["failed_reason"].str.contains(NON_RETRYABLE, na=False))
     for q, jq in ctx.by_queue(ctx.jobs):
+        if (str(q["prefix"]), str(q["queue"])) not in some:
+            continue   # no job retried on such an error
         failing = jq[jq["failed_reason"].notna()]
         retried = failing[(failing["attempts_made"].fillna(0) > 1) |
                           (failing["state"].isin(RETRY_WAIT) & (failing["attempts_made"].fillna(0) > 0))]
@@ -295,13 +336,12 @@ def error_hotspot(ctx: Context):
 @detector("high-failure-rate", "retries", "a high share of finished jobs failed")
 def high_failure_rate(ctx: Context):
     t = ctx.t
-    ev = ctx.snap.events
     for q, jq in ctx.by_queue(ctx.jobs):
         source, done, failed = None, 0, 0
         if pd.notna(q["metrics_completed_total"]) and pd.notna(q["metrics_failed_total"]):
             source, done, failed = "metrics", int(q["metrics_completed_total"]), int(q["metrics_failed_total"])
         else:
-            evq = ev[(ev["prefix"] == q["prefix"]) & (ev["queue"] == q["queue"])] if len(ev) else ev
+            evq = ctx.events_of(q)   # (split once: not a pass over every queue's entries per queue)
             c, f = int((evq["event"] == "completed").sum()), int((evq["event"] == "failed").sum())
             if c + f >= t.failure_rate_min_finished:
                 source, done, failed = "events stream", c, f

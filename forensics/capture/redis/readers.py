@@ -56,6 +56,7 @@ RECHECK_LIMIT = 500    # ids per queue whose absence is double-checked (LPOS/ZSC
 DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
 SCHEDULER_LIMIT = 10_000  # schedulers / repeatables read per queue (HGETALL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
+SMALL_QUEUE = 1000     # a queue of at most this many jobs is decoded together with other small ones
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
 # What is lost when one INFO section is refused (the others read).
@@ -123,6 +124,14 @@ def ready_chunk(part: pd.DataFrame, replies: list, redact: Redaction, extras, dt
     jobs = join_extras(jobs, extras, dtypes)
     return ("ready", pa.Table.from_pandas(jobs, schema=schemas[0], preserve_index=False),
             pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False))
+
+
+def _by_queue(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """A decoded chunk of several queues, split by queue in one pass (rows in their order)."""
+    if not len(frame):
+        return {}
+    return {(str(p), str(q)): g.reset_index(drop=True)
+            for (p, q), g in frame.groupby([frame["prefix"].astype("str"), frame["queue"].astype("str")], sort=False)}
 
 
 def _mean_bytes(measured: pd.Series | None) -> float | None:
@@ -230,6 +239,8 @@ class Capture(Reader):
         self.src: Source | None = None
         self.rdb: dict | None = None  # set by capture(rdb=...): what was loaded
         self._memory_probed: set[str | None] = set()
+        self._memory_of: dict[tuple[str, str], list[dict]] = {}   # self.memory's rows by queue
+        self._keys_by_queue: dict[int, dict] = {}   # a classified table split by queue, once
         self.spool = new_spool()
         self.payload_file = self.spool / "payloads.parquet"
         self.jobs_file = self.spool / "jobs.parquet"
@@ -239,6 +250,10 @@ class Capture(Reader):
         self.started = utcnow()
         self.clock = Clock()
         self.helper: helper_mod.Helper | None = None   # a second process for job hashes (helper.py)
+        # Small queues' job hashes, read and waiting to be decoded together (a decode costs
+        # ~30 ms however few its jobs: 500 queues of 4 jobs took 40 s one queue at a time).
+        self._small: list[tuple] = []
+        self._small_rows = self._small_bytes = 0
         tls = self.conn.describe_tls()
         if tls and tls.get("warning"):
             self.log.warn(tls["warning"])
@@ -294,9 +309,14 @@ class Capture(Reader):
     def read_workers(self) -> None:
         """CLIENT LIST where the workers connect (every master of a cluster; the primary of
         a replica), each row tagged with the node that listed it."""
+        self.flush_small()
         self._read_clients()
 
     def close(self) -> None:
+        # Cut short (a stop, Redis lost): the small queues' jobs already read are kept,
+        # decoded without asking Redis again (their absences stay unverified).
+        with contextlib.suppress(*LOST, Stopped):
+            self.flush_small(offline=True)
         self.close_helper()
         if self.src is not None:
             self.src.close()
@@ -528,6 +548,15 @@ class Capture(Reader):
             start += per_trip * WINDOW
         return out
 
+    def _keys_of(self, q: _Queue, classified: pd.DataFrame) -> pd.DataFrame:
+        """The queue's rows of the classified keys (the table split by queue once: a filter of
+        every key per queue is quadratic in queues)."""
+        split = self._keys_by_queue.get(id(classified))
+        if split is None:
+            split = self._keys_by_queue[id(classified)] = {
+                str(k): g for k, g in classified.groupby("queue", sort=False, observed=True)}   # (no NA key)
+        return split.get(q.name, classified.iloc[0:0])
+
     def _read_queue(self, q: _Queue, classified: pd.DataFrame) -> None:
         base = q.base
         meta = self.cmd.one("HGETALL", base + "meta") if "meta" in q.families else {}
@@ -604,7 +633,7 @@ class Capture(Reader):
                     break
 
         # Job hashes that no state references are orphans (after a recheck).
-        mine = classified[classified["queue"] == q.name]
+        mine = self._keys_of(q, classified)
         hashes = mine.loc[mine["family"] == "job", "job_id"]
         orphan_ids = hashes[~K.isin(hashes, ids["job_id"])]
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
@@ -630,6 +659,11 @@ class Capture(Reader):
         pipelined batches are in flight."""
         base = q.base
         per_job = _mean_bytes(extras.job_mem)
+        if not len(ids):
+            return
+        small = len(ids) <= SMALL_QUEUE and (per_job is None or per_job * len(ids) <= CHUNK_BYTES)
+        if not small:
+            self.flush_small()   # (what was read before is written before: queues stay in order)
         if (self.helper is not None and self.helper.broken is None and len(ids) >= 2 * helper_mod.CHUNK_ROWS
                 and per_job is not None and per_job <= helper_mod.MAX_JOB_BYTES):
             return self._read_jobs_shared(q, ids, extras, per_job)
@@ -654,7 +688,41 @@ class Capture(Reader):
                 per_job = max(took / take, 64.0)
                 i += take
             part = ids.iloc[start:i].reset_index(drop=True).assign(prefix=q.prefix, queue=q.name, flavor=q.flavor)
-            self._decode_chunk(q, part, replies, extras, got)
+            if small and start == 0 and i >= n:   # the whole queue in one go: decoded with others
+                self._small.append((q, part, replies, extras, got, getattr(self, "_log_lines", None)))
+                self._small_rows += len(part)
+                self._small_bytes += got
+                if self._small_rows >= CHUNK or self._small_bytes >= CHUNK_BYTES:
+                    self.flush_small()
+            else:
+                self._decode_chunk(q, part, replies, extras, got)
+
+    def flush_small(self, offline: bool = False) -> None:
+        """Decode the small queues read so far in one go, then write each queue's rows as
+        its own chunk (re-checks, joins, spool). ``offline``: Redis is gone or a stop was
+        asked: nothing is re-checked."""
+        if not self._small:
+            return
+        items = self._small
+        with phase("decode"):
+            parts = pd.concat([it[1] for it in items], ignore_index=True)
+            jobs, payloads = decode_replies(parts, [r for it in items for r in it[2]], self.redact)
+            jobs_of, payloads_of = _by_queue(jobs), _by_queue(payloads)
+        self._small, self._small_rows, self._small_bytes = [], 0, 0
+        written = 0
+        try:
+            for q, part, _, extras, got, lines in items:
+                key = (q.prefix, q.name)
+                self._write_chunk(q, part, jobs_of.get(key, jobs.iloc[0:0]), payloads_of.get(key, payloads.iloc[0:0]),
+                                  extras, got, lines=lines, offline=offline)
+                written += 1
+        finally:
+            if written < len(items):   # Redis lost or a stop during one: the others are kept all the same
+                for q, part, _, extras, got, lines in items[written + 1:]:
+                    key = (q.prefix, q.name)
+                    self._write_chunk(q, part, jobs_of.get(key, jobs.iloc[0:0]),
+                                      payloads_of.get(key, payloads.iloc[0:0]), extras, got, lines=lines,
+                                      offline=True)
 
     def _read_jobs_shared(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", per_job: float) -> None:
         """The job hashes of a big queue of small jobs, shared with the helper process: it is
@@ -775,16 +843,21 @@ class Capture(Reader):
         self._write_chunk(q, part, jobs, payloads, extras, nbytes)
 
     def _write_chunk(self, q: _Queue, part: pd.DataFrame, jobs: pd.DataFrame, payloads: pd.DataFrame,
-                     extras: "_Extras", nbytes: int) -> None:
-        """A decoded chunk (read here or by the helper) to the spool: logs, re-checks, joins."""
-        lines = getattr(self, "_log_lines", None)
+                     extras: "_Extras", nbytes: int, lines: "pd.Series | None | bool" = False,
+                     offline: bool = False) -> None:
+        """A decoded chunk (read here or by the helper) to the spool: logs, re-checks, joins.
+        ``lines``: the queue's job log lines (default: those read last); ``offline``: no
+        re-check (Redis is gone, or a stop was asked)."""
+        if lines is False:
+            lines = getattr(self, "_log_lines", None)
         if lines is not None and len(payloads):
             payloads["logs"] = payloads["job_id"].map(lines).astype("str")
         with phase("spool"):
             self._payload_writer.write(payloads)
         try:
-            jobs = self._recheck(q, jobs, extras.budget)
-            self._lock_moved(q, jobs, extras)
+            if not offline:
+                jobs = self._recheck(q, jobs, extras.budget)
+                self._lock_moved(q, jobs, extras)
         finally:  # even when Redis went away during the re-check: keep what was read
             jobs = jobs[jobs["state"] != "vanished"]
             with phase("decode"):
@@ -933,7 +1006,7 @@ class Capture(Reader):
         if "events" not in q.families or not length:
             return
         key = q.base + "events"
-        measured = [m["bytes"] for m in self.memory if (m["prefix"], m["queue"], m["family"]) == (q.prefix, q.name, "events")]
+        measured = [m["bytes"] for m in self._memory_of.get((q.prefix, q.name), []) if m["family"] == "events"]
         per_entry = measured[0] / length if measured else None
         start, read = "-", 0
         while True:
@@ -1129,6 +1202,7 @@ class Capture(Reader):
             total = int(measured.sum()) if len(idx) == n else round(float(measured.mean()) * n)
             self.memory.append({"prefix": q.prefix, "queue": q.name, "family": str(fam), "keys": n,
                                 "bytes": int(total), "measured_keys": len(measured), "estimated": len(idx) < n})
+            self._memory_of.setdefault((q.prefix, q.name), []).append(self.memory[-1])
             if fam == "job":
                 job_mem = measured[~measured.index.duplicated()]
             self.progress.update(f"{q.name}: memory of {fam}")
@@ -1136,6 +1210,8 @@ class Capture(Reader):
 
     # ---- assembly -------------------------------------------------------------------------
     def assemble(self) -> Snapshot:
+        with contextlib.suppress(*LOST, Stopped):   # (steps driven by hand, without read_workers)
+            self.flush_small()
         with phase("spool"):
             self._payload_writer.close()
         if self._jobs_writer is None:  # no job at all (or cut short before the first)
@@ -1215,10 +1291,13 @@ class Capture(Reader):
 
     def _queues_table(self) -> pd.DataFrame:
         rows = []
+        # (workers per queue split once: a filter of the whole table per queue is quadratic)
+        w = self.workers
+        w = w[w["role"] == "worker"] if len(w) else w
+        workers_of = {k: g for k, g in w.groupby(["prefix", "queue"], sort=False)} if len(w) else {}
         for q in self.queues:
             c = {s: self.state_counts.get((q.prefix, q.name, s), 0) for s in JOB_STATES}
-            workers = self.workers[(self.workers["prefix"] == q.prefix) & (self.workers["queue"] == q.name)
-                                   & (self.workers["role"] == "worker")] if len(self.workers) else pd.DataFrame()
+            workers = workers_of.get((q.prefix, q.name), pd.DataFrame())
             version = str(q.meta.get("version", "")) or None
             paused = q.meta.get("paused") in ("1", 1) or bool(q.row.get("meta_paused_key"))
             row = {
@@ -1235,8 +1314,7 @@ class Capture(Reader):
                 "rate_limit_max": as_int(q.meta.get("max")),
                 "rate_limit_duration_ms": as_int(q.meta.get("duration")),
                 **{k: v for k, v in q.row.items() if k != "meta_paused_key"},
-                "memory_bytes": int(sum(m["bytes"] for m in self.memory
-                                        if (m["prefix"], m["queue"]) == (q.prefix, q.name))) or None,
+                "memory_bytes": int(sum(m["bytes"] for m in self._memory_of.get((q.prefix, q.name), []))) or None,
                 # where it was read (a slot that moved during the capture: its new owner)
                 "node": self.src.node_of(q.base + "id").addr if self.src is not None and self.src.clustered
                 else q.node, "slot": q.slot,

@@ -73,7 +73,12 @@ def high_concurrency(ctx: Context):
 @detector("no-progress", "config", "long-running jobs that never report progress")
 def no_progress(ctx: Context):
     limit = pd.Timedelta(minutes=ctx.t.no_progress_minutes)
+    jobs = ctx.jobs
+    some = ctx.queues_where(jobs["state"].eq("active") & ((ctx.now - jobs["processed_at"]) > limit).fillna(False)
+                            & (jobs["progress"].isna() | jobs["progress"].isin(["0", "null", "{}"])))
     for q, jq in ctx.by_queue(ctx.jobs):
+        if (str(q["prefix"]), str(q["queue"])) not in some:
+            continue   # no long-running job silent about its progress
         act = jq[(jq["state"] == "active") & ((ctx.now - jq["processed_at"]) > limit)]
         hit = act[act["progress"].isna() | act["progress"].isin(["0", "null", "{}"])]
         if not len(hit):

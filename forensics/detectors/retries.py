@@ -260,7 +260,11 @@ def unbounded_attempts(ctx: Context):
 @detector("no-backoff", "retries", "retries without backoff, or with a short fixed one")
 def no_backoff(ctx: Context):
     t = ctx.t
+    jobs = ctx.jobs
+    some = ctx.queues_where(jobs.index.isin(retried_jobs(jobs).index) & _weak_backoff(jobs, t.min_backoff_ms))
     for q, jq in ctx.by_queue(ctx.jobs):
+        if (str(q["prefix"]), str(q["queue"])) not in some:
+            continue   # no retried job without a real backoff
         retried = retried_jobs(jq)
         hit = retried[_weak_backoff(retried, t.min_backoff_ms)]
         if not len(hit):

@@ -695,6 +695,7 @@ class Capture(Reader):
                 if self._small_rows >= CHUNK or self._small_bytes >= CHUNK_BYTES:
                     self.flush_small()
             else:
+                self.flush_small()   # (a queue bigger than it looked: the small ones read before go first)
                 self._decode_chunk(q, part, replies, extras, got)
 
     def flush_small(self, offline: bool = False) -> None:

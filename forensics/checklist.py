@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .detectors import Context, option_set, retried_jobs
+from .detectors import Context, option_set, queue_key, retried_jobs
 
 ITEMS = ["retry-strategy", "timeout", "concurrency", "progress", "payload-size", "cleanup",
          "dead-letter", "monitoring", "health-checks", "memory-leak"]
@@ -84,7 +84,7 @@ def _long_runs(ctx: Context, jobs: pd.DataFrame) -> pd.Series:
 @check("progress")
 def progress(ctx: Context, q, jq, found):
     some = ctx.memo(("long-runs",), lambda: ctx.queues_where(_long_runs(ctx, ctx.jobs)))
-    if (str(q["prefix"]), str(q["queue"])) not in some:   # (one pass over every job, not one per queue)
+    if queue_key(q) not in some:   # (one pass over every job, not one per queue)
         return "unknown", f"no job ran longer than {ctx.t.no_progress_minutes:g} min"
     long = jq[_long_runs(ctx, jq)]
     silent = int((long["progress"].isna() | long["progress"].isin(["0", "null", "{}"])).sum())

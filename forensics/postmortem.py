@@ -140,10 +140,12 @@ class Postmortem:
     def impact(self) -> pd.DataFrame:
         q = self.snap.queues
         f = self.findings
+        # the findings split by queue once (a filter of them all per queue is quadratic)
+        of = {k: g for k, g in f.groupby(["prefix", "queue"], sort=False)} if len(f) else {}
         rows = []
         for r in q.itertuples():
-            mine = f[(f["prefix"] == r.prefix) & (f["queue"] == r.queue)] if len(f) else f
-            if not len(mine):
+            mine = of.get((r.prefix, r.queue))
+            if mine is None:
                 continue
             rows.append({"queue": _q(r.prefix, r.queue),
                          "worst": mine["severity"].map(RANK).min(),
@@ -174,17 +176,16 @@ class Postmortem:
         f = self.findings
         items: dict[str, dict] = {}
         for r in f.itertuples() if len(f) else []:
-            it = items.setdefault(r.id, {"id": r.id, "severity": r.severity, "queues": [], "code": [],
+            # (queues and code lines as dict keys: in order, each once, without a scan per finding)
+            it = items.setdefault(r.id, {"id": r.id, "severity": r.severity, "queues": {}, "code": {},
                                          "action": r.remediation})
             if RANK[r.severity] < RANK[it["severity"]]:
                 it["severity"] = r.severity
-            q = _q(r.prefix, r.queue)
-            if q not in it["queues"]:
-                it["queues"].append(q)
+            it["queues"][_q(r.prefix, r.queue)] = None
             for c in (r.evidence or {}).get("code", [])[:3]:
-                at = f"{c['file']}:{c['line']}"
-                if at not in it["code"]:
-                    it["code"].append(at)
+                it["code"][f"{c['file']}:{c['line']}"] = None
+        for it in items.values():
+            it["queues"], it["code"] = list(it["queues"]), list(it["code"])
         roots = set(self.roots["id"]) if len(self.roots) else set()
         return sorted(items.values(), key=lambda x: (x["id"] not in roots, RANK[x["severity"]], x["id"]))
 

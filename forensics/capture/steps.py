@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, attach_spool
 from .progress import Progress, Stopped, stop_on_ctrl_c
 
 MAX_WARNINGS = 200
@@ -105,6 +105,15 @@ class Reader:
         """What holds for the whole capture (the Redis one turns the garbage collector off and
         starts its phase clock)."""
         yield
+
+
+def spooled_snapshot(tables: dict, manifest: dict, spool: Path, spools: dict) -> Snapshot:
+    """The snapshot a capture assembles: the small tables in memory, the big ones (``spools``:
+    jobs, payloads, events, closed) the spool's Parquet files, with the digests taken as they
+    were written."""
+    snap = Snapshot(tables, manifest, files={name: sp.path for name, sp in spools.items()})
+    attach_spool(snap, spool, {name: sp.digest for name, sp in spools.items()})
+    return snap
 
 
 def run(reader: Reader) -> Snapshot:

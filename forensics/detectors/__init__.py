@@ -89,6 +89,11 @@ def retried_jobs(jobs: pd.DataFrame) -> pd.DataFrame:
     return jobs[(jobs["attempts_configured"].fillna(0) > 1) | jobs["attempts_infinite"].fillna(False).astype(bool)]
 
 
+def queue_key(q) -> tuple[str, str]:
+    """(prefix, queue) of a queues-table row: the key of every per-queue split."""
+    return str(q["prefix"]), str(q["queue"])
+
+
 def is_bull(q) -> bool:
     """The queue was written by Bull (v3/v4), not BullMQ."""
     return q["flavor"] == "bull"
@@ -204,7 +209,7 @@ class Context:
 
     def events_of(self, q) -> pd.DataFrame:
         """One queue's events-stream entries, in stream order (empty for Bull, or none read)."""
-        g = self._events_by_queue.get((str(q["prefix"]), str(q["queue"])))
+        g = self._events_by_queue.get(queue_key(q))
         return g if g is not None else self.snap.events.iloc[0:0]
 
     def family_bytes(self, q, families: list[str]) -> int | None:
@@ -276,7 +281,7 @@ class Context:
 
     def jobs_of(self, prefix, queue) -> pd.DataFrame:
         """One queue's rows of ``ctx.jobs`` (empty when it has none), from the split made once."""
-        by_key = self.memo("jobs_by_key", lambda: {(str(q["prefix"]), str(q["queue"])): g
+        by_key = self.memo("jobs_by_key", lambda: {queue_key(q): g
                                                    for q, g in self.by_queue(self.jobs)})
         return by_key.get((str(prefix), str(queue)), self.jobs.iloc[0:0])
 

@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from . import Context, detector
+from . import Context, detector, queue_key
 
 BULL_TIMEOUT = re.compile(r"Promise timed out after \d+ milliseconds|TimeoutError")
 
@@ -77,7 +77,7 @@ def no_progress(ctx: Context):
     some = ctx.queues_where(jobs["state"].eq("active") & ((ctx.now - jobs["processed_at"]) > limit).fillna(False)
                             & (jobs["progress"].isna() | jobs["progress"].isin(["0", "null", "{}"])))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if (str(q["prefix"]), str(q["queue"])) not in some:
+        if queue_key(q) not in some:
             continue   # no long-running job silent about its progress
         act = jq[(jq["state"] == "active") & ((ctx.now - jq["processed_at"]) > limit)]
         hit = act[act["progress"].isna() | act["progress"].isin(["0", "null", "{}"])]

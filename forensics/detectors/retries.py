@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from . import Context, detector, is_bull, retried_jobs
+from . import Context, detector, is_bull, queue_key, retried_jobs
 from .trends import duration
 
 UNFINISHED = ["wait", "active", "paused", "prioritized", "delayed", "waiting-children"]
@@ -98,13 +98,12 @@ def _retrying_queues(ctx: Context) -> dict[str, set]:
         retried = recent.fillna(False) & (retries_started(jobs) > 0) & jobs["added_at"].notna() \
             & jobs["processed_at"].notna()
         waiting = jobs["state"].isin(RETRY_WAIT) & (jobs["attempts_made"].fillna(0) > 0)
-        return {name: set(zip(jobs.loc[mask, "prefix"].astype(str), jobs.loc[mask, "queue"].astype(str)))
-                for name, mask in (("retried", retried), ("waiting", waiting))}
+        return {"retried": ctx.queues_where(retried), "waiting": ctx.queues_where(waiting)}
     return ctx.memo(("retrying_queues",), make)
 
 
 def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
-    r = _retry_events_by_queue(ctx).get((str(q["prefix"]), str(q["queue"])))
+    r = _retry_events_by_queue(ctx).get(queue_key(q))
     if r is None or not len(r):
         return None
     first, last = r["time"].min(), r["time"].max()
@@ -121,7 +120,7 @@ def _storm_from_events(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
 def _storm_from_jobs(ctx: Context, q, jq: pd.DataFrame) -> dict | None:
     """Bull keeps no events: each recently active job's retries, started between when it
     was added and its latest start, summed over the queue's jobs."""
-    if (str(q["prefix"]), str(q["queue"])) not in _retrying_queues(ctx)["retried"]:
+    if queue_key(q) not in _retrying_queues(ctx)["retried"]:
         return None
     retries = retries_started(jq)
     recent = (ctx.now - _last_activity(jq)) <= pd.Timedelta(minutes=ctx.t.retry_storm_recent_minutes)
@@ -174,7 +173,7 @@ def retry_storm(ctx: Context):
         storm = _storm_from_events(ctx, q, jq) if not is_bull(q) else None
         storm = storm or _storm_from_jobs(ctx, q, jq)
         if storm is None and t.retry_storm_jobs >= 1 and \
-                (str(q["prefix"]), str(q["queue"])) not in _retrying_queues(ctx)["waiting"]:
+                queue_key(q) not in _retrying_queues(ctx)["waiting"]:
             continue   # no retry rate, and no job awaiting a retry: nothing to judge
         # Sustained: the threshold per minute watched, a window under a minute counting as a
         # minute (a burst of a few retries is not a storm). The rate reported is the measured one.
@@ -263,7 +262,7 @@ def no_backoff(ctx: Context):
     jobs = ctx.jobs
     some = ctx.queues_where(jobs.index.isin(retried_jobs(jobs).index) & _weak_backoff(jobs, t.min_backoff_ms))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if (str(q["prefix"]), str(q["queue"])) not in some:
+        if queue_key(q) not in some:
             continue   # no retried job without a real backoff
         retried = retried_jobs(jq)
         hit = retried[_weak_backoff(retried, t.min_backoff_ms)]
@@ -285,7 +284,7 @@ def non_retryable_retried(ctx: Context):
     some = ctx.queues_where(jobs["failed_reason"].notna() & ((made > 1) | (jobs["state"].isin(RETRY_WAIT) & (made > 0)))
                             & jobs["failed_reason"].str.contains(NON_RETRYABLE, na=False))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if (str(q["prefix"]), str(q["queue"])) not in some:
+        if queue_key(q) not in some:
             continue   # no job retried on such an error
         failing = jq[jq["failed_reason"].notna()]
         retried = failing[(failing["attempts_made"].fillna(0) > 1) |

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import Context, detector
+from . import Context, detector, queue_key
 
 UNFINISHED = ["wait", "active", "paused", "prioritized", "delayed", "waiting-children"]
 
@@ -24,7 +24,7 @@ def schedulers_of(ctx: Context, q) -> pd.DataFrame:
         return s
     by_q = ctx.memo(("schedulers-by-queue",), lambda: {k: g for k, g in s.astype(
         {"prefix": "str", "queue": "str"}).groupby(["prefix", "queue"], sort=False)})
-    mine = by_q.get((str(q["prefix"]), str(q["queue"])))
+    mine = by_q.get(queue_key(q))
     if mine is None:
         return s.iloc[0:0]
     jobs = ctx.jobs_of(q["prefix"], q["queue"])

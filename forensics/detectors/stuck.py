@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import Context, detector, is_bull, minutes
+from . import Context, detector, is_bull, minutes, queue_key
 from .trends import duration
 
 WAITING = ["wait", "prioritized"]
@@ -37,7 +37,7 @@ def stalled_active(ctx: Context):
     jobs = ctx.jobs
     some = ctx.queues_where(jobs["state"].eq("active") & ~jobs["lock_present"].fillna(False).astype(bool))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if (str(q["prefix"]), str(q["queue"])) not in some:
+        if queue_key(q) not in some:
             continue   # no active job without its lock
         act = jq[jq["state"] == "active"]
         hit = lockless_active(ctx, jq)
@@ -115,7 +115,7 @@ def stall_failures(ctx: Context):
                             | jobs["deferred_failure"].str.contains(STALL_TEXT, regex=False, na=False)
                             | (jobs["stalled_count"].fillna(0) > 0))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if (str(q["prefix"]), str(q["queue"])) not in some:
+        if queue_key(q) not in some:
             continue   # no job the checker failed, marked or re-queued
         failed = jq[(jq["state"] == "failed") & jq["failed_reason"].str.contains(STALL_TEXT, regex=False, na=False)]
         deferred = jq[jq["deferred_failure"].str.contains(STALL_TEXT, regex=False, na=False)]
@@ -201,7 +201,7 @@ def last_activity(ctx: Context, q, jq: pd.DataFrame) -> pd.Timestamp | None:
         times.append(ev.loc[ev["event"].isin(["active", "completed", "failed"]), "time"].max())
     m = ctx.memo(("metrics-by-queue",), lambda: {k: g for k, g in ctx.snap.metrics.astype(
         {"prefix": "str", "queue": "str"}).groupby(["prefix", "queue"])} if len(ctx.snap.metrics) else {})
-    mq = m.get((str(q["prefix"]), str(q["queue"])))
+    mq = m.get(queue_key(q))
     if mq is not None and (mq["count"] > 0).any():  # a minute in which jobs finished (to its end)
         times.append(mq.loc[mq["count"] > 0, "time"].max() + pd.Timedelta(minutes=1))
     times = [pd.Timestamp(t) for t in times if pd.notna(t)]
@@ -335,7 +335,7 @@ def stale_backlog(ctx: Context):
     since_all = jobs["processed_at"].where(jobs["processed_at"].notna(), jobs["added_at"])
     some = ctx.queues_where(jobs["state"].isin(WAITING) & ((ctx.now - since_all) > limit).fillna(False))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if q["paused"] or (str(q["prefix"]), str(q["queue"])) not in some:
+        if q["paused"] or queue_key(q) not in some:
             continue  # paused: paused-backlog says why; else no job has waited that long
         w = jq[jq["state"].isin(WAITING)]
         if not len(w):
@@ -451,7 +451,7 @@ def priority_starvation(ctx: Context):
     some = enough & ctx.queues_where(jobs["state"].isin(WAITING) & jobs["processed_at"].isna()
                                      & jobs["added_at"].notna() & (jobs["attempts_made"].fillna(0) == 0))
     for q, jq in ctx.by_queue(ctx.jobs):
-        if q["paused"] or (str(q["prefix"]), str(q["queue"])) not in some:
+        if q["paused"] or queue_key(q) not in some:
             continue   # no job waiting that was never taken, or too few taken to overtake it
         # Jobs never taken yet (a retried job waits since its last attempt, not since it was added)
         cand = jq[jq["state"].isin(WAITING) & jq["processed_at"].isna() & jq["added_at"].notna()

@@ -15,7 +15,7 @@ import pandas as pd
 from ..logs import has_memory
 from ..summary import human_bytes
 from ..stats import rising, robust_trend
-from . import SAMPLE, Context, detector, trend
+from . import SAMPLE, Context, detector, queue_key, trend
 from .trends import byte_rate, duration
 
 LOCK_LOST = re.compile(
@@ -94,7 +94,7 @@ def _when(df: pd.DataFrame) -> dict:
 def _queue_groups(ctx: Context, records: pd.DataFrame, jobs: pd.DataFrame):
     """(queue row or None, that queue's log records, its jobs): records that name no known
     queue form one Redis-wide group."""
-    known = {(str(q["prefix"]), str(q["queue"])): q for _, q in ctx.queues.iterrows()}
+    known = {queue_key(q): q for _, q in ctx.queues.iterrows()}
     keys = set()
     if len(records):
         keys |= {(p, q) for p, q in zip(records["prefix"], records["queue"]) if (p, q) in known}

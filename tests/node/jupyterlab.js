@@ -64,8 +64,8 @@ async function main() {
           .filter((c) => c.type === 'code')
           .map((c) => (c.toJSON().outputs || []).filter((o) => o.data && o.data['application/vnd.plotly.v1+json']).length)
           .reduce((a, b) => a + b, 0),
-        figures_drawn: document.querySelectorAll('.js-plotly-plot .main-svg').length > 0
-          ? document.querySelectorAll('.js-plotly-plot').length : 0,
+        // a figure counts as drawn once plotly has put its SVG in it
+        figures_drawn: [...document.querySelectorAll('.js-plotly-plot')].filter((d) => d.querySelector('.main-svg')).length,
         widgets_drawn: document.querySelectorAll('.jupyter-widgets').length,
         widget_errors: document.querySelectorAll('.jupyter-widgets-error-widget, .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg').length,
       };

@@ -19,10 +19,10 @@ from ..._version import __version__
 from ...decode import JOB_COLUMNS, PAYLOAD_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from ...errors import ConnectError, UsageError
 from ...redact import Redaction
-from ...snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from ...snapshot import SCHEMA_VERSION, Snapshot, new_spool, utcnow
 from ...stop import check_stop
 from ..progress import Progress
-from ..steps import Log, Reader, run
+from ..steps import Log, Reader, run, spooled_snapshot
 from ..tables import (QUEUE_COLUMNS, STATES, Spool, as_json, empty_clients, empty_dedup, empty_events, event_texts,
                       empty_memory, empty_metrics, empty_schedulers, empty_workers)
 from .gate import Session
@@ -449,11 +449,8 @@ class PgCapture(Reader):
                   "schedulers": _frame(self.rows["schedulers"], empty_schedulers()),
                   "redis": pd.DataFrame([server_row]), "metrics": _frame(self.rows["metrics"], empty_metrics()),
                   "memory": _frame(self.rows["memory"], empty_memory())}
-        snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file,
-                                                 "events": self.events_file})
-        attach_spool(snap, self.spool, {"jobs": self._jobs.digest, "payloads": self._payloads.digest,
-                                        "events": self._events.digest})
-        return snap
+        return spooled_snapshot(tables, manifest, self.spool,
+                                {"jobs": self._jobs, "payloads": self._payloads, "events": self._events})
 
     def _queues_table(self) -> pd.DataFrame:
         rows = []

@@ -98,7 +98,7 @@ class Commands:
                          consequence or CONSEQUENCES.get(name, "that part of the snapshot is empty"),
                          many_nodes=bool(self.src and len(self.src.nodes) > 1))
 
-    def refused(self, name: str, addr: str | None) -> bool:
+    def was_refused(self, name: str, addr: str | None) -> bool:
         """Was ``name`` refused on the node at ``addr`` (or everywhere)?"""
         return any(u["command"] == name and u["node"] in (None, addr) for u in self.log.unavailable)
 

@@ -37,10 +37,10 @@ from ...decode import JOB_COLUMNS, decode_jobs, empty_jobs, empty_payloads
 from ...redact import Redaction
 from ...safety import CommandLedger, redact_url
 from ...clock import Clock, phase
-from ...snapshot import SCHEMA_VERSION, Snapshot, attach_spool, new_spool, utcnow
+from ...snapshot import SCHEMA_VERSION, Snapshot, new_spool, utcnow
 from . import helper as helper_mod
 from ..progress import Progress, Stopped, Throttle, duration_text
-from ..steps import Log, Reader
+from ..steps import Log, Reader, spooled_snapshot
 from .commands import PIPELINE, Commands
 from .sources import Connect, Node, Source, key_slot, open_source
 from ..tables import (JOB_STATES, QUEUE_COLUMNS, STATE_KEYS, STATES, Spool, as_int, as_json, empty_events, event_texts,
@@ -710,20 +710,19 @@ class Capture(Reader):
             jobs, payloads = decode_replies(parts, [r for it in items for r in it[2]], self.redact)
             jobs_of, payloads_of = _by_queue(jobs), _by_queue(payloads)
         self._small, self._small_rows, self._small_bytes = [], 0, 0
-        written = 0
-        try:
-            for q, part, _, extras, got, lines in items:
-                key = (q.prefix, q.name)
-                self._write_chunk(q, part, jobs_of.get(key, jobs.iloc[0:0]), payloads_of.get(key, payloads.iloc[0:0]),
-                                  extras, got, lines=lines, offline=offline)
-                written += 1
-        finally:
-            if written < len(items):   # Redis lost or a stop during one: the others are kept all the same
-                for q, part, _, extras, got, lines in items[written + 1:]:
-                    key = (q.prefix, q.name)
-                    self._write_chunk(q, part, jobs_of.get(key, jobs.iloc[0:0]),
-                                      payloads_of.get(key, payloads.iloc[0:0]), extras, got, lines=lines,
-                                      offline=True)
+
+        def write(item, offline: bool) -> None:
+            q, part, _, extras, got, lines = item
+            key = (q.prefix, q.name)
+            self._write_chunk(q, part, jobs_of.get(key, jobs.iloc[0:0]), payloads_of.get(key, payloads.iloc[0:0]),
+                              extras, got, lines=lines, offline=offline)
+        for k, item in enumerate(items):
+            try:
+                write(item, offline)
+            except BaseException:   # Redis lost or a stop during one: the others are kept all the same
+                for rest in items[k + 1:]:
+                    write(rest, True)
+                raise
 
     def _read_jobs_shared(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", per_job: float) -> None:
         """The job hashes of a big queue of small jobs, shared with the helper process: it is
@@ -1178,14 +1177,12 @@ class Capture(Reader):
         per-job figures measured (job id -> bytes) for the jobs table."""
         rng = random.Random(0)
         job_mem = None
-        refused = lambda: any(u["command"] == "MEMORY USAGE" and u["node"] in (None, q.node)  # noqa: E731
-                              for u in self.unavailable)
-        if not refused() and q.node not in self._memory_probed and len(mine):
+        if not self.cmd.was_refused("MEMORY USAGE", q.node) and q.node not in self._memory_probed and len(mine):
             # One key first: a server without MEMORY USAGE answers once, not once per key.
             self._memory_probed.add(q.node)
             self.cmd.results([("MEMORY", "USAGE", K.key_names(q.base, str(mine["family"].iloc[0]), mine.iloc[:1])[0])],
                           essential=False)
-        if refused():
+        if self.cmd.was_refused("MEMORY USAGE", q.node):
             return None
         for fam, grp in mine.groupby("family", sort=True, observed=True):
             n = len(grp)
@@ -1284,11 +1281,9 @@ class Capture(Reader):
         tables = {"queues": queues, "workers": workers, "clients": clients, "dedup": dedup, "schedulers": schedulers,
                   "redis": redis_df,
                   "metrics": metrics, "memory": memory}
-        snap = Snapshot(tables, manifest, files={"jobs": self.jobs_file, "payloads": self.payload_file,
-                                                 "events": self.events_file})
-        attach_spool(snap, self.spool, {"jobs": self._jobs_writer.digest, "payloads": self._payload_writer.digest,
-                                        "events": self._events_writer.digest})
-        return snap
+        return spooled_snapshot(tables, manifest, self.spool, {"jobs": self._jobs_writer,
+                                                               "payloads": self._payload_writer,
+                                                               "events": self._events_writer})
 
     def _queues_table(self) -> pd.DataFrame:
         rows = []

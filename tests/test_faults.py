@@ -19,14 +19,17 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import forensics
 from conftest import RedisServer, forensics_cli, forensics_exe, run_node
 from forensics.capture import CHUNK
+from forensics.capture.redis.helper import CHUNK_ROWS
 
 BIG = 3 * CHUNK          # jobs in queue "big": three decode chunks
 SMALL = 200              # jobs in queue "small"
@@ -84,7 +87,9 @@ def assert_partial(res, out: Path, reason: str, exit_code: int = 4) -> forensics
     assert res.stdout.strip().splitlines()[-1] == str(out)
     snap = forensics.load(out, verify=True)
     assert snap.manifest["complete"] is False and reason in snap.manifest["incomplete_reason"]
-    assert CHUNK <= snap.row_count("jobs") < BIG + SMALL   # at least one whole chunk kept
+    # at least one whole chunk kept: two processes share these job hashes, in chunks of
+    # CHUNK_ROWS, and when the cut comes each may be partway through one of its own
+    assert CHUNK_ROWS <= snap.row_count("jobs") < BIG + SMALL
     assert len(snap.payloads) == snap.row_count("jobs")
     assert forensics_cli("verify", str(out)).returncode == 0
     d = forensics.diagnose(out)
@@ -478,14 +483,14 @@ def test_a_helper_killed_mid_capture_leaves_the_capture_whole(redis_from_dump, t
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
 
 
-def test_a_chunk_handed_to_a_helper_that_just_died_comes_back_to_be_read_here():
-    """The helper SIGKILLed between two chunks: the next hand-over fails on the dead pipe.
-    That chunk must come back undone, as the ones it held do, so the capture reads it
-    itself (it was lost before, and the capture waited for it forever at full CPU)."""
+def test_chunks_of_a_helper_that_died_come_back_to_be_read_here():
+    """The helper SIGKILLed: a queue begun with it fails on the dead pipe, the helper is
+    given up, and every chunk -- those it had claimed included -- is claimed by the
+    capture, so none is lost (a lost chunk once made the capture wait forever at full CPU)."""
     from forensics.capture.redis.helper import Helper
+    from forensics.capture.redis.readers import _Extras
     from forensics.capture.redis.sources import Node
     from forensics.redact import Redaction
-    from forensics.safety import CommandLedger
 
     h = Helper(Redaction())
     try:
@@ -493,13 +498,41 @@ def test_a_chunk_handed_to_a_helper_that_just_died_comes_back_to_be_read_here():
         h.proc.join(5)
         node = Node.__new__(Node)
         node.addr, node.spec = "127.0.0.1:1", {}
-        for task in (0, 1):      # writes to a pipe nobody reads: they fail (EPIPE)
-            h.send(task, node, (0, 10), 10)
-        assert h.outstanding == [0, 1]
-        back = []
-        while h.outstanding and h.poll(0.5):
-            back.append(h.recv(CommandLedger()))
-        assert back == [(0, None), (1, None)] and h.broken
+        q = types.SimpleNamespace(prefix="bull", name="q", flavor="bullmq", base="bull:q:")
+        ids = pd.DataFrame({"job_id": [str(i) for i in range(40)], "state": "wait", "score": np.nan})
+        bounds = [(a, a + 10) for a in range(0, 40, 10)]
+        h.begin(q, ids, _Extras(None, None, set(), None, [0]), {}, None, None, node, bounds, 10)
+        assert h.broken                          # the hand-over hit the dead pipe
+        with h.claims.get_lock():                # as if it had claimed chunk 0 before it died
+            h.claims[1] = 1
+        assert h.held() == [0]
+        assert [h.claim(0) for _ in range(4)] == [1, 2, 3, None]
+        assert not h.poll(0.1)
+    finally:
+        h.close()
+
+
+def test_neither_process_reads_far_ahead_of_the_chunks_written():
+    """Chunks are claimed from one counter, never more than AHEAD past the first chunk not
+    yet written: the capture holds a bounded number of decoded chunks."""
+    from forensics.capture.redis import helper as helper_mod
+    from forensics.capture.redis.readers import _Extras
+    from forensics.capture.redis.sources import Node
+    from forensics.redact import Redaction
+
+    h = helper_mod.Helper(Redaction())
+    try:
+        os.kill(h.proc.pid, signal.SIGKILL)   # (the capture's side alone)
+        h.proc.join(5)
+        node = Node.__new__(Node)
+        node.addr, node.spec = "127.0.0.1:1", {}
+        q = types.SimpleNamespace(prefix="bull", name="q", flavor="bullmq", base="bull:q:")
+        n = helper_mod.AHEAD + 4
+        ids = pd.DataFrame({"job_id": [str(i) for i in range(n)], "state": "wait", "score": np.nan})
+        h.begin(q, ids, _Extras(None, None, set(), None, [0]), {}, None, None, node, [(i, i + 1) for i in range(n)], 1)
+        got = [h.claim(0) for _ in range(n)]
+        assert got == list(range(helper_mod.AHEAD)) + [None] * 4
+        assert h.claim(3) == helper_mod.AHEAD     # three written: three more may be read
     finally:
         h.close()
 

@@ -2,12 +2,13 @@
 
 A capture of many jobs spends most of its time turning HGETALL replies into typed rows
 (parsing the replies, decoding, redacting), which needs the GIL: a thread does not help, a
-process does. The helper gets a queue's job ids (once) and then chunks of them to read: it
-reads their hashes over its own connection (through the same read-only gate), decodes,
-joins and types them with the capture's own ``ready_chunk``, and sends the two tables back as
-Arrow IPC, ready for the spool (a few milliseconds a chunk). The capture meanwhile reads
-other chunks itself, and writes every chunk in order, so the snapshot is the same with or
-without the helper.
+process does. The helper gets a queue's job ids (once) and the row bounds of its chunks;
+then it and the capture each claim the next chunk from one shared counter whenever they are
+free (neither waits to be handed work). The helper reads its chunks' hashes over its own
+connection (through the same read-only gate), decodes, joins and types them with the
+capture's own ``ready_chunk``, and sends the two tables back as Arrow IPC, ready for the
+spool (a few milliseconds a chunk). The capture writes every chunk in order, so the
+snapshot is the same with or without the helper.
 
 Anything unusual in the helper -- a command error, a lost or silent connection, a crash --
 sends the chunk back undone and the capture reads it itself (where the usual handling of
@@ -24,6 +25,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from typing import Any
 
 import pandas as pd
@@ -36,6 +38,7 @@ from ...safety import CommandLedger
 MIN_JOBS = 30_000       # job hashes in the capture before a helper is worth starting
 CHUNK_ROWS = 10_000     # jobs per chunk when the helper shares the work
 MAX_JOB_BYTES = 16_384  # queues whose job hashes are bigger on average are read by the capture alone
+AHEAD = 6               # chunks either process may read past the first one not yet written
 
 _MASKED = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype()}
 
@@ -77,84 +80,124 @@ def from_ipc(buf, dtypes: dict[str, str]) -> pd.DataFrame:
 
 
 class Helper:
-    """The capture's side: start, hand out chunks, collect results, stop."""
+    """The capture's side: start, begin a queue, claim chunks, collect results, stop.
+
+    Chunks are claimed, not handed out: the capture and the helper each take the next
+    chunk of the queue from one shared counter when they are free, so neither waits for the
+    other to be handed work (the helper used to run dry while the capture decoded a chunk
+    of its own). Neither runs more than ``AHEAD`` chunks past the first one not yet written:
+    the capture holds at most that many decoded chunks."""
 
     def __init__(self, redaction: Redaction):
         method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(method)
         self.method = method
         self.conn, child = ctx.Pipe()
+        # [queue generation, next chunk to claim, first chunk not yet written], under one lock
+        self.claims = ctx.Array("q", 3, lock=True)
         if method == "fork":
             warm_up(redaction)   # what the child would otherwise compile and load on its first chunk
-        self.proc = ctx.Process(target=_main, args=(child, redaction), name="forensics-helper", daemon=True)
+        self.proc = ctx.Process(target=_main, args=(child, redaction, self.claims), name="forensics-helper",
+                                daemon=True)
         self.proc.start()
         child.close()
         self.nodes: set[str] = set()
         self.broken: str | None = None   # why it is not used any more
+        self.reported = False            # (the capture said so)
         self.received = [0]              # bytes of replies the helper read
-        self.outstanding: list[int] = []
+        self.gen = 0                     # the queue being shared
+        self.n = 0                       # its chunks
+        self.mine: set[int] = set()      # chunks the capture claimed
+        self.back: set[int] = set()      # chunks the helper sent back (read or undone)
 
-    def queue(self, q, ids: pd.DataFrame, extras, dtypes: dict, log_lines, schemas) -> None:
-        """One queue: its job ids (once, as Arrow) and what its chunks are joined with; the
-        chunks then name rows of it."""
+    def begin(self, q, ids: pd.DataFrame, extras, dtypes: dict, log_lines, schemas, node,
+              bounds: list[tuple[int, int]], step: int) -> None:
+        """Share one queue: its job ids (once, as Arrow), what its chunks are joined with,
+        and the chunks' row bounds; the helper starts claiming at once."""
+        self.gen += 1
+        self.n, self.mine, self.back = len(bounds), set(), set()
+        with self.claims.get_lock():
+            self.claims[0], self.claims[1], self.claims[2] = self.gen, 0, 0
         lite = _Lite(extras.locks, extras.logs, extras.stalled, extras.job_mem)
         ids = ids[["job_id", "state", "score"]].astype({"job_id": "str", "state": "str", "score": "float64"})
-        try:
-            self.conn.send(("queue", (q.prefix, q.name, q.flavor, q.base), to_ipc(ids), lite, dtypes, log_lines,
-                            schemas))
-        except (OSError, EOFError, ValueError) as e:
-            self._gone(e)
-
-    def send(self, task_id: int, node, rows: tuple[int, int], step: int) -> None:
         try:
             if node.addr not in self.nodes:
                 self.conn.send(("node", node.addr, node.spec))
                 self.nodes.add(node.addr)
-            self.conn.send(("chunk", task_id, node.addr, rows, step))
-            self.outstanding.append(task_id)
+            self.conn.send(("queue", self.gen, (q.prefix, q.name, q.flavor, q.base), to_ipc(ids), lite, dtypes,
+                            log_lines, schemas, node.addr, bounds, step))
         except (OSError, EOFError, ValueError) as e:
             self._gone(e)
-            self.outstanding.append(task_id)   # comes back undone from recv(): the capture reads it
+
+    def claim(self, written: int) -> int | None:
+        """The next chunk for the capture to read itself; None when every chunk is claimed or
+        the next one is AHEAD chunks past ``written`` (the first not yet written)."""
+        with self.claims.get_lock():
+            self.claims[2] = written
+            k = self.claims[1]
+            if k >= self.n or k >= written + AHEAD:
+                return None
+            self.claims[1] = k + 1
+        self.mine.add(k)
+        return k
+
+    def end(self) -> None:
+        """The helper claims no more chunks of this queue (it was read, or the capture stopped)."""
+        with self.claims.get_lock():
+            self.claims[0] = -1
+
+    def held(self) -> list[int]:
+        """Chunks the helper claimed and has not sent back."""
+        with self.claims.get_lock():
+            claimed = self.claims[1]
+        return [k for k in range(min(claimed, self.n)) if k not in self.mine and k not in self.back]
 
     def poll(self, timeout: float = 0.0) -> bool:
         """A result (or the helper's end) is waiting."""
-        if self.broken is not None and not self.outstanding:
+        if self.broken is not None:
             return False
         try:
             return self.conn.poll(timeout)
         except (OSError, EOFError, ValueError) as e:
             self._gone(e)
-            return True
+            return False
 
     def _gone(self, e: BaseException) -> None:
         self.broken = self.broken or f"it ended: {type(e).__name__}: {e}".rstrip(": ")
+        self.end()
+
+    def give_up(self, why: str) -> None:
+        """Use the helper no more (it did not answer, or it died): the capture reads what it held."""
+        self.broken = self.broken or why
+        self.end()
 
     def recv(self, ledger: CommandLedger):
-        """(task_id, (kind, jobs, payloads, bytes)) for a chunk read -- kind "ready" (Arrow
-        tables for the spool) or "raw" (DataFrames with rows to re-check) -- or (task_id,
-        None) for one sent back undone (every outstanding one, when the helper is gone)."""
+        """(chunk, (kind, jobs, payloads, bytes)) for a chunk read -- kind "ready" (Arrow
+        tables for the spool) or "raw" (DataFrames with rows to re-check) -- or (chunk, None)
+        for one sent back undone; None for nothing usable (the helper is gone, or the result
+        is of a queue no longer shared)."""
         try:
-            msg = self.conn.recv() if self.broken is None else None
+            msg = self.conn.recv()
         except (OSError, EOFError, ValueError) as e:
             self._gone(e)
-            msg = None
-        if msg is None:
-            task_id = self.outstanding.pop(0)
-            return task_id, None
-        task_id = msg[1]
-        self.outstanding.remove(task_id)
+            return None
+        if msg[1] != self.gen:
+            return None
+        k = msg[2]
+        self.back.add(k)
         if msg[0] == "undone":
-            self.broken = msg[2]
-            return task_id, None
-        kind, _, jobs, payloads, nbytes, counts = msg
+            self.give_up(msg[3])
+            return k, None
+        kind, _, _, jobs, payloads, nbytes, counts = msg
         for name, n in counts.items():
             ledger.counts[name] = ledger.counts.get(name, 0) + n
         self.received[0] += nbytes
         if kind == "ready":
-            return task_id, (kind, _table(jobs), _table(payloads), nbytes)
-        return task_id, (kind, from_ipc(jobs, JOB_COLUMNS), from_ipc(payloads, PAYLOAD_COLUMNS), nbytes)
+            return k, (kind, _table(jobs), _table(payloads), nbytes)
+        return k, (kind, from_ipc(jobs, JOB_COLUMNS), from_ipc(payloads, PAYLOAD_COLUMNS), nbytes)
 
     def close(self) -> None:
+        self.end()
         try:
             self.conn.send(("stop",))
         except (OSError, ValueError):
@@ -180,7 +223,22 @@ def warm_up(redaction: Redaction) -> None:
                         "failedReason": "token=x", "stacktrace": '["Error"]', "atm": "1"}], redact=redaction)
 
 
-def _main(conn, redaction: Redaction) -> None:
+def _claim(claims, gen: int, n: int, stopping: threading.Event) -> int | None:
+    """The helper's next chunk of queue ``gen``: None when there is none left, the queue is
+    no longer shared, or a stop came. Waits while it is AHEAD chunks past the capture."""
+    while not stopping.is_set():
+        with claims.get_lock():
+            if claims[0] != gen or claims[1] >= n:
+                return None
+            k = claims[1]
+            if k < claims[2] + AHEAD:
+                claims[1] = k + 1
+                return k
+        time.sleep(0.005)
+    return None
+
+
+def _main(conn, redaction: Redaction, claims) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the capture decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from .readers import ready_chunk
@@ -200,8 +258,9 @@ def _main(conn, redaction: Redaction) -> None:
                 return
     sender = threading.Thread(target=post, daemon=True)
     sender.start()
-    # ... and tasks come in through another: the capture never waits to hand one over.
+    # ... and messages come in through another, which also tells a stop at once.
     inbox: queue.Queue = queue.Queue()
+    stopping = threading.Event()
 
     def take():
         while True:
@@ -209,10 +268,13 @@ def _main(conn, redaction: Redaction) -> None:
                 msg = conn.recv()
             except (EOFError, OSError):    # the capture is gone
                 msg = ("stop",)
+            if msg[0] == "stop":
+                stopping.set()
             inbox.put(msg)
             if msg[0] == "stop":
                 return
     threading.Thread(target=take, daemon=True).start()
+    broken = False
     try:
         while True:
             msg = inbox.get()
@@ -222,30 +284,30 @@ def _main(conn, redaction: Redaction) -> None:
                 _, addr, (host, port, params, role, replica) = msg
                 nodes[addr] = Node(host, port, params, ledger, role=role, cluster_replica=replica)
                 continue
-            if msg[0] == "queue":
-                _, (prefix, name, flavor, base), ids, joins, dtypes, log_lines, schemas = msg
-                ids = _table(ids).to_pandas()
-                continue
-            _, task_id, addr, (a, b), step = msg
-            try:
-                node = nodes[addr]
-                part = ids.iloc[a:b].reset_index(drop=True).assign(prefix=prefix, queue=name, flavor=flavor)
-                cmds = [("HGETALL", base + j) for j in part["job_id"].tolist()]
-                before = node.received[0]
-                replies = []
-                batches = [cmds[a:a + step] for a in range(0, len(cmds), step)]
-                for batch, got in zip(batches, node.send_batches(batches) if len(batches) > 1
-                                      else [node.send(batches[0])]):
-                    for c, r in zip(batch, got):
-                        if type(r).__name__ == "ReplyError":
-                            raise _Undone(f"{r}")
-                        replies.append(shape(c, r))
-                kind, jobs, payloads = ready_chunk(part, replies, redaction, joins, dtypes, log_lines, schemas)
-                counts = dict(ledger.counts)
-                ledger.counts.clear()
-                outbox.put((kind, task_id, to_ipc(jobs), to_ipc(payloads), node.received[0] - before, counts))
-            except Exception as e:  # anything at all: the capture reads this chunk itself
-                outbox.put(("undone", task_id, f"{type(e).__name__}: {e}"))
+            _, gen, (prefix, name, flavor, base), ids, joins, dtypes, log_lines, schemas, addr, bounds, step = msg
+            ids = _table(ids).to_pandas()
+            while not broken and (k := _claim(claims, gen, len(bounds), stopping)) is not None:
+                a, b = bounds[k]
+                try:
+                    node = nodes[addr]
+                    part = ids.iloc[a:b].reset_index(drop=True).assign(prefix=prefix, queue=name, flavor=flavor)
+                    cmds = [("HGETALL", base + j) for j in part["job_id"].tolist()]
+                    before = node.received[0]
+                    replies = []
+                    batches = [cmds[i:i + step] for i in range(0, len(cmds), step)]
+                    for batch, got in zip(batches, node.send_batches(batches) if len(batches) > 1
+                                          else [node.send(batches[0])]):
+                        for c, r in zip(batch, got):
+                            if type(r).__name__ == "ReplyError":
+                                raise _Undone(f"{r}")
+                            replies.append(shape(c, r))
+                    kind, jobs, payloads = ready_chunk(part, replies, redaction, joins, dtypes, log_lines, schemas)
+                    counts = dict(ledger.counts)
+                    ledger.counts.clear()
+                    outbox.put((kind, gen, k, to_ipc(jobs), to_ipc(payloads), node.received[0] - before, counts))
+                except Exception as e:  # anything at all: the capture reads this chunk itself, and the rest
+                    broken = True
+                    outbox.put(("undone", gen, k, f"{type(e).__name__}: {e}"))
     finally:
         try:   # results nobody will take any more (the capture stopped): leave without them
             outbox.put_nowait(None)

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import gc
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
 SCHEDULER_LIMIT = 10_000  # schedulers / repeatables read per queue (HGETALL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 SMALL_QUEUE = 1000     # a queue of at most this many jobs is decoded together with other small ones
+HELPER_GRACE = 1.0     # seconds a capture cut short waits for the chunks its helper is finishing
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
 # What is lost when one INFO section is refused (the others read).
@@ -519,34 +521,33 @@ class Capture(Reader):
         self.progress.note(f"throttled to {self.throttle.rate:,.0f} commands/s (--max-ops-per-sec): about "
                            f"{n:,} commands to send, about {duration_text(n / self.throttle.rate)}")
 
-    def _read_window(self, kind: str, key: str, total: int) -> list[tuple[str, float | None]]:
-        """All members of a list/zset, in windows of WINDOW, a few windows per round trip."""
-        out: list[tuple[str, float | None]] = []
-        start = 0
-        per_trip = 5
-        while start < max(total, 1):
+    def _read_window(self, kind: str, key: str, total: int) -> tuple[list[str], list[float] | None]:
+        """All members of a list/zset (and a zset's scores), in windows of WINDOW: five
+        windows a round trip, two round trips in flight, up to the first window that is not
+        full (the key may have shrunk while it was read)."""
+        members: list[str] = []
+        scores: list[float] | None = None if kind == "list" else []
+        per_trip, group = 5, 100   # windows a round trip, windows a call (bounds what is held at once)
+        windows = -(-max(total, 1) // (per_trip * WINDOW)) * per_trip
+        for first in range(0, windows, group):
             cmds = []
-            for i in range(per_trip):
-                a = start + i * WINDOW
+            for w in range(first, min(first + group, windows)):
+                a = w * WINDOW
                 if kind == "list":
                     cmds.append(("LRANGE", key, a, a + WINDOW - 1))
                 else:
                     cmds.append(("ZRANGE", key, a, a + WINDOW - 1, "WITHSCORES"))
-            res = self.cmd.results(cmds)
-            short = False
-            for r in res:
+            for r in self.cmd.results(cmds, step=per_trip):
                 r = r or []
-                if kind == "list":
-                    out.extend((x, None) for x in r)
-                else:
-                    out.extend((m, float(s)) for m, s in r)
+                if scores is None:
+                    members.extend(r)
+                elif r:
+                    m, s = zip(*r)
+                    members.extend(m)
+                    scores.extend(s)
                 if len(r) < WINDOW:
-                    short = True
-                    break
-            if short:
-                break
-            start += per_trip * WINDOW
-        return out
+                    return members, scores
+        return members, scores
 
     def _keys_of(self, q: _Queue, classified: pd.DataFrame) -> pd.DataFrame:
         """The queue's rows of the classified keys (the table split by queue once: a filter of
@@ -598,12 +599,13 @@ class Capture(Reader):
         for sfx, kind, state in STATE_KEYS:
             if sfx not in q.families:
                 continue
-            members = self._read_window(kind, base + sfx, int(state_len.get(state) or 0))
+            members, scores = self._read_window(kind, base + sfx, int(state_len.get(state) or 0))
             if not members:
                 continue
-            df = pd.DataFrame(members, columns=["job_id", "score"])
-            df["state"] = state
-            rows.append(df)
+            rows.append(pd.DataFrame({
+                "job_id": pd.Series(members, dtype=object),
+                "score": np.full(len(members), np.nan) if scores is None else np.array(scores, dtype="float64"),
+                "state": state}))
             self.progress.update(f"{q.name}: reading {state} ids")
         ids = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
             {"job_id": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
@@ -642,14 +644,16 @@ class Capture(Reader):
         locks, logs = self._locks_and_logs(q, mine, active)
         job_mem = self._memory(q, mine)
         extras = _Extras(locks, logs, stalled, job_mem, [RECHECK_LIMIT])
-        self._read_jobs(q, ids, extras)
-
-        self.read_events(q, int(events_n or 0))
+        # (read while the helper starts on the job hashes, if it shares them)
+        events = [lambda: self.read_events(q, int(events_n or 0))]
+        self._read_jobs(q, ids, extras, meanwhile=events)
+        for read in events:
+            read()
         self.read_metrics(q)
         self.read_dedup(q, mine)
         self.read_schedulers(q, mine)
 
-    def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras") -> None:
+    def _read_jobs(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", meanwhile: list | None = None) -> None:
         """The job hashes, chunk by chunk: at most one chunk's replies are in memory, and each
         decoded chunk goes straight to the spool file. A chunk holds at most CHUNK jobs and about
         CHUNK_BYTES of replies, and a round trip about BATCH_BYTES: sized first from MEMORY USAGE
@@ -666,7 +670,7 @@ class Capture(Reader):
             self.flush_small()   # (what was read before is written before: queues stay in order)
         if (self.helper is not None and self.helper.broken is None and len(ids) >= 2 * helper_mod.CHUNK_ROWS
                 and per_job is not None and per_job <= helper_mod.MAX_JOB_BYTES):
-            return self._read_jobs_shared(q, ids, extras, per_job)
+            return self._read_jobs_shared(q, ids, extras, per_job, meanwhile)
         i, n = 0, len(ids)
         while i < n:
             # One chunk, fetched in steps until it holds CHUNK jobs or CHUNK_BYTES of replies:
@@ -724,11 +728,13 @@ class Capture(Reader):
                     write(rest, True)
                 raise
 
-    def _read_jobs_shared(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", per_job: float) -> None:
-        """The job hashes of a big queue of small jobs, shared with the helper process: it is
-        kept fed with up to two chunks ahead, this process reads the next chunk itself while
-        it works, and every chunk is written in order (the snapshot is the same either way).
-        A chunk the helper sends back undone is read here."""
+    def _read_jobs_shared(self, q: _Queue, ids: pd.DataFrame, extras: "_Extras", per_job: float,
+                          meanwhile: list | None = None) -> None:
+        """The job hashes of a big queue of small jobs, shared with the helper process: both
+        claim the next chunk when they are free, and every chunk is written in order (the
+        snapshot is the same either way). A chunk the helper sends back undone, or holds when
+        it stops, is read here. ``meanwhile``: other reads of this queue (its events), done
+        here while the helper starts on the chunks."""
         helper = self.helper
         node = self.src.node_of(q.base + "id")
         step = int(min(PIPELINE, max(1, BATCH_BYTES // per_job)))
@@ -741,7 +747,7 @@ class Capture(Reader):
 
         log_lines = getattr(self, "_log_lines", None)
         schemas = (self.jobs_schema, self._payload_writer.schema)
-        helper.queue(q, ids, extras, self.job_dtypes, log_lines, schemas)
+        helper.begin(q, ids, extras, self.job_dtypes, log_lines, schemas, node, bounds, step)
 
         def fetch(k: int):
             p = part(k)
@@ -751,15 +757,17 @@ class Capture(Reader):
             with phase("decode"):
                 return ready_chunk(p, replies, self.redact, extras, self.job_dtypes, log_lines, schemas) + (got,)
 
-        done: dict[int, tuple | None] = {}   # chunk -> result (None: the helper sent it back)
+        done: dict[int, tuple | None] = {}   # chunk -> result (None: to be read here)
         try:
-            self._share(q, helper, node, bounds, step, part, fetch, done, extras)
+            self._share(q, helper, bounds, part, fetch, done, extras, meanwhile if meanwhile is not None else [])
         except BaseException:
             # Redis lost, a stop: what was read is kept -- the chunks decoded but not yet
-            # written, and those the helper has finished meanwhile (no longer in order).
-            while helper.outstanding and helper.poll(0.2):
-                k, result = helper.recv(self.ledger)
-                done[k] = result
+            # written, and those the helper finishes meanwhile (no longer in order).
+            helper.end()
+            until = time.monotonic() + HELPER_GRACE   # (a chunk it is decoding is worth a moment)
+            while helper.held() and helper.broken is None and time.monotonic() < until:
+                if helper.poll(0.1):
+                    self._collect(helper, done)
             for k in sorted(k for k, r in done.items() if r is not None):
                 kind, jobs, payloads, got = done[k]
                 if kind == "ready":
@@ -768,21 +776,36 @@ class Capture(Reader):
                     with contextlib.suppress(*LOST, Stopped):
                         self._write_chunk(q, part(k), jobs, payloads, extras, got)
             raise
+        finally:
+            helper.end()
 
-    def _share(self, q, helper, node, bounds, step, part, fetch, done, extras) -> None:
-        """The loop of ``_read_jobs_shared``: feed the helper, take its results, write the next
-        chunk in order, or read one here while waiting."""
-        assigned = written = 0
+    def _collect(self, helper, done: dict) -> None:
+        """Take what the helper has finished (without waiting)."""
+        while helper.poll():
+            got = helper.recv(self.ledger)
+            if got is None:
+                continue
+            k, result = got
+            done[k] = result
+            self.counts["helper_chunks"] = self.counts.get("helper_chunks", 0) + (result is not None)
+
+    def _share(self, q, helper, bounds, part, fetch, done, extras, meanwhile: list) -> None:
+        """The loop of ``_read_jobs_shared``: take the helper's results, write the next chunk
+        in order, or claim one and read it here; with nothing left to claim, wait for the
+        helper. The queue's other reads (``meanwhile``) come first, while the helper starts
+        on the chunks: it claims more of them meanwhile, and the two finish together."""
+        while meanwhile and helper.broken is None:
+            meanwhile.pop(0)()
+        written = 0
         while written < len(bounds):
-            while helper.broken is None and len(helper.outstanding) < 2 and assigned < len(bounds):
-                helper.send(assigned, node, bounds[assigned], step)
-                assigned += 1
-            while helper.outstanding and helper.poll():
-                k, result = helper.recv(self.ledger)
-                done[k] = result
-                self.counts["helper_chunks"] = self.counts.get("helper_chunks", 0) + (result is not None)
-                if result is None:
+            self._collect(helper, done)
+            if helper.broken is not None:
+                if not helper.reported:
+                    helper.reported = True
                     self.log.warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
+                for k in helper.held():    # what it held is read here
+                    helper.back.add(k)
+                    done.setdefault(k, None)
             if written in done:
                 result = done.pop(written)
                 kind, jobs, payloads, got = result if result is not None else fetch(written)
@@ -791,30 +814,28 @@ class Capture(Reader):
                 else:   # rows to re-check: the capture's own path
                     self._write_chunk(q, part(written), jobs, payloads, extras, got)
                 written += 1
-            elif assigned < len(bounds):   # the helper is busy: read the next chunk here meanwhile
-                done[assigned] = fetch(assigned)
-                assigned += 1
-            elif not helper.outstanding:   # nothing will come from the helper for it: read it here
-                done[written] = None
+                continue
+            k = helper.claim(written)
+            if k is not None:
+                done[k] = fetch(k)
             else:
-                self._wait_for_helper(done)
+                self._wait_for_helper()
 
-    def _wait_for_helper(self, done: dict) -> None:
-        """Wait for the helper's next chunk, looking for a stop meanwhile; one that takes
-        longer than the capture's --timeout (twice over) is taken back and read here."""
+    def _wait_for_helper(self) -> None:
+        """Wait for the helper's next chunk, looking for a stop meanwhile; a helper that
+        says nothing for longer than the capture's --timeout (twice over), or dies, is given
+        up: what it held is read here."""
         helper = self.helper
         waited, limit = 0.0, 2 * (self.conn.socket_timeout or 30.0) + 5
         with phase("helper"):
             while not helper.poll(0.5):
                 if self.stop_requested:
                     raise Stopped()
+                if helper.broken is not None:
+                    return
                 waited += 0.5
                 if waited >= limit or not helper.proc.is_alive():
-                    helper.broken = "it did not answer" if helper.proc.is_alive() else "it ended"
-                    self.log.warn(f"the capture's helper process stopped ({helper.broken}); the capture read its chunks")
-                    for k in list(helper.outstanding):
-                        done[k] = None
-                    helper.outstanding.clear()
+                    helper.give_up("it did not answer" if helper.proc.is_alive() else "it ended")
                     return
 
     def start_helper(self, tables: dict[str, pd.DataFrame]) -> None:
@@ -1053,7 +1074,7 @@ class Capture(Reader):
         for kind in ("completed", "failed"):
             key = f"{q.base}metrics:{kind}"
             head = self.cmd.one("HGETALL", key, essential=False) or {}
-            data = [int(x) for x, _ in self._read_window("list", key + ":data", 0) if str(x).lstrip("-").isdigit()]
+            data = [int(x) for x in self._read_window("list", key + ":data", 0)[0] if str(x).lstrip("-").isdigit()]
             q.row[f"metrics_{kind}_total"] = as_int(head.get("count"))
             prev = as_int(head.get("prevTS"))
             if prev is None:
@@ -1088,7 +1109,8 @@ class Capture(Reader):
         n = int(q.row.get("repeat_count") or 0)
         if not n:
             return
-        entries = self._read_window("zset", q.base + "repeat", n)[:SCHEDULER_LIMIT]
+        members, scores = self._read_window("zset", q.base + "repeat", n)
+        entries = list(zip(members, scores))[:SCHEDULER_LIMIT]
         hashes = set(mine.loc[mine["family"] == "repeat", "key"].dropna())
         wanted = [m for m, _ in entries if q.base + "repeat:" + m in hashes]
         got = dict(zip(wanted, self.cmd.results([("HGETALL", q.base + "repeat:" + m) for m in wanted], essential=False)))

@@ -136,10 +136,3 @@ def is_marker(ids: pd.Series) -> np.ndarray:
     """BullMQ 2.x-4.x marker entries in wait lists: '0' or '0:<ms>' (never a job id)."""
     s = ids.astype("str")
     return ((s == "0") | s.str.startswith("0:")).to_numpy(dtype=bool)
-
-
-def isin(values: pd.Series, pool: pd.Series) -> np.ndarray:
-    """values.isin(pool) for big string columns, in Arrow (pandas builds Python objects)."""
-    v = pa.array(values.astype("str"), type=pa.large_string(), from_pandas=True)
-    p = pa.array(pool.astype("str"), type=pa.large_string(), from_pandas=True)
-    return pc.is_in(v, value_set=p).fill_null(False).to_numpy(zero_copy_only=False)

@@ -618,10 +618,6 @@ class Capture(Reader):
             ids = ids[~mk]
         self.counts["markers"] += markers
         q.row["markers"] = markers
-        before = len(ids)
-        ids = ids.drop_duplicates("job_id", keep="first")
-        self.counts["state_conflicts"] += before - len(ids)
-
         stalled = set()
         if stalled_n:
             cursor = 0
@@ -634,10 +630,21 @@ class Capture(Reader):
                 if int(cursor) == 0:
                     break
 
-        # Job hashes that no state references are orphans (after a recheck).
+        # An id listed by two states keeps the first (a job that moved while they were read
+        # one after the other); job hashes that no state lists are orphans (after a recheck).
+        # One hashing pass over both (millions of ids).
         mine = self._keys_of(q, classified)
         hashes = mine.loc[mine["family"] == "job", "job_id"]
-        orphan_ids = hashes[~K.isin(hashes, ids["job_id"])]
+        codes, uniques = pd.factorize(np.concatenate([ids["job_id"].to_numpy(dtype=object),
+                                                      hashes.to_numpy(dtype=object)]))
+        listed, hashed = codes[:len(ids)], codes[len(ids):]
+        first = np.zeros(len(listed), dtype=bool)
+        first[np.unique(listed, return_index=True)[1]] = True
+        self.counts["state_conflicts"] += int(len(listed) - first.sum())
+        ids = ids[first]
+        present = np.zeros(len(uniques), dtype=bool)
+        present[listed] = True
+        orphan_ids = hashes[~present[hashed]]
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
         active = ids.loc[ids["state"] == "active", "job_id"]
@@ -841,7 +848,7 @@ class Capture(Reader):
     def start_helper(self, tables: dict[str, pd.DataFrame]) -> None:
         """A helper process for the job hashes, when there are enough of them to be worth it
         (and a second core, and no throttle)."""
-        jobs = sum(int((t["family"].astype("str") == "job").sum()) for t in tables.values())
+        jobs = sum(int((t["family"] == "job").sum()) for t in tables.values())
         if jobs >= helper_mod.MIN_JOBS and helper_mod.usable(self.throttle is not None):
             try:
                 self.helper = helper_mod.Helper(self.redact)

@@ -38,7 +38,7 @@ from ...safety import CommandLedger
 MIN_JOBS = 30_000       # job hashes in the capture before a helper is worth starting
 CHUNK_ROWS = 10_000     # jobs per chunk when the helper shares the work
 MAX_JOB_BYTES = 16_384  # queues whose job hashes are bigger on average are read by the capture alone
-AHEAD = 6               # chunks either process may read past the first one not yet written
+AHEAD = 4               # chunks either process may read past the first one not yet written
 
 _MASKED = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype()}
 

@@ -610,6 +610,7 @@ class Capture(Reader):
         ids = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
             {"job_id": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
              "state": pd.Series(dtype="str")})
+        rows = members = scores = None   # (not held while the job hashes are read)
         ids["job_id"] = ids["job_id"].astype("str")
         markers = 0
         if q.flavor == "bullmq" and len(ids):
@@ -645,6 +646,7 @@ class Capture(Reader):
         present = np.zeros(len(uniques), dtype=bool)
         present[listed] = True
         orphan_ids = hashes[~present[hashed]]
+        del codes, uniques, listed, hashed, first, present   # (not held while the job hashes are read)
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
         active = ids.loc[ids["state"] == "active", "job_id"]

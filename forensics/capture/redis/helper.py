@@ -85,8 +85,8 @@ class Helper:
     Chunks are claimed, not handed out: the capture and the helper each take the next
     chunk of the queue from one shared counter when they are free, so neither waits for the
     other to be handed work (the helper used to run dry while the capture decoded a chunk
-    of its own). Neither runs more than ``AHEAD`` chunks past the first one not yet written:
-    the capture holds at most that many decoded chunks."""
+    of its own). Only the ``AHEAD`` chunks from the first one not yet written may be
+    claimed: the capture holds at most that many decoded chunks."""
 
     def __init__(self, redaction: Redaction):
         method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"

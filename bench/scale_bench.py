@@ -368,10 +368,16 @@ def main() -> None:
         for k in range(args.runs):
             for label, cmd, env in readers:
                 r = measure(srv, cmd(k), env)
+                if label == "forensics capture + save":   # where its time went (the manifest's phases)
+                    meta = json.loads((work / f"snap{k}" / "manifest.json").read_text())
+                    r["phases"] = meta.get("phases", {})
+                    r["helper_chunks"] = meta.get("counts", {}).get("helper_chunks", 0)
                 runs[label].append(r)
                 print(f"  round {k + 1}: {label:<40} {r['wall']:7.1f} s  {r['rss_mb']:7,.0f} MB  "
                       f"worst PING {r['worst_ping_ms']:5.1f} ms", flush=True)
         table = {label: median_of(rs) for label, rs in runs.items()}
+        mid = sorted(runs["forensics capture + save"], key=lambda r: r["wall"])[len(runs["forensics capture + save"]) // 2]
+        results["capture_phases"], results["helper_chunks"] = mid["phases"], mid["helper_chunks"]
         base = table["forensics capture + save"]["wall"]
         results["readers"] = table
         throttled = None
@@ -410,6 +416,12 @@ def main() -> None:
     print("(vs fx: time relative to forensics capture + save; peak RSS: of all the reader's processes, pages "
           "shared after a fork counted once; other PING: the longest another client waited, worst of all rounds; "
           "SLOWLOG: commands over 1 ms inside Redis, and the slowest)\n")
+    ph = results["capture_phases"]
+    spent = {k[:-2]: v for k, v in ph.items() if k.endswith("_s")}
+    print(f"the capture's phases in its median round, in its own process (each without the phases inside it; "
+          f"its helper read {results['helper_chunks']} chunks of job hashes meanwhile, not counted here): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]))
+          + f"; {ph.get('bytes_read', 0) / 1e6:,.0f} MB of replies read by both\n")
     print(f"forensics diagnose of the {args.jobs:,}-job snapshot: {results['diagnose_s']:.1f} s "
           f"(peak RSS {results['diagnose_rss_mb']:,.0f} MB)")
     if "report_s" in results:

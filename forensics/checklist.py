@@ -83,10 +83,11 @@ def _long_runs(ctx: Context, jobs: pd.DataFrame) -> pd.Series:
 
 @check("progress")
 def progress(ctx: Context, q, jq, found):
-    some = ctx.memo(("long-runs",), lambda: ctx.queues_where(_long_runs(ctx, ctx.jobs)))
-    if queue_key(q) not in some:   # (one pass over every job, not one per queue)
+    runs = ctx.memo(("long-runs",), lambda: _long_runs(ctx, ctx.jobs))   # (one pass over every job)
+    some = ctx.memo(("long-runs-queues",), lambda: ctx.queues_where(runs))
+    if queue_key(q) not in some:
         return "unknown", f"no job ran longer than {ctx.t.no_progress_minutes:g} min"
-    long = jq[_long_runs(ctx, jq)]
+    long = jq[runs.loc[jq.index]]
     silent = int((long["progress"].isna() | long["progress"].isin(["0", "null", "{}"])).sum())
     if silent:
         return "warn", f"{silent} of {len(long)} long job(s) never reported progress"

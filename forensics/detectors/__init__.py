@@ -279,6 +279,16 @@ class Context:
         j = self.jobs
         return set(zip(j.loc[mask, "prefix"].astype(str), j.loc[mask, "queue"].astype(str)))
 
+    def queues_hit(self, mask: pd.Series):
+        """(queue row, that queue's jobs, its jobs where ``mask`` holds) for the queues with
+        any: the condition is computed once over ``ctx.jobs``, not again per queue, and the
+        other queues cost nothing."""
+        mask = pd.Series(mask, index=self.jobs.index).fillna(False).astype(bool)
+        some = self.queues_where(mask)
+        for q, jq in self.by_queue(self.jobs):
+            if queue_key(q) in some:
+                yield q, jq, jq[mask.loc[jq.index]]
+
     def jobs_of(self, prefix, queue) -> pd.DataFrame:
         """One queue's rows of ``ctx.jobs`` (empty when it has none), from the split made once."""
         by_key = self.memo("jobs_by_key", lambda: {queue_key(q): g

@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from . import Context, detector, queue_key
+from . import Context, detector
 
 BULL_TIMEOUT = re.compile(r"Promise timed out after \d+ milliseconds|TimeoutError")
 
@@ -74,15 +74,9 @@ def high_concurrency(ctx: Context):
 def no_progress(ctx: Context):
     limit = pd.Timedelta(minutes=ctx.t.no_progress_minutes)
     jobs = ctx.jobs
-    some = ctx.queues_where(jobs["state"].eq("active") & ((ctx.now - jobs["processed_at"]) > limit).fillna(False)
-                            & (jobs["progress"].isna() | jobs["progress"].isin(["0", "null", "{}"])))
-    for q, jq in ctx.by_queue(ctx.jobs):
-        if queue_key(q) not in some:
-            continue   # no long-running job silent about its progress
-        act = jq[(jq["state"] == "active") & ((ctx.now - jq["processed_at"]) > limit)]
-        hit = act[act["progress"].isna() | act["progress"].isin(["0", "null", "{}"])]
-        if not len(hit):
-            continue
+    silent = jobs["state"].eq("active") & ((ctx.now - jobs["processed_at"]) > limit).fillna(False) \
+        & (jobs["progress"].isna() | jobs["progress"].isin(["0", "null", "{}"]))
+    for q, jq, hit in ctx.queues_hit(silent):   # long-running jobs silent about their progress
         yield ctx.finding(
             "no-progress", "low", f"{len(hit)} job(s) running over {ctx.t.no_progress_minutes:g} min "
             "without reporting progress", q, hit, order="processed_at",

@@ -260,14 +260,8 @@ def unbounded_attempts(ctx: Context):
 def no_backoff(ctx: Context):
     t = ctx.t
     jobs = ctx.jobs
-    some = ctx.queues_where(jobs.index.isin(retried_jobs(jobs).index) & _weak_backoff(jobs, t.min_backoff_ms))
-    for q, jq in ctx.by_queue(ctx.jobs):
-        if queue_key(q) not in some:
-            continue   # no retried job without a real backoff
-        retried = retried_jobs(jq)
-        hit = retried[_weak_backoff(retried, t.min_backoff_ms)]
-        if not len(hit):
-            continue
+    weak = jobs.index.isin(retried_jobs(jobs).index) & _weak_backoff(jobs, t.min_backoff_ms)
+    for q, jq, hit in ctx.queues_hit(weak):   # retried jobs without a real backoff
         kinds = hit["backoff_type"].fillna("none").value_counts().to_dict()
         yield ctx.finding(
             "no-backoff", "medium", f"{len(hit)} retried job(s) without a real backoff", q, hit,
@@ -281,17 +275,8 @@ def no_backoff(ctx: Context):
 def non_retryable_retried(ctx: Context):
     jobs = ctx.jobs
     made = jobs["attempts_made"].fillna(0)
-    some = ctx.queues_where(jobs["failed_reason"].notna() & ((made > 1) | (jobs["state"].isin(RETRY_WAIT) & (made > 0)))
-                            & jobs["failed_reason"].str.contains(NON_RETRYABLE, na=False))
-    for q, jq in ctx.by_queue(ctx.jobs):
-        if queue_key(q) not in some:
-            continue   # no job retried on such an error
-        failing = jq[jq["failed_reason"].notna()]
-        retried = failing[(failing["attempts_made"].fillna(0) > 1) |
-                          (failing["state"].isin(RETRY_WAIT) & (failing["attempts_made"].fillna(0) > 0))]
-        hit = retried[retried["failed_reason"].str.contains(NON_RETRYABLE, na=False)]
-        if not len(hit):
-            continue
+    retried = jobs["failed_reason"].notna() & ((made > 1) | (jobs["state"].isin(RETRY_WAIT) & (made > 0)))
+    for q, jq, hit in ctx.queues_hit(retried & jobs["failed_reason"].str.contains(NON_RETRYABLE, na=False)):
         wasted = int((hit["attempts_made"].fillna(1) - 1).clip(lower=0).sum())
         yield ctx.finding(
             "non-retryable-retried", "high" if len(hit) >= 100 else "medium",

@@ -75,6 +75,28 @@ def test_the_decoder_never_raises_and_keeps_every_row(rows, mode):
             assert "data:json" in str(jobs["decode_errors"].iloc[i])  # counted, not fatal
 
 
+def test_a_damaged_number_spoils_neither_its_neighbours_nor_the_other_fields():
+    """The numeric fields of a chunk are parsed together in one pass when every value is a
+    plain number; one damaged value sends its field alone through pandas' rules, and every
+    job reads as it would alone."""
+    hashes = [{"timestamp": " 12", "processedOn": "1796679164919", "finishedOn": "1e999", "atm": "1", "ats": "2"},
+              {"timestamp": "1796679161466", "processedOn": "-1", "atm": "2", "ats": "2", "delay": "0x10"},
+              {"timestamp": "1796679161467", "processedOn": "1796679164920", "finishedOn": "1796679164983",
+               "atm": "0", "ats": "1", "delay": "250"}]
+    ids = pd.DataFrame({"prefix": "bull", "queue": "q", "job_id": ["a", "b", "c"], "state": "failed",
+                        "score": float("nan"), "flavor": "bullmq"})
+    jobs, _ = decode_jobs(ids, hashes)
+    ms = lambda col: [None if pd.isna(t) else int(t.timestamp() * 1000) for t in jobs[col]]   # noqa: E731
+    assert ms("added_at") == [12, 1796679161466, 1796679161467]            # " 12": pandas reads it
+    assert ms("processed_at") == [1796679164919, None, 1796679164920]      # -1: no time
+    assert ms("finished_at") == [None, None, 1796679164983]                # 1e999: no time, no overflow
+    assert jobs["attempts_made"].tolist() == [1, 2, 0] and jobs["attempts_started"].tolist() == [2, 2, 1]
+    assert jobs["delay_ms"].isna().tolist() == [True, True, False] and jobs["delay_ms"].iloc[2] == 250
+    for i in range(3):   # the same as each job decoded on its own
+        alone, _ = decode_jobs(ids.iloc[i:i + 1], hashes[i:i + 1])
+        pd.testing.assert_frame_equal(alone.reset_index(drop=True), jobs.iloc[i:i + 1].reset_index(drop=True))
+
+
 LOG_LINE = st.one_of(
     TEXT.map(lambda t: t.replace("\n", " ").replace("\r", " ")),
     st.builds(lambda lvl, msg, extra: json.dumps({"level": lvl, "time": 1764000000000, "msg": msg, **extra}),

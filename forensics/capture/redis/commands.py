@@ -73,14 +73,16 @@ class Commands:
         self.src: Source | None = None  # set once the source is open
 
     def results(self, cmds: list[tuple], essential: bool = True, node: Node | None = None,
-                step: int | None = None) -> list[Any]:
+                step: int | None = None, raw: bool = False) -> list[Any]:
         """One reply per command, in order. Per-command errors become None (+ a warning or an
         ``unavailable`` entry); a refused permission on an essential command raises
-        ConnectError; a lost connection raises (the capture decides what that costs)."""
+        ConnectError; a lost connection raises (the capture decides what that costs).
+        ``raw``: replies as RESP2 gives them (a zset's members and scores in one flat list),
+        not in the shapes redis-py's callbacks would give."""
         if self.stopped():  # Ctrl-C: stop at the next round trip, keep what is read
             raise Stopped()
         with phase("read"):
-            return self._run(cmds, essential, node, step)
+            return self._run(cmds, essential, node, step, raw)
 
     def one(self, *cmd, essential: bool = True, node: Node | None = None):
         return self.results([cmd], essential, node)[0]
@@ -103,7 +105,8 @@ class Commands:
         return any(u["command"] == name and u["node"] in (None, addr) for u in self.log.unavailable)
 
     # -- below ----------------------------------------------------------------------------
-    def _run(self, cmds: list[tuple], essential: bool, node: Node | None, step: int | None) -> list[Any]:
+    def _run(self, cmds: list[tuple], essential: bool, node: Node | None, step: int | None,
+             raw: bool = False) -> list[Any]:
         out: list[Any] = [None] * len(cmds)
         plan = [(node, range(len(cmds)))] if node is not None else self.src.route(cmds)
         redirected: list[tuple[int, str]] = []
@@ -125,9 +128,9 @@ class Commands:
                             continue
                         out[i] = self._error(c, r, essential, n)
                     else:
-                        out[i] = shape(c, r)
+                        out[i] = r if raw else shape(c, r)
         if redirected:
-            self._follow(cmds, out, redirected, essential)
+            self._follow(cmds, out, redirected, essential, raw)
         return out
 
     def _send_paced(self, n: Node, batch: list[tuple]) -> list[Any]:
@@ -135,7 +138,8 @@ class Commands:
             self.throttle.take(len(batch))
         return n.send(batch)
 
-    def _follow(self, cmds: list[tuple], out: list[Any], redirected: list[tuple[int, str]], essential: bool) -> None:
+    def _follow(self, cmds: list[tuple], out: list[Any], redirected: list[tuple[int, str]], essential: bool,
+                raw: bool = False) -> None:
         """A slot moved while we read (a resharding): MOVED re-reads the key from its new
         owner (and remembers it); ASK reads it once from the importing node, after ASKING."""
         for _ in range(REDIRECT_ROUNDS):
@@ -165,7 +169,7 @@ class Commands:
                             continue
                         out[i] = self._error(cmds[i], r, essential, node)
                     else:
-                        out[i] = shape(cmds[i], r)
+                        out[i] = r if raw else shape(cmds[i], r)
         for i, text in redirected:
             self.log.warn(f"{command_name(cmds[i])} {cmds[i][1]}: still redirected after {REDIRECT_ROUNDS} tries "
                           f"({text}); not read")

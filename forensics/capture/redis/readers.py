@@ -128,6 +128,14 @@ def ready_chunk(part: pd.DataFrame, replies: list, redact: Redaction, extras, dt
             pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False))
 
 
+def _arrow_text(s: pd.Series) -> pa.Array:
+    """A text column as one Arrow large_string array (no copy when pandas keeps it in Arrow)."""
+    a = pa.array(s.array) if hasattr(s.array, "__arrow_array__") else pa.array(s.to_numpy(dtype=object))
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    return a.cast(pa.large_string())
+
+
 def _floats(texts: list[str] | None) -> np.ndarray | None:
     """Scores as Redis writes them ("1712345678901", "inf", "-inf") as floats."""
     if texts is None:
@@ -645,20 +653,21 @@ class Capture(Reader):
 
         # An id listed by two states keeps the first (a job that moved while they were read
         # one after the other); job hashes that no state lists are orphans (after a recheck).
-        # One hashing pass over both (millions of ids).
+        # One hashing pass over both (millions of ids), in Arrow: no Python object per id.
         mine = self._keys_of(q, classified)
         hashes = mine.loc[mine["family"] == "job", "job_id"]
-        codes, uniques = pd.factorize(np.concatenate([ids["job_id"].to_numpy(dtype=object),
-                                                      hashes.to_numpy(dtype=object)]))
+        enc = pc.dictionary_encode(pa.concat_arrays([_arrow_text(ids["job_id"]), _arrow_text(hashes)]),
+                                   null_encoding="encode")
+        codes = enc.indices.to_numpy(zero_copy_only=False)
         listed, hashed = codes[:len(ids)], codes[len(ids):]
         first = np.zeros(len(listed), dtype=bool)
         first[np.unique(listed, return_index=True)[1]] = True
         self.counts["state_conflicts"] += int(len(listed) - first.sum())
         ids = ids[first]
-        present = np.zeros(len(uniques), dtype=bool)
+        present = np.zeros(len(enc.dictionary), dtype=bool)
         present[listed] = True
         orphan_ids = hashes[~present[hashed]]
-        del codes, uniques, listed, hashed, first, present   # (not held while the job hashes are read)
+        del enc, codes, listed, hashed, first, present   # (not held while the job hashes are read)
         ids = pd.concat([ids, pd.DataFrame({"job_id": orphan_ids.astype("str"), "score": np.nan,
                                             "state": "orphan"})], ignore_index=True)
         active = ids.loc[ids["state"] == "active", "job_id"]

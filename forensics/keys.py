@@ -32,12 +32,12 @@ QUEUE_PREFIX_FAMILIES = {"metrics:": "metrics", "de:": "dedup", "dn:": "dedup",
 _REPEAT_JOB = r"^repeat:.+:\d+$"  # an iteration job of a repeatable / scheduler
 
 
-def _arrow(keys) -> pa.Array:
-    if isinstance(keys, pa.ChunkedArray):
-        return keys.combine_chunks()
-    if isinstance(keys, pa.Array):
-        return keys
-    return pa.array(pd.Series(keys).astype("str"), type=pa.large_string(), from_pandas=True)
+def arrow_text(keys) -> pa.Array:
+    """Texts (a list, a Series, an Arrow array) as one Arrow array, not chunked: a Series that
+    pandas keeps in Arrow is not copied, only its chunks joined."""
+    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        keys = pa.array(pd.Series(keys).astype("str"), type=pa.large_string(), from_pandas=True)
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def _mask(m) -> pa.Array:
@@ -46,7 +46,7 @@ def _mask(m) -> pa.Array:
 
 def queue_candidates(keys, prefix: str) -> dict[str, list[str]]:
     """{queue name: [anchor suffixes seen]} from key names alone (types checked later)."""
-    arr = _arrow(keys)
+    arr = arrow_text(keys)
     head = prefix + ":"
     rest = pc.utf8_slice_codeunits(arr.filter(_mask(pc.starts_with(arr, head))), len(head))
     found: dict[str, list[str]] = {}
@@ -68,7 +68,7 @@ def classify(keys, prefix: str, queues: list[str]) -> pd.DataFrame:
     where the name cannot be rebuilt from the others (see ``key_names``).
     Runs in Arrow compute: millions of keys, no Python object per key.
     """
-    arr = _arrow(keys)
+    arr = arrow_text(keys)
     null = pa.scalar(None, pa.large_string())
     rest = pc.utf8_slice_codeunits(arr, len(prefix) + 1)
     has_colon = _mask(pc.match_substring(rest, ":"))

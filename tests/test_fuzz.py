@@ -134,6 +134,11 @@ def test_the_key_classifier_never_raises(keys, queues):
     df = classify(keys, "bull", queues)
     assert len(df) == len(keys)
     assert df["family"].notna().all()
+    # the same keys as a Series pandas keeps in several Arrow chunks (a concat) read alike
+    half = len(keys) // 2
+    chunked = pd.concat([pd.Series(keys[:half], dtype="str"), pd.Series(keys[half:], dtype="str")],
+                        ignore_index=True)
+    pd.testing.assert_frame_equal(classify(chunked, "bull", queues), df)
 
 
 MESSAGE = st.one_of(TEXT, st.builds(lambda a, n, b: f"{a} {n} {b}", TEXT, st.integers(), TEXT),

@@ -128,14 +128,6 @@ def ready_chunk(part: pd.DataFrame, replies: list, redact: Redaction, extras, dt
             pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False))
 
 
-def _arrow_text(s: pd.Series) -> pa.Array:
-    """A text column as one Arrow large_string array (no copy when pandas keeps it in Arrow)."""
-    a = pa.array(s.array) if hasattr(s.array, "__arrow_array__") else pa.array(s.to_numpy(dtype=object))
-    if isinstance(a, pa.ChunkedArray):
-        a = a.combine_chunks()
-    return a.cast(pa.large_string())
-
-
 def _floats(texts: list[str] | None) -> np.ndarray | None:
     """Scores as Redis writes them ("1712345678901", "inf", "-inf") as floats."""
     if texts is None:
@@ -656,7 +648,7 @@ class Capture(Reader):
         # One hashing pass over both (millions of ids), in Arrow: no Python object per id.
         mine = self._keys_of(q, classified)
         hashes = mine.loc[mine["family"] == "job", "job_id"]
-        enc = pc.dictionary_encode(pa.concat_arrays([_arrow_text(ids["job_id"]), _arrow_text(hashes)]),
+        enc = pc.dictionary_encode(pa.concat_arrays([K.arrow_text(ids["job_id"]), K.arrow_text(hashes)]),
                                    null_encoding="encode")
         codes = enc.indices.to_numpy(zero_copy_only=False)
         listed, hashed = codes[:len(ids)], codes[len(ids):]

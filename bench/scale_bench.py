@@ -328,6 +328,13 @@ def median_of(runs: list[dict]) -> dict:
     return out
 
 
+def compile_bytecode() -> None:
+    """Compile forensics' modules once, as installing a package does. Where
+    PYTHONDONTWRITEBYTECODE is set (it is on this project's machines), every Python reader
+    would otherwise compile them again in each run (0.1-0.3 s, the hand-tuned reader too)."""
+    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "forensics")], check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=1_000_000)
@@ -346,6 +353,7 @@ def main() -> None:
     dump = build_dataset(args.jobs, args.series_jobs, args.data_bytes)
     if args.dataset_only:
         return
+    compile_bytecode()
     srv = Server(dump)
     work = Path(tempfile.mkdtemp(prefix="forensics-bench-out-"))
     node_env = dict(os.environ, NODE_PATH=str(NODE_MODULES))

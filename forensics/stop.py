@@ -8,12 +8,15 @@ never up and ``check_stop`` costs one comparison.
 """
 from __future__ import annotations
 
+import contextlib
+
 
 class Stopped(Exception):
     """The user asked the capture to stop (first Ctrl-C or SIGTERM); what was read is kept."""
 
 
 _up = [False]
+_finishing = [0]   # nested ``finishing()`` blocks running
 
 
 def request_stop() -> None:
@@ -29,5 +32,17 @@ def stop_requested() -> bool:
 
 
 def check_stop() -> None:
-    if _up[0]:
+    if _up[0] and not _finishing[0]:
         raise Stopped()
+
+
+@contextlib.contextmanager
+def finishing():
+    """A short piece of work that ends once begun, even when a stop comes meanwhile: what
+    was read is being made keepable (redacted into a table: a megabyte at most, tens of
+    milliseconds). ``check_stop`` does not raise inside; the stop is honoured right after."""
+    _finishing[0] += 1
+    try:
+        yield
+    finally:
+        _finishing[0] -= 1

@@ -5,6 +5,8 @@ Speed itself is measured by bench/scale_bench.py, never asserted here."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import duckdb
@@ -157,6 +159,39 @@ def many_jobs(redis_server):
     """8,000 real BullMQ 5 jobs (addBulk), beyond the point where figures summarize."""
     run_node("fill.js", "bullmq5", redis_server.url(0), "many", "bulk", "8000", "200")
     return forensics.capture(redis_server.url(0), prefix="many")
+
+
+def test_a_stream_of_many_small_entries_is_kept_whole_and_in_order(many_jobs, redis_server):
+    """addBulk's events (about 10,000 small entries: BullMQ trims the stream there) are read in
+    windows of 1,000 and made into tables several windows at a time: every entry is kept once,
+    in stream order, with its event, job id and other fields."""
+    want = redis_server.client().xrange("many:bulk:events")
+    assert len(want) > 5 * 1000 and many_jobs.manifest["commands"]["XRANGE"] > 5
+    got = many_jobs.events
+    assert got["stream_id"].tolist() == [sid for sid, _ in want]
+    assert got["event"].tolist() == [f["event"] for _, f in want]
+    assert got["job_id"].tolist() == [f.get("jobId") for _, f in want]
+    rest = [{k: v for k, v in f.items() if k not in ("event", "jobId")} for _, f in want]
+    assert [json.loads(x) if isinstance(x, str) else {} for x in got["fields"]] == rest
+    assert got["time"].is_monotonic_increasing
+
+
+def test_a_stop_while_small_events_are_read_keeps_every_entry_read(many_jobs, redis_server):
+    """A stop (Ctrl-C, SIGTERM) asked once three windows of the stream are in, before they
+    were made into a table: the capture ends there, incomplete, and keeps those 3,000 entries."""
+    from forensics.capture.progress import Progress
+
+    class StopAfterThreeWindows(Progress):
+        def update(self, text, **kw):
+            if "events 3,000 of" in text:
+                os.kill(os.getpid(), signal.SIGTERM)   # the capture's own handler takes it
+            super().update(text, **kw)
+
+    with pytest.warns(UserWarning, match="capture incomplete: interrupted"):
+        snap = forensics.capture(redis_server.url(0), prefix="many", progress=StopAfterThreeWindows(False))
+    assert not snap.complete
+    want = redis_server.client().xrange("many:bulk:events", count=3000)
+    assert snap.events["stream_id"].tolist() == [sid for sid, _ in want]
 
 
 def test_figures_of_many_jobs_are_summaries_and_say_so(many_jobs, captured):

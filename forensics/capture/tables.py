@@ -154,8 +154,13 @@ def as_int(x) -> int | None:
         return None
 
 
+# One encoder for every call: json.dumps with options builds a new one each time, half the
+# cost of encoding a small event's fields.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def as_json(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _JSON.encode(obj)
 
 
 def event_texts(fields: list[dict], redact) -> list[str | None]:

@@ -41,6 +41,7 @@ from ...clock import Clock, phase
 from ...snapshot import SCHEMA_VERSION, Snapshot, new_spool, utcnow
 from . import helper as helper_mod
 from ..progress import Progress, Stopped, Throttle, duration_text
+from ...stop import finishing
 from ..steps import Log, Reader, spooled_snapshot
 from .commands import PIPELINE, Commands
 from .sources import Connect, Node, Source, key_slot, open_source
@@ -58,6 +59,7 @@ DEDUP_LIMIT = 10_000   # deduplication keys read per queue (GET + PTTL each)
 SCHEDULER_LIMIT = 10_000  # schedulers / repeatables read per queue (HGETALL each)
 LOG_LINES = 20         # newest job log lines kept per job (payloads.logs)
 SMALL_QUEUE = 1000     # a queue of at most this many jobs is decoded together with other small ones
+EVENT_ROWS = 10_000    # events entries made into one table at most (and about BATCH_BYTES / 2 of them)
 HELPER_GRACE = 1.0     # seconds a capture cut short waits for the chunks its helper is finishing
 LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster", "keyspace")
@@ -1042,32 +1044,49 @@ class Capture(Reader):
         }
 
     def read_events(self, q: _Queue, length: int) -> None:
-        """The events stream, window by window: each window is redacted (or shaped) and kept
-        before the next is read, so a stop keeps the windows already read, and a stream of
-        big return values is never held twice. Windows hold at most WINDOW entries and about
-        BATCH_BYTES (sized from the stream's MEMORY USAGE, then from what each window took)."""
+        """The events stream, window by window. Windows hold at most WINDOW entries and about
+        BATCH_BYTES (sized from the stream's MEMORY USAGE, then from what each window took).
+        What was read is redacted (or shaped) and kept once it holds half of BATCH_BYTES or
+        EVENT_ROWS entries, before more is read: a window of big return values is kept as soon
+        as it is read (never held twice, and a stop keeps the windows before it), and a stream
+        of small entries pays the fixed cost of a table (a few milliseconds) once per
+        EVENT_ROWS entries, not once per window."""
         if "events" not in q.families or not length:
             return
         key = q.base + "events"
         measured = [m["bytes"] for m in self._memory_of.get((q.prefix, q.name), []) if m["family"] == "events"]
         per_entry = measured[0] / length if measured else None
         start, read = "-", 0
-        while True:
-            count = 10 if per_entry is None else int(min(WINDOW, max(10, BATCH_BYTES // max(per_entry, 1))))
-            before = self._received()
-            batch = self.cmd.one("XRANGE", key, start, "+", "COUNT", count, essential=False)
-            if not batch:
-                break
-            got = self._received() - before
-            per_entry = max(got / len(batch), 16.0)
-            with phase("events"):
-                self._event_window(q, batch)
-            read += len(batch)
-            self.progress.bytes += got
-            self.progress.update(f"{q.name}: events {read:,} of {length:,}")
-            if len(batch) < count:
-                break
-            start = "(" + batch[-1][0]
+        pending: list = []
+        held = 0   # bytes of replies in ``pending``
+
+        def keep() -> None:   # (read is kept: a stop meanwhile waits for it, tens of milliseconds)
+            nonlocal pending, held
+            if pending:
+                batch, pending, held = pending, [], 0
+                with phase("events"), finishing():
+                    self._event_window(q, batch)
+        try:
+            while True:
+                count = 10 if per_entry is None else int(min(WINDOW, max(10, BATCH_BYTES // max(per_entry, 1))))
+                before = self._received()
+                batch = self.cmd.one("XRANGE", key, start, "+", "COUNT", count, essential=False)
+                if not batch:
+                    break
+                got = self._received() - before
+                per_entry = max(got / len(batch), 16.0)
+                pending += batch
+                held += got
+                if held >= BATCH_BYTES // 2 or len(pending) >= EVENT_ROWS:   # (a window of big values: at once)
+                    keep()
+                read += len(batch)
+                self.progress.bytes += got
+                self.progress.update(f"{q.name}: events {read:,} of {length:,}")
+                if len(batch) < count:
+                    break
+                start = "(" + batch[-1][0]
+        finally:   # Redis lost, or a stop: what was read is kept all the same
+            keep()
 
     def _event_window(self, q: _Queue, batch: list) -> None:
         """One window of stream entries as rows, redacted (or shaped) as asked."""

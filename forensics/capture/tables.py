@@ -93,7 +93,7 @@ class Spool:
             done.result()  # a refused write raises here, on the capture's thread
 
     def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False, nthreads=1)   # (threads per call cost more)
         self.pending.append(table)
         self.n += len(df)
         self.pending_bytes += table.nbytes

@@ -108,7 +108,11 @@ def join_extras(jobs: pd.DataFrame, x, dtypes: dict) -> pd.DataFrame:
     if x.job_mem is not None:
         jobs["memory_bytes"] = jid.map(x.job_mem).astype("Int64")
     jobs["in_stalled_set"] = jid.isin(x.stalled).astype("boolean")
-    return jobs.reset_index(drop=True).astype(dtypes)
+    jobs = jobs.reset_index(drop=True)
+    for c, t in dtypes.items():   # (column by column, only those to change: astype of a dict concats every column, ~15 ms a chunk)
+        if jobs[c].dtype != t:
+            jobs[c] = jobs[c].astype(t)
+    return jobs
 
 
 # States whose rows a capture re-checks against Redis before they are written.
@@ -126,8 +130,9 @@ def ready_chunk(part: pd.DataFrame, replies: list, redact: Redaction, extras, dt
     if log_lines is not None and len(payloads):
         payloads["logs"] = payloads["job_id"].map(log_lines).astype("str")
     jobs = join_extras(jobs, extras, dtypes)
-    return ("ready", pa.Table.from_pandas(jobs, schema=schemas[0], preserve_index=False),
-            pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False))
+    # (nthreads=1: Arrow's pool of threads per call costs more than it saves on a chunk -- 10 -> 6 ms)
+    return ("ready", pa.Table.from_pandas(jobs, schema=schemas[0], preserve_index=False, nthreads=1),
+            pa.Table.from_pandas(payloads, schema=schemas[1], preserve_index=False, nthreads=1))
 
 
 def _floats(texts: list[str] | None) -> np.ndarray | None:

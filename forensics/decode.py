@@ -389,7 +389,8 @@ def decode_jobs(ids: pd.DataFrame, hashes: list[dict], *, redact: "bool | Redact
     out["memory_bytes"] = pd.Series(pd.NA, index=ids.index, dtype="Int64")
     out["decode_errors"] = errors.str.strip(",").replace("", pd.NA)
 
-    jobs = pd.DataFrame({c: _typed(out[c], ids.index, c) for c in JOB_COLUMNS}, copy=False)
+    # (arrays, every one already on ids.index: a dict of Series is aligned column by column, ~2 ms)
+    jobs = pd.DataFrame({c: _typed(out[c], ids.index, c).array for c in JOB_COLUMNS}, index=ids.index, copy=False)
     payloads = pd.DataFrame({
         "prefix": out["prefix"], "queue": out["queue"], "job_id": out["job_id"], "data": data, "returnvalue": rv,
         "stacktrace": st, "opts": opts, "logs": pd.Series(pd.NA, index=ids.index, dtype="str"),

@@ -1065,11 +1065,14 @@ class Capture(Reader):
         pending: list = []
         held = 0   # bytes of replies in ``pending``
 
-        def keep() -> None:   # (read is kept: a stop meanwhile waits for it, tens of milliseconds)
+        def keep() -> None:
             nonlocal pending, held
             if pending:
-                batch, pending, held = pending, [], 0
-                with phase("events"), finishing():
+                # Up to about BATCH_BYTES (tens of milliseconds of redaction) a stop meanwhile
+                # waits for it, so what was read is kept; a bigger window (ten huge values)
+                # stays open to a stop, which must come within two seconds.
+                batch, small, pending, held = pending, held <= BATCH_BYTES, [], 0
+                with phase("events"), finishing() if small else contextlib.nullcontext():
                     self._event_window(q, batch)
         try:
             while True:

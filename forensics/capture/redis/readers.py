@@ -1093,11 +1093,14 @@ class Capture(Reader):
                 if len(batch) < count:
                     break
                 start = "(" + batch[-1][0]
+        except KeyboardInterrupt:   # a second Ctrl-C: abort at once, nothing more is made
+            pending = []
+            raise
         finally:   # Redis lost, or a stop: what was read is kept all the same
             keep()
 
     def _event_window(self, q: _Queue, batch: list) -> None:
-        """One window of stream entries as rows, redacted (or shaped) as asked."""
+        """Stream entries (one window or several) as rows, redacted (or shaped) as asked."""
         ids, events, jobs, fields = [], [], [], []
         for sid, f in batch:
             f = dict(f or {})

@@ -1053,9 +1053,10 @@ class Capture(Reader):
         BATCH_BYTES (sized from the stream's MEMORY USAGE, then from what each window took).
         What was read is redacted (or shaped) and kept once it holds half of BATCH_BYTES or
         EVENT_ROWS entries, before more is read: a window of big return values is kept as soon
-        as it is read (never held twice, and a stop keeps the windows before it), and a stream
-        of small entries pays the fixed cost of a table (a few milliseconds) once per
-        EVENT_ROWS entries, not once per window."""
+        as it is read, after and apart from the windows before it (never held twice, and a stop
+        that interrupts it keeps the windows before it), and a stream of small entries pays
+        the fixed cost of a table (a few milliseconds) once per EVENT_ROWS entries, not once
+        per window."""
         if "events" not in q.families or not length:
             return
         key = q.base + "events"
@@ -1083,6 +1084,8 @@ class Capture(Reader):
                     break
                 got = self._received() - before
                 per_entry = max(got / len(batch), 16.0)
+                if pending and held + got > BATCH_BYTES:
+                    keep()   # (what was read before first: a stop while this big window is made keeps it)
                 pending += batch
                 held += got
                 if held >= BATCH_BYTES // 2 or len(pending) >= EVENT_ROWS:   # (a window of big values: at once)

@@ -539,6 +539,7 @@ def test_neither_process_reads_far_ahead_of_the_chunks_written():
 
 SPAWNED = """
 import sys, threading, forensics
+open(sys.argv[3], "a").write("ran\\n")   # the script's own side effect: once, not again in the helper
 threading.Thread(target=threading.Event().wait, daemon=True).start()   # as in Jupyter: not one thread
 snap = forensics.capture(sys.argv[1], progress=False)
 snap.save(sys.argv[2])
@@ -547,11 +548,17 @@ snap.save(sys.argv[2])
 
 def test_a_capture_in_a_process_with_threads_spawns_its_helper(redis_from_dump, tmp_path):
     """A process with other threads (a notebook's kernel) is not forked: the helper is
-    spawned, and the snapshot is the same."""
-    out, alone = tmp_path / "spawned", tmp_path / "alone"
-    proc = subprocess.run([sys.executable, "-c", SPAWNED, redis_from_dump.url(), str(out)], capture_output=True,
-                          text=True, timeout=180)
+    spawned, and the snapshot is the same. The script has no ``if __name__ == "__main__"``
+    guard, as scripts often do not: its top level runs once (a spawned child runs the
+    parent's main module again unless it is kept from it)."""
+    out, alone, ran = tmp_path / "spawned", tmp_path / "alone", tmp_path / "ran.txt"
+    script = tmp_path / "incident.py"
+    script.write_text(SPAWNED)
+    proc = subprocess.run([sys.executable, str(script), redis_from_dump.url(), str(out), str(ran)],
+                          capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
+    assert ran.read_text() == "ran\n"
+    assert "Traceback" not in proc.stderr and "helper" not in proc.stderr, proc.stderr
     res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--out", str(alone), "--quiet",
                         env={"FORENSICS_HELPER": "0"})
     assert res.returncode == 0, res.stderr

@@ -20,12 +20,15 @@ already loaded: it is ready at once), else with spawn.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 import time
+import types
 from typing import Any
 
 import pandas as pd
@@ -99,7 +102,8 @@ class Helper:
             warm_up(redaction)   # what the child would otherwise compile and load on its first chunk
         self.proc = ctx.Process(target=_main, args=(child, redaction, self.claims), name="forensics-helper",
                                 daemon=True)
-        self.proc.start()
+        with _main_hidden() if method == "spawn" else contextlib.nullcontext():
+            self.proc.start()
         child.close()
         self.nodes: set[str] = set()
         self.broken: str | None = None   # why it is not used any more
@@ -209,6 +213,23 @@ class Helper:
             self.proc.kill()
             self.proc.join(2)
         self.conn.close()
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """A spawned child runs the parent's ``__main__`` again before it starts (that is how
+    multiprocessing finds functions defined there): a user's script without an ``if __name__
+    == "__main__"`` guard would run its top level twice -- its side effects, a second
+    capture (which multiprocessing refuses, killing the helper) -- and a notebook's kernel
+    would import ipykernel again. The helper needs nothing from ``__main__``: while it is
+    started, a bare module stands in."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 # ---- the helper process -----------------------------------------------------------------------

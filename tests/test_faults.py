@@ -443,6 +443,41 @@ def test_the_helper_process_changes_nothing_in_the_snapshot(redis_from_dump, tmp
     assert redis_from_dump.client().execute_command("DEBUG", "DIGEST") == digest
 
 
+def test_a_helper_started_before_the_scan_and_not_needed_is_closed(redis_from_dump, tmp_path):
+    """The database holds enough keys for a helper, so it is started before the SCAN; the
+    queue asked for has 200 jobs: the helper is closed before any is read, no process is
+    left behind, and the snapshot is the one read alone."""
+    import multiprocessing
+    from forensics.capture.redis import readers
+    started, during = [], []
+    orig, read_queue = readers.helper_mod.Helper, readers.Capture.read_queue
+
+    class Counted(orig):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            started.append(self)
+
+    def watched(self, q, *a, **k):
+        during.append(self.helper)
+        return read_queue(self, q, *a, **k)
+    readers.helper_mod.Helper, readers.Capture.read_queue = Counted, watched
+    try:
+        snap = forensics.capture(redis_from_dump.url(), queues=["small"], progress=False)
+    finally:
+        readers.helper_mod.Helper, readers.Capture.read_queue = orig, read_queue
+    assert len(started) == 1 and during == [None]                        # started early, closed before the queue
+    assert not started[0].proc.is_alive()
+    assert multiprocessing.active_children() == []
+    assert snap.complete and snap.row_count("jobs") == SMALL
+    assert snap.manifest["counts"].get("helper_chunks", 0) == 0
+    res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--queue", "small", "--out", str(tmp_path / "a"),
+                        "--quiet", env={"FORENSICS_HELPER": "0"})
+    assert res.returncode == 0, res.stderr
+    a, b = tables_of(snap), tables_of(forensics.load(tmp_path / "a"))
+    for name in ("jobs", "payloads", "events"):
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
 def helper_pids(pid: int) -> list[int]:
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -307,6 +307,7 @@ class Capture(Reader):
         there is to read, the throttle's estimate and the helper process."""
         if self.rdb is not None:
             self._rdb_keyspace()
+        self.start_helper(None)
         for p in self.prefixes:
             self.tables[p] = self.discover(p)
         self.expect_commands(self.tables)
@@ -867,11 +868,21 @@ class Capture(Reader):
                     helper.give_up("it did not answer" if helper.proc.is_alive() else "it ended")
                     return
 
-    def start_helper(self, tables: dict[str, pd.DataFrame]) -> None:
+    def start_helper(self, tables: dict[str, pd.DataFrame] | None) -> None:
         """A helper process for the job hashes, when there are enough of them to be worth it
-        (and a second core, and no throttle)."""
-        jobs = sum(int((t["family"] == "job").sum()) for t in tables.values())
-        if jobs >= helper_mod.MIN_JOBS and helper_mod.usable(self.throttle is not None):
+        (and a second core, and no throttle). Called twice: before the SCAN (``tables``
+        None), when the database holds at least that many keys -- forked while the capture
+        is small, it shares fewer pages, and a spawned one starts while the keys are read --
+        and after it, with the job hashes counted: an early helper not needed is closed."""
+        if tables is None:
+            keys = [r.get("db_keys") for r in self.redis_rows]
+            jobs = sum(int(k) for k in keys if k is not None) if keys and None not in keys else 0
+        else:
+            jobs = sum(int((t["family"] == "job").sum()) for t in tables.values())
+            if self.helper is not None and jobs < helper_mod.MIN_JOBS:
+                self.helper.close()
+                self.helper = None
+        if self.helper is None and jobs >= helper_mod.MIN_JOBS and helper_mod.usable(self.throttle is not None):
             try:
                 self.helper = helper_mod.Helper(self.redact)
             except OSError as e:  # no process to spare: read alone

@@ -269,6 +269,7 @@ class Capture(Reader):
         self.started = utcnow()
         self.clock = Clock()
         self.helper: helper_mod.Helper | None = None   # a second process for job hashes (helper.py)
+        self.helper_refused = False                     # (it could not be started: not tried again)
         # Small queues' job hashes, read and waiting to be decoded together (a decode costs
         # ~30 ms however few its jobs: 500 queues of 4 jobs took 40 s one queue at a time).
         self._small: list[tuple] = []
@@ -882,11 +883,13 @@ class Capture(Reader):
             if self.helper is not None and jobs < helper_mod.MIN_JOBS:
                 self.helper.close()
                 self.helper = None
-        if self.helper is None and jobs >= helper_mod.MIN_JOBS and helper_mod.usable(self.throttle is not None):
+        if (self.helper is None and not self.helper_refused and jobs >= helper_mod.MIN_JOBS
+                and helper_mod.usable(self.throttle is not None)):
             try:
                 self.helper = helper_mod.Helper(self.redact)
-            except OSError as e:  # no process to spare: read alone
-                self.log.warn(f"no helper process ({e}); the capture reads alone")
+            except Exception as e:  # no process to spare, or it cannot be started: read alone
+                self.helper_refused = True
+                self.log.warn(f"no helper process ({type(e).__name__}: {e}); the capture reads alone")
 
     def close_helper(self) -> None:
         if self.helper is not None:

@@ -443,39 +443,65 @@ def test_the_helper_process_changes_nothing_in_the_snapshot(redis_from_dump, tmp
     assert redis_from_dump.client().execute_command("DEBUG", "DIGEST") == digest
 
 
-def test_a_helper_started_before_the_scan_and_not_needed_is_closed(redis_from_dump, tmp_path):
-    """The database holds enough keys for a helper, so it is started before the SCAN; the
-    queue asked for has 200 jobs: the helper is closed before any is read, no process is
-    left behind, and the snapshot is the one read alone."""
+def test_the_helper_starts_at_the_scans_first_reply_only_when_the_prefix_is_big(redis_from_dump, tmp_path):
+    """The helper is started at the SCAN's first reply when the database's keys, times the
+    share of them that reply matched, reach MIN_JOBS: for the whole prefix (60,000 job
+    hashes) it is running before the SCAN ends; for the 200-job queue of the same database
+    none is started, and the snapshot is the one read alone."""
     import multiprocessing
     from forensics.capture.redis import readers
-    started, during = [], []
-    orig, read_queue = readers.helper_mod.Helper, readers.Capture.read_queue
+    order: list[str] = []
+    orig, discover = readers.helper_mod.Helper, readers.Capture.discover
 
     class Counted(orig):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
-            started.append(self)
+            order.append("helper")
 
-    def watched(self, q, *a, **k):
-        during.append(self.helper)
-        return read_queue(self, q, *a, **k)
-    readers.helper_mod.Helper, readers.Capture.read_queue = Counted, watched
+    def watched(self, prefix):
+        try:
+            return discover(self, prefix)
+        finally:
+            order.append("scanned")
+    readers.helper_mod.Helper, readers.Capture.discover = Counted, watched
     try:
-        snap = forensics.capture(redis_from_dump.url(), queues=["small"], progress=False)
+        whole = forensics.capture(redis_from_dump.url(), progress=False)
+        assert order == ["helper", "scanned"] and whole.manifest["counts"].get("helper_chunks", 0) >= 1
+        order.clear()
+        small = forensics.capture(redis_from_dump.url(), queues=["small"], progress=False)
+        assert order == ["scanned"]
     finally:
-        readers.helper_mod.Helper, readers.Capture.read_queue = orig, read_queue
-    assert len(started) == 1 and during == [None]                        # started early, closed before the queue
-    assert not started[0].proc.is_alive()
+        readers.helper_mod.Helper, readers.Capture.discover = orig, discover
     assert multiprocessing.active_children() == []
-    assert snap.complete and snap.row_count("jobs") == SMALL
-    assert snap.manifest["counts"].get("helper_chunks", 0) == 0
+    assert small.complete and small.row_count("jobs") == SMALL
     res = forensics_cli("capture", "--redis", redis_from_dump.url(), "--queue", "small", "--out", str(tmp_path / "a"),
                         "--quiet", env={"FORENSICS_HELPER": "0"})
     assert res.returncode == 0, res.stderr
-    a, b = tables_of(snap), tables_of(forensics.load(tmp_path / "a"))
+    a, b = tables_of(small), tables_of(forensics.load(tmp_path / "a"))
     for name in ("jobs", "payloads", "events"):
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+
+
+def test_an_early_helper_is_closed_when_the_prefix_holds_too_few_job_hashes(redis_from_dump):
+    """Started early on an estimate, the helper is closed once the SCAN has counted fewer job
+    hashes than are worth it, and not started again."""
+    from forensics.capture.progress import Progress
+    from forensics.capture.redis import readers
+    from forensics.redact import Redaction
+    cap = readers.Capture(redis_from_dump.url(), ["bull"], ["small"], redact=Redaction(), memory_samples=8,
+                          progress=Progress(enabled=False))
+    try:
+        cap.connect()
+        cap.read_server()
+        cap.start_helper(None, share=1.0)          # as if the first reply had matched every key it looked at
+        early = cap.helper
+        assert early is not None and early.proc.is_alive()
+        cap.start_helper({"bull": cap.discover("bull")})
+        assert cap.helper is None
+        early.proc.join(5)
+        assert not early.proc.is_alive()
+    finally:
+        cap.close()
 
 
 def helper_pids(pid: int) -> list[int]:

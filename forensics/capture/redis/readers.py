@@ -308,7 +308,6 @@ class Capture(Reader):
         there is to read, the throttle's estimate and the helper process."""
         if self.rdb is not None:
             self._rdb_keyspace()
-        self.start_helper(None)
         for p in self.prefixes:
             self.tables[p] = self.discover(p)
         self.expect_commands(self.tables)
@@ -457,6 +456,7 @@ class Capture(Reader):
         arrays: list[pa.Array] = []
         buf: list[str] = []
         seen = 0
+        early = self.helper is None and not self.tables   # (the first prefix's first reply: see start_helper)
         for node, pattern in [(n, p) for n in list(self.src.nodes) for p in patterns]:
             if self.lost(node.addr):
                 continue
@@ -471,6 +471,9 @@ class Capture(Reader):
                     break
                 buf.extend(batch)
                 seen += len(batch)
+                if early:
+                    early = False
+                    self.start_helper(None, share=len(batch) / SCAN_COUNT)
                 if len(buf) >= 100_000:
                     arrays.append(pa.array(buf, pa.large_string()))
                     buf = []
@@ -869,15 +872,16 @@ class Capture(Reader):
                     helper.give_up("it did not answer" if helper.proc.is_alive() else "it ended")
                     return
 
-    def start_helper(self, tables: dict[str, pd.DataFrame] | None) -> None:
+    def start_helper(self, tables: dict[str, pd.DataFrame] | None, share: float = 0.0) -> None:
         """A helper process for the job hashes, when there are enough of them to be worth it
-        (and a second core, and no throttle). Called twice: before the SCAN (``tables``
-        None), when the database holds at least that many keys -- forked while the capture
+        (and a second core, and no throttle). Called twice: at the SCAN's first reply
+        (``tables`` None), when the database's keys times the ``share`` of them that reply
+        matched (of the ~SCAN_COUNT it looked at) reach that many -- forked while the capture
         is small, it shares fewer pages, and a spawned one starts while the keys are read --
-        and after it, with the job hashes counted: an early helper not needed is closed."""
+        and after the SCAN, with the job hashes counted: an early helper not needed is closed."""
         if tables is None:
             keys = [r.get("db_keys") for r in self.redis_rows]
-            jobs = sum(int(k) for k in keys if k is not None) if keys and None not in keys else 0
+            jobs = sum(int(k) for k in keys if k is not None) * min(share, 1.0) if keys and None not in keys else 0
         else:
             jobs = sum(int((t["family"] == "job").sum()) for t in tables.values())
             if self.helper is not None and jobs < helper_mod.MIN_JOBS:

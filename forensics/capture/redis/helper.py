@@ -98,8 +98,6 @@ class Helper:
         self.conn, child = ctx.Pipe()
         # [queue generation, next chunk to claim, first chunk not yet written], under one lock
         self.claims = ctx.Array("q", 3, lock=True)
-        if method == "fork":
-            warm_up(redaction)   # what the child would otherwise compile and load on its first chunk
         self.proc = ctx.Process(target=_main, args=(child, redaction, self.claims), name="forensics-helper",
                                 daemon=True)
         with _main_hidden() if method == "spawn" else contextlib.nullcontext():
@@ -235,8 +233,9 @@ def _main_hidden():
 # ---- the helper process -----------------------------------------------------------------------
 
 def warm_up(redaction: Redaction) -> None:
-    """Compile the redaction rules and run the decoder once on a made-up job, so that a
-    forked helper starts with all of it ready (and the capture's own first chunk too)."""
+    """Compile the redaction rules and run the decoder once on a made-up job: the helper
+    does it first thing, while the capture is still reading the keys (done by the capture
+    before the fork, it cost the capture ~20 ms of decoding a job nobody needs)."""
     from ...decode import decode_jobs
     redaction.needs("x")
     _ = redaction._json_keys, redaction._key_re
@@ -264,6 +263,7 @@ def _claim(claims, gen: int, n: int, stopping: threading.Event) -> int | None:
 def _main(conn, redaction: Redaction, claims) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the capture decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    warm_up(redaction)
     from .readers import ready_chunk
     from .sources import Node
     from ..tables import shape

@@ -16,7 +16,8 @@ errors, lost nodes and timeouts applies); after one such chunk the helper is not
 The helper ignores Ctrl-C and SIGTERM: the capture decides when to stop, and ends it.
 
 Started with fork when the capture's process runs one Python thread (the modules are
-already loaded: it is ready at once), else with spawn.
+already loaded: it only warms up the decoder, while the capture reads the keys), else with
+spawn.
 """
 from __future__ import annotations
 
@@ -226,7 +227,9 @@ def _main_hidden():
     try:
         yield
     finally:
-        if main is not None:
+        if main is None:
+            sys.modules.pop("__main__", None)
+        else:
             sys.modules["__main__"] = main
 
 
